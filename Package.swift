@@ -1,0 +1,76 @@
+// swift-tools-version:6.1
+// Peerhost: one package for the core, the runner, the SDK, the bundled plugins and their tests.
+// Dependency versions are pinned to what the offline mirror serves (see DESIGN.md, "Dependencies").
+import PackageDescription
+
+let package = Package(
+    name: "peerhost",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "peerhost", targets: ["peerhost"]),
+        .executable(name: "peerhost-runner", targets: ["peerhost-runner"]),
+        .library(name: "PeerhostSDK", targets: ["PeerhostSDK"]),
+        .library(name: "PeerhostTesting", targets: ["PeerhostTesting"]),
+        // Bundled plugins, loaded by the runner with dlopen.
+        .library(name: "echo-c", type: .dynamic, targets: ["EchoCPlugin"]),
+        .library(name: "echo-swift", type: .dynamic, targets: ["EchoSwiftPlugin"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", exact: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
+    ],
+    targets: [
+        // ---- C: the ABI header, Linux shims, system libraries --------------------------------
+        .target(name: "CPeerhostABI", path: "Sources/CPeerhostABI"),
+        .target(name: "CPeerhostShim", dependencies: ["CPeerhostABI"], path: "Sources/CPeerhostShim"),
+        .systemLibrary(name: "CLiburing", path: "Sources/CLiburing", pkgConfig: "liburing",
+                       providers: [.apt(["liburing-dev"])]),
+        .systemLibrary(name: "CSeccomp", path: "Sources/CSeccomp", pkgConfig: "libseccomp",
+                       providers: [.apt(["libseccomp-dev"])]),
+        .systemLibrary(name: "CCap", path: "Sources/CCap", pkgConfig: "libcap",
+                       providers: [.apt(["libcap-dev"])]),
+        .systemLibrary(name: "CFFI", path: "Sources/CFFI", pkgConfig: "libffi",
+                       providers: [.apt(["libffi-dev"])]),
+
+        // ---- Swift modules ----------------------------------------------------------------
+        .target(name: "PeerhostRing", dependencies: ["CPeerhostShim", "CPeerhostABI"]),
+        .target(name: "PeerhostSandbox", dependencies: ["CPeerhostShim", "CSeccomp", "CCap"]),
+        .target(name: "PeerhostCore", dependencies: [
+            "PeerhostRing", "PeerhostSandbox", "CLiburing", "CPeerhostShim", "CPeerhostABI",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "TOMLKit", package: "TOMLKit"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+        .target(name: "PeerhostSDK", dependencies: ["CPeerhostABI"]),
+        .target(name: "PeerhostTesting", dependencies: ["PeerhostSDK", "CPeerhostABI"]),
+        .executableTarget(name: "peerhost", dependencies: [
+            "PeerhostCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "peerhost-runner", dependencies: [
+            "PeerhostRing", "PeerhostSandbox", "CPeerhostABI", "CPeerhostShim", "CFFI",
+        ]),
+
+        // ---- Bundled plugins ----------------------------------------------------------------
+        .target(name: "EchoCPlugin", dependencies: ["CPeerhostABI"], path: "plugins/echo-c",
+                exclude: ["manifest.toml"], sources: ["echo.c"], publicHeadersPath: "."),
+        .target(name: "EchoSwiftPlugin", dependencies: ["PeerhostSDK"], path: "plugins/echo-swift",
+                exclude: ["manifest.toml"], sources: ["EchoSwift.swift"]),
+
+        // ---- Tests (Swift Testing) ----------------------------------------------------------
+        .testTarget(name: "PeerhostRingTests", dependencies: ["PeerhostRing", "CPeerhostShim"]),
+        .testTarget(name: "PeerhostCoreTests", dependencies: ["PeerhostCore"]),
+        .testTarget(name: "PeerhostSDKTests", dependencies: ["PeerhostSDK", "PeerhostTesting"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["PeerhostCore"]),
+    ]
+)

@@ -1,0 +1,2 @@
+#include <signal.h>
+#include <sys/capability.h>

@@ -1,0 +1,1 @@
+../../../protocols/abi/peerhost.h

@@ -1,0 +1,39 @@
+/*
+ * ph_sys.h — Linux calls that Swift's Glibc module does not import (memfd_create, eventfd, prctl,
+ * pidfd_*, close_range, openat2) or imports awkwardly (variadic, macro-based). Each wrapper returns
+ * -1 with errno set on failure, like the call it wraps.
+ */
+#ifndef PH_SYS_H
+#define PH_SYS_H
+
+#include <signal.h>   /* before anything that defines _XOPEN_SOURCE (see NOTES-swift-linux.md) */
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* memfd with sealing allowed; seal it against shrinking, growing and further sealing. */
+int ph_memfd_create(const char *name);
+int ph_memfd_seal(int fd);
+
+/* eventfd, non-blocking and close-on-exec. */
+int ph_eventfd(unsigned int initval, int nonblock);
+int ph_eventfd_signal(int fd);            /* adds 1; EAGAIN (counter saturated) counts as success */
+int ph_eventfd_drain(int fd, uint64_t *value);
+
+int ph_pidfd_open(pid_t pid);
+int ph_pidfd_send_signal(int pidfd, int sig);
+int ph_close_range(unsigned int first, unsigned int last, unsigned int flags);
+int ph_set_no_new_privs(void);
+int ph_get_no_new_privs(void);
+int ph_set_pdeathsig(int sig);
+int ph_set_name(const char *name);
+
+/* openat2 with RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS: `path` may not leave `dirfd` by "..",
+ * an absolute path or a symlink. */
+int ph_openat_beneath(int dirfd, const char *path, int flags, unsigned int mode);
+
+/* ppoll on up to two fds with a timeout in nanoseconds (-1 = forever). Returns a bit mask of the
+ * fds that are readable (bit 0: fd0, bit 1: fd1; bit 2: fd1 hung up), 0 on timeout, -1 on error. */
+int ph_poll2(int fd0, int fd1, int64_t timeout_ns);
+
+#endif
