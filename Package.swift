@@ -28,6 +28,7 @@ let package = Package(
         // ---- C: the ABI header, Linux shims, system libraries --------------------------------
         .target(name: "CPeerhostABI", path: "Sources/CPeerhostABI"),
         .target(name: "CPeerhostShim", dependencies: ["CPeerhostABI"], path: "Sources/CPeerhostShim"),
+        .target(name: "CPeerhostTestSupport", dependencies: ["CPeerhostShim"], path: "Sources/CPeerhostTestSupport"),
         .systemLibrary(name: "CLiburing", path: "Sources/CLiburing", pkgConfig: "liburing",
                        providers: [.apt(["liburing-dev"])]),
         .systemLibrary(name: "CSeccomp", path: "Sources/CSeccomp", pkgConfig: "libseccomp",
@@ -68,7 +69,7 @@ let package = Package(
                 exclude: ["manifest.toml"], sources: ["EchoSwift.swift"]),
 
         // ---- Tests (Swift Testing) ----------------------------------------------------------
-        .testTarget(name: "PeerhostRingTests", dependencies: ["PeerhostRing", "CPeerhostShim"]),
+        .testTarget(name: "PeerhostRingTests", dependencies: ["PeerhostRing", "CPeerhostShim", "CPeerhostTestSupport"]),
         .testTarget(name: "PeerhostCoreTests", dependencies: ["PeerhostCore"]),
         .testTarget(name: "PeerhostSDKTests", dependencies: ["PeerhostSDK", "PeerhostTesting"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PeerhostCore"]),
