@@ -14,6 +14,8 @@ let package = Package(
         // Bundled plugins, loaded by the runner with dlopen.
         .library(name: "echo-c", type: .dynamic, targets: ["EchoCPlugin"]),
         .library(name: "echo-swift", type: .dynamic, targets: ["EchoSwiftPlugin"]),
+        // Test plugins: hostile behaviour the core must contain.
+        .library(name: "hostile-ring", type: .dynamic, targets: ["HostileRingPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -67,6 +69,10 @@ let package = Package(
                 exclude: ["manifest.toml"], sources: ["echo.c"], publicHeadersPath: "."),
         .target(name: "EchoSwiftPlugin", dependencies: ["PeerhostSDK"], path: "plugins/echo-swift",
                 exclude: ["manifest.toml"], sources: ["EchoSwift.swift"]),
+
+        .target(name: "HostileRingPlugin", dependencies: ["CPeerhostABI", "CPeerhostShim"],
+                path: "Tests/Plugins/hostile-ring", exclude: ["manifest.toml"], sources: ["hostile.c"],
+                publicHeadersPath: "."),
 
         // ---- Tests (Swift Testing) ----------------------------------------------------------
         .testTarget(name: "PeerhostRingTests", dependencies: ["PeerhostRing", "CPeerhostShim", "CPeerhostTestSupport"]),
