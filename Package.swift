@@ -64,6 +64,8 @@ let package = Package(
             "PeerhostRing", "PeerhostSandbox", "CPeerhostABI", "CPeerhostShim", "CFFI",
         ]),
 
+        .executableTarget(name: "peerhost-ringbench", dependencies: ["PeerhostRing", "CPeerhostShim", "CPeerhostTestSupport"]),
+
         // ---- Bundled plugins ----------------------------------------------------------------
         .target(name: "EchoCPlugin", dependencies: ["CPeerhostABI"], path: "plugins/echo-c",
                 exclude: ["manifest.toml"], sources: ["echo.c"], publicHeadersPath: "."),

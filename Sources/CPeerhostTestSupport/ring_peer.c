@@ -2,8 +2,10 @@
 #include "ph_test_support.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ph_ring.h"
@@ -25,13 +27,26 @@ static int sleep_on(int fd) {
     }
 }
 
+int ph_test_pin_cpu(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof set, &set);
+}
+
+uint64_t ph_test_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static int run_peer(const ph_peer_config *c) {
     ph_ring_view rx, tx;
     ph_ring_view_init(&rx, c->rx_ctl, c->rx_descs, c->entries, 0);
     ph_ring_view_init(&tx, c->tx_ctl, c->tx_descs, c->entries, 1);
     uint64_t received = 0, sent = 0, seed = c->seed | 1;
     uint32_t batch = c->batch ? c->batch : 1;
-    uint64_t idle = 0;
+    uint64_t idle = 0, last_work = ph_test_now_ns();
     while (received < c->receive_count || sent < c->send_count) {
         int progressed = 0;
         uint32_t n = ph_ring_ready(&rx);
@@ -77,13 +92,15 @@ static int run_peer(const ph_peer_config *c) {
                 }
             }
         }
-        if (progressed) { idle = 0; continue; }
-        if (c->rx_wakeup_fd >= 0 && received < c->receive_count && ++idle > 64) {
+        if (progressed) { idle = 0; if (c->spin_ns) last_work = ph_test_now_ns(); continue; }
+        int may_sleep = c->spin_ns ? (ph_test_now_ns() - last_work > c->spin_ns) : (++idle > 64);
+        if (c->rx_wakeup_fd >= 0 && received < c->receive_count && may_sleep) {
             uint32_t m = ph_ring_prepare_sleep(&rx);
             if (m == UINT32_MAX) return 4;
             if (m == 0 && sleep_on(c->rx_wakeup_fd) != 0) return 5;
             ph_ring_awake(&rx);
             idle = 0;
+            last_work = ph_test_now_ns();
         } else {
             ph_cpu_relax();
         }
@@ -93,7 +110,10 @@ static int run_peer(const ph_peer_config *c) {
 
 pid_t ph_test_fork_ring_peer(const ph_peer_config *cfg) {
     pid_t pid = fork();
-    if (pid == 0) _exit(run_peer(cfg));
+    if (pid == 0) {
+        if (cfg->pin_cpu > 0) ph_test_pin_cpu(cfg->pin_cpu - 1);
+        _exit(run_peer(cfg));
+    }
     return pid;
 }
 

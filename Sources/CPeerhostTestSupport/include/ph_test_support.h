@@ -19,7 +19,16 @@ typedef struct ph_peer_config {
     uint64_t seed;
     uint32_t batch;            /* descriptors per publish */
     int echo;                  /* 1: answer each RX message with one TX message of the same id */
+    uint64_t spin_ns;          /* with a wake-up fd: keep polling this long after the last message
+                                  before sleeping (0: sleep after 64 idle polls) */
+    int pin_cpu;               /* 0: no pinning; n: pin the peer to CPU n-1 */
 } ph_peer_config;
+
+/* Pins the calling thread to one CPU (benchmarks: producer and consumer on different cores). */
+int ph_test_pin_cpu(int cpu);
+
+/* Monotonic nanoseconds. */
+uint64_t ph_test_now_ns(void);
 
 /* Checksum the producer puts in `arg` so the consumer can tell a torn or mixed-up descriptor. */
 static inline int64_t ph_test_check(uint64_t seq, uint32_t length) {
