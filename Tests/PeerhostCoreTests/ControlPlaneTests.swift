@@ -202,3 +202,15 @@ struct ControlPlaneTests {
         }
     }
 }
+
+extension ControlPlaneTests {
+    @Test func secondHostOnOneDataDirIsRefused() async throws {
+        let directory = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.removeDirectory(directory) }
+        // Our own parent process stands in for another live host.
+        try RunFile(pid: getppid(), controlSocket: directory + "/control.sock", http: "127.0.0.1:1").write(dataDirectory: directory)
+        await #expect(throws: ControlPlaneError.alreadyRunning(dataDirectory: directory, pid: getppid())) {
+            _ = try await ControlPlane.start(settings: Self.settings(dataDirectory: directory), control: try Self.fakeHost(), metrics: HostMetrics())
+        }
+    }
+}

@@ -54,6 +54,12 @@ public struct HostConfig: Sendable {
         /// The operator's narrowing of the manifest's listen grants; nil = the manifest's list.
         public var listenOverride: [NetGrant]?
 
+        /// The effective grants, one line each, for the status document: the manifest's, with
+        /// net.listen narrowed by the config.
+        public var grantSummary: [String] {
+            effectiveListen.map { "net.listen \($0)" } + manifest.grantSummary.filter { !$0.hasPrefix("net.listen ") }
+        }
+
         /// What the plugin listens on: the override when given, else the manifest's grants.
         public var effectiveListen: [NetGrant] { listenOverride ?? manifest.net.listen }
 
@@ -101,6 +107,16 @@ public enum ConfigOrigin: Sendable, Equatable, CustomStringConvertible {
 extension HostConfig {
     public static let embeddedDisplayName = "<embedded default config>"
 
+    /// Every key the config accepts, by table ("" = top level); docs/config.md documents each
+    /// (a test checks) and anything else is an "unknown key" error.
+    public static let schemaKeys: [String: [String]] = [
+        "": ["host", "tuning", "plugin"],
+        "host": ["data_dir", "http", "uid_base", "log_level"],
+        "tuning": ["ring_entries", "slot_size", "slot_count", "recv_slots", "heartbeat_interval_ms",
+                   "heartbeat_timeout_ms", "backoff_base_ms", "backoff_cap_ms", "crash_loop_limit"],
+        "plugin": ["name", "manifest", "enabled", "config", "listen"],
+    ]
+
     /// Finds and loads the config the way every command does.
     public static func discoverAndLoad(
         commandLinePath: String?,
@@ -133,11 +149,11 @@ extension HostConfig {
     public init(source: TOMLSource, origin: ConfigOrigin, baseDirectory: String, currentDirectory: String) throws(TOMLFileError) {
         self.origin = origin
         let root = source.rootReader
-        try root.allowOnly(["host", "tuning", "plugin"])
+        try root.allowOnly(Self.schemaKeys[""]!)
 
         // [host]
         let hostTable = try root.table("host") ?? TOMLTableReader(source: source, path: "host", entries: [:])
-        try hostTable.allowOnly(["data_dir", "http", "uid_base", "log_level"])
+        try hostTable.allowOnly(Self.schemaKeys["host"]!)
         let dataDirectoryText = try hostTable.string("data_dir") ?? Defaults.dataDirectory
         if dataDirectoryText.isEmpty { throw hostTable.error("data_dir", .badValue("data_dir must not be empty")) }
         let dataDirectory = dataDirectoryText.hasPrefix("/") ? dataDirectoryText
@@ -163,8 +179,7 @@ extension HostConfig {
         // [tuning]
         tuning = Tuning()
         if let table = try root.table("tuning") {
-            try table.allowOnly(["ring_entries", "slot_size", "slot_count", "recv_slots", "heartbeat_interval_ms",
-                                 "heartbeat_timeout_ms", "backoff_base_ms", "backoff_cap_ms", "crash_loop_limit"])
+            try table.allowOnly(Self.schemaKeys["tuning"]!)
             func powerOfTwo(_ key: String, _ range: ClosedRange<Int64>) throws(TOMLFileError) -> Int? {
                 guard let value = try table.integer(key, in: range) else { return nil }
                 guard value & (value - 1) == 0 else { throw table.error(key, .badValue("\(value) is not a power of two")) }
@@ -196,7 +211,7 @@ extension HostConfig {
         // [[plugin]]
         plugins = []
         for (index, entry) in (try root.tableArray("plugin") ?? []).enumerated() {
-            try entry.allowOnly(["name", "manifest", "enabled", "config", "listen"])
+            try entry.allowOnly(Self.schemaKeys["plugin"]!)
             let name = try entry.requiredString("name")
             try PluginManifest.checkPluginName(name, reader: entry, key: "name")
             if plugins.contains(where: { $0.name == name }) {

@@ -3,7 +3,7 @@
 // plugins are up, run it as a swift-service-lifecycle Service (or call `shutdown()`).
 //
 //   let plane = try await ControlPlane.start(settings: config.host, control: host, metrics: metrics)
-//   try plane.writeRunFile()              // when ready; also prints nothing — use `readyLine`
+//   try plane.writeRunFile()              // once the plugins are up; then print plane.readyLine(…)
 //   try await plane.run()                 // until graceful shutdown / cancellation
 
 import Foundation
@@ -32,6 +32,11 @@ public final class ControlPlane: Service, Sendable {
     public static func start(settings: HostConfig.HostSettings, control: any HostControl,
                              metrics: HostMetrics) async throws(ControlPlaneError) -> ControlPlane {
         let dataDirectory = settings.dataDirectory
+        // Binding replaces the socket file, so a second host on one data dir would silently steal
+        // the first one's control socket: refuse instead.
+        if let running = try? RunFile.read(dataDirectory: dataDirectory), running.pid != getpid() {
+            throw .alreadyRunning(dataDirectory: dataDirectory, pid: running.pid)
+        }
         do {
             try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o700])

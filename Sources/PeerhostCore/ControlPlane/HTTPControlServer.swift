@@ -153,6 +153,7 @@ public enum ControlPlaneError: Error, Sendable, Equatable, CustomStringConvertib
     case httpBind(address: String, reason: String)
     case socketBind(path: String, reason: String)
     case runFile(RunFileError)
+    case alreadyRunning(dataDirectory: String, pid: Int32)
 
     public var description: String {
         switch self {
@@ -160,6 +161,8 @@ public enum ControlPlaneError: Error, Sendable, Equatable, CustomStringConvertib
         case .httpBind(let address, let reason): return "cannot serve HTTP on \(address): \(reason)"
         case .socketBind(let path, let reason): return "cannot create control socket \(path): \(reason)"
         case .runFile(let error): return error.description
+        case .alreadyRunning(let dataDirectory, let pid):
+            return "a host is already running with data dir \(dataDirectory) (pid \(pid)); stop it first or use another data_dir"
         }
     }
 }

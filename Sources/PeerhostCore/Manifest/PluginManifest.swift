@@ -134,6 +134,21 @@ public enum ExecutableLocation {
 // MARK: - Loading
 
 extension PluginManifest {
+    /// Every key a manifest accepts, by table ("" = top level); docs/manifest.md documents each
+    /// (a test checks) and anything else is an "unknown key" error.
+    public static let schemaKeys: [String: [String]] = [
+        "": ["plugin", "net", "storage", "limits", "sandbox", "control"],
+        "plugin": ["name", "version", "library", "sha256", "abi"],
+        "net": ["listen", "connect", "multicast"],
+        "storage": ["paths", "kv"],
+        "storage.paths": ["path", "mode", "quota"],
+        "storage.kv": ["quota"],
+        "limits": ["memory", "cpu_percent", "open_files", "bandwidth"],
+        "limits.bandwidth": ["up", "down"],
+        "sandbox": ["namespaces", "syscalls"],
+        "control": ["name", "symbol", "signature"],
+    ]
+
     /// The ABI major versions this host can serve.
     public static let supportedABIMajors = [1]
 
@@ -146,11 +161,11 @@ extension PluginManifest {
 
     public init(source: TOMLSource, absolutePath: String) throws(TOMLFileError) {
         let root = source.rootReader
-        try root.allowOnly(["plugin", "net", "storage", "limits", "sandbox", "control"])
+        try root.allowOnly(Self.schemaKeys[""]!)
         self.path = absolutePath
 
         guard let plugin = try root.table("plugin") else { throw root.error("plugin", .missingKey) }
-        try plugin.allowOnly(["name", "version", "library", "sha256", "abi"])
+        try plugin.allowOnly(Self.schemaKeys["plugin"]!)
         name = try plugin.requiredString("name")
         try Self.checkPluginName(name, reader: plugin, key: "name")
         version = try plugin.requiredString("version")
@@ -175,7 +190,7 @@ extension PluginManifest {
 
         net = NetGrants()
         if let table = try root.table("net") {
-            try table.allowOnly(["listen", "connect", "multicast"])
+            try table.allowOnly(Self.schemaKeys["net"]!)
             net.listen = try Self.netGrants(table, "listen")
             net.connect = try Self.netGrants(table, "connect")
             net.multicast = try Self.netGrants(table, "multicast")
@@ -186,9 +201,9 @@ extension PluginManifest {
 
         storage = StorageGrants()
         if let table = try root.table("storage") {
-            try table.allowOnly(["paths", "kv"])
+            try table.allowOnly(Self.schemaKeys["storage"]!)
             for entry in try table.tableArray("paths") ?? [] {
-                try entry.allowOnly(["path", "mode", "quota"])
+                try entry.allowOnly(Self.schemaKeys["storage.paths"]!)
                 let relative = try entry.requiredString("path")
                 if relative.isEmpty || relative.hasPrefix("/") || relative.split(separator: "/").contains("..") {
                     throw entry.error("path", .badValue("'\(relative)' must be a relative path without '..' (it lives under <data_dir>/\(name)/)"))
@@ -201,7 +216,7 @@ extension PluginManifest {
                 storage.paths.append(.init(path: relative, mode: mode, quota: quota))
             }
             if let kv = try table.table("kv") {
-                try kv.allowOnly(["quota"])
+                try kv.allowOnly(Self.schemaKeys["storage.kv"]!)
                 guard let quota = try Self.size(kv, "quota") else { throw kv.error("quota", .missingKey) }
                 storage.kvQuota = quota
             }
@@ -209,12 +224,12 @@ extension PluginManifest {
 
         limits = ResourceLimits()
         if let table = try root.table("limits") {
-            try table.allowOnly(["memory", "cpu_percent", "open_files", "bandwidth"])
+            try table.allowOnly(Self.schemaKeys["limits"]!)
             limits.memoryBytes = try Self.size(table, "memory")
             limits.cpuPercent = try table.integer("cpu_percent", in: 1...6400).map { Int($0) }
             limits.openFiles = try table.integer("open_files", in: 1...1_048_576).map { Int($0) }
             if let bandwidth = try table.table("bandwidth") {
-                try bandwidth.allowOnly(["up", "down"])
+                try bandwidth.allowOnly(Self.schemaKeys["limits.bandwidth"]!)
                 limits.bandwidthUp = try Self.size(bandwidth, "up", rate: true)
                 limits.bandwidthDown = try Self.size(bandwidth, "down", rate: true)
             }
@@ -222,7 +237,7 @@ extension PluginManifest {
 
         sandbox = SandboxSettings()
         if let table = try root.table("sandbox") {
-            try table.allowOnly(["namespaces", "syscalls"])
+            try table.allowOnly(Self.schemaKeys["sandbox"]!)
             if let names = try table.stringArray("namespaces") {
                 var namespaces: [SandboxSettings.Namespace] = []
                 for (text, keyPath) in names {
@@ -238,7 +253,7 @@ extension PluginManifest {
 
         controls = []
         for entry in try root.tableArray("control") ?? [] {
-            try entry.allowOnly(["name", "symbol", "signature"])
+            try entry.allowOnly(Self.schemaKeys["control"]!)
             let methodName = try entry.requiredString("name")
             guard Self.isIdentifier(methodName) else {
                 throw entry.error("name", .badValue("'\(methodName)' is not a method name (letters, digits, _; not starting with a digit)"))
