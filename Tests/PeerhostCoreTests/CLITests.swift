@@ -1,6 +1,9 @@
 import Foundation
 import Testing
 @testable import PeerhostCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Drives the real `peerhost` binary (built next to the test bundle by `swift build`/`swift test`)
 /// against a control plane served by a fake host.
@@ -88,6 +91,44 @@ struct CLITests {
             let outcome = try await Self.peerhost([command, "--config", configPath])
             #expect(outcome.status != 0)
             #expect(outcome.stderr.contains("\(configPath):3: key 'host.log_levle': unknown key"), "\(outcome.stderr)")
+        }
+    }
+
+    /// SO_PEERCRED: even with the file modes opened up, a different uid gets a refusal.
+    @Test func controlSocketRefusesOtherUsers() async throws {
+        #expect(getuid() == 0, "this test runs as root (it switches to uid 65534 with setpriv)")
+        let directory = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.removeDirectory(directory) }
+        let configPath = directory + "/peerhost.toml"
+        try TestSupport.write("[host]\ndata_dir = \"\(directory)/data\"\nhttp = \"127.0.0.1:0\"\n", to: configPath)
+        let config = try HostConfig.load(origin: .commandLine(path: configPath))
+        let plane = try await ControlPlane.start(settings: config.host, control: try ControlPlaneTests.fakeHost(), metrics: HostMetrics())
+        try plane.writeRunFile()
+        let serving = Task { try await plane.run() }
+        // Open what the modes would normally keep closed, so only the peer check stands in the way.
+        #expect(chmod(directory, 0o755) == 0 && chmod(directory + "/data", 0o755) == 0 && chmod(configPath, 0o644) == 0)
+        #expect(chmod(plane.socket.path, 0o666) == 0 && chmod(directory + "/data/run.json", 0o644) == 0)
+
+        let outcome = try await Self.peerhostAsNobody(["status", "--config", configPath])
+        #expect(outcome.status != 0)
+        #expect(outcome.stderr.contains("permission denied: uid 65534 may not use this control socket (only root and uid 0)"), "\(outcome.stderr)")
+
+        plane.shutdown()
+        try await serving.value
+    }
+
+    static func peerhostAsNobody(_ arguments: [String]) async throws -> Outcome {
+        try await offPool {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            process.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", binary] + arguments
+            let err = Pipe()
+            process.standardError = err
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            let stderr = err.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return Outcome(status: process.terminationStatus, stdout: "", stderr: String(decoding: stderr, as: UTF8.self))
         }
     }
 }

@@ -136,4 +136,15 @@ struct StatusTests {
         #expect(table.contains("echo-c      running  4300"))
         #expect(table.contains("exited with signal 9 (SIGKILL)"))
     }
+
+    @Test func entryForAConfiguredPlugin() throws {
+        let root = TestSupport.repositoryRoot
+        let config = try HostConfig.load(origin: .development(path: root + "/config/peerhost.toml"), currentDirectory: root)
+        var plugin = config.plugins[0]
+        let starting = StatusDocument.PluginStatus(configured: plugin)
+        #expect(starting.state == .starting)
+        #expect(starting.grants == ["net.listen tcp:127.0.0.1:7001"])
+        plugin.enabled = false
+        #expect(StatusDocument.PluginStatus(configured: plugin).reason == "disabled in config")
+    }
 }

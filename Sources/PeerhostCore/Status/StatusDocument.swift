@@ -150,3 +150,12 @@ public struct StatusDocument: Sendable, Equatable, Codable {
         return "\(total / 3600)h\((total % 3600) / 60)m"
     }
 }
+
+extension StatusDocument.PluginStatus {
+    /// The entry for a configured plugin before its runner reports anything: `starting` when
+    /// enabled, `stopped` ("disabled in config") otherwise, with its effective grants.
+    public init(configured plugin: HostConfig.PluginConfig) {
+        self.init(name: plugin.name, state: plugin.enabled ? .starting : .stopped,
+                  reason: plugin.enabled ? nil : "disabled in config", grants: plugin.grantSummary)
+    }
+}
