@@ -15,7 +15,7 @@ struct CtlCommand: ParsableCommand {
             Examples:
               peerhost ctl echo-c stats
               peerhost ctl echo-c set_greeting "hello there"
-              peerhost ctl echo-swift add -- -5 12
+              peerhost ctl echo-swift add -5 12
               peerhost ctl echo-c scale 1.5 2
               peerhost ctl echo-c toggle true
               peerhost ctl echo-c checksum @/etc/hostname
@@ -30,7 +30,7 @@ struct CtlCommand: ParsableCommand {
     @Argument(help: "Control method, as in the manifest's [[control]] name.")
     var method: String
 
-    @Argument(parsing: .captureForPassthrough, help: "Arguments for the method (use -- before negative numbers).")
+    @Argument(parsing: .allUnrecognized, help: "Arguments for the method; negative numbers work as they are (`--` also ends options).")
     var arguments: [String] = []
 
     func run() throws {

@@ -59,6 +59,12 @@ struct CLITests {
         let add = try await Self.peerhost(["ctl", "--config", configPath, "echo-c", "add", "--", "-5", "12"])
         #expect(add.status == 0, "\(add.stderr)")
         #expect(add.stdout == "7\n")
+        // Negative numbers need no `--`, and --config may come after the arguments.
+        let negative = try await Self.peerhost(["ctl", "echo-c", "add", "-5", "-12", "--config", configPath])
+        #expect(negative.stdout == "-17\n", "\(negative.stderr)")
+        // After `--` even an option-like word is an argument.
+        let literal = try await Self.peerhost(["ctl", "--config", configPath, "echo-c", "set_greeting", "--", "--config"])
+        #expect(literal.stdout == "8\n", "\(literal.stderr)")
 
         let checksum = try await Self.peerhost(["ctl", "--config", configPath, "echo-c", "checksum", "@\(directory)/input.bin"])
         #expect(checksum.stdout == "294\n", "\(checksum.stderr)")

@@ -18,6 +18,7 @@ struct FakeHost: HostControl {
         let values = call.arguments
         if method == "add", case .i64(let a) = values[0], case .i64(let b) = values[1] { return .i64(a &+ b) }
         if method == "checksum", case .bytes(let bytes) = values[0] { return .i64(bytes.reduce(0) { $0 + Int64($1) }) }
+        if method == "set_greeting", case .string(let text) = values[0] { return .i64(Int64(text.utf8.count)) }
         if method == "stats" { return .bytes(Array(#"{"connections":0}"#.utf8)) }
         throw ControlCallError.callFailed(plugin: plugin, method: method, message: "not in the fake")
     }
