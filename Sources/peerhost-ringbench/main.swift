@@ -82,7 +82,7 @@ func roundTrips(mode: String, count: Int) throws {
     let region = try SharedRegion.create(name: "bench", geometry: geometry)
     let sleeping = mode == "efd"
     let rxWake = try Wakeup.make(nonBlocking: false)
-    let txWake = try Wakeup.make(nonBlocking: false)
+    let txWake = try Wakeup.make(nonBlocking: true)
     var config = peerConfig(region, receive: UInt64(count), rxWake: sleeping ? rxWake.fd : -1,
                             txWake: sleeping ? txWake.fd : -1, echo: true)
     let pid = ph_test_fork_ring_peer(&config)
@@ -123,7 +123,7 @@ func roundTrips(mode: String, count: Int) throws {
 func adaptive(rate: Int, seconds: Double, spinMicroseconds: UInt64) throws {
     let region = try SharedRegion.create(name: "bench", geometry: geometry)
     let rxWake = try Wakeup.make(nonBlocking: false)
-    let txWake = try Wakeup.make(nonBlocking: false)
+    let txWake = try Wakeup.make(nonBlocking: true)
     let count = Int(Double(rate) * seconds)
     let spinNs = spinMicroseconds * 1000
     var config = peerConfig(region, receive: UInt64(count), rxWake: rxWake.fd, txWake: txWake.fd, echo: true,
