@@ -60,6 +60,11 @@ let package = Package(
             "PeerhostCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        .executableTarget(name: "peerhost-bench", dependencies: [
+            "PeerhostCore", "PeerhostRing",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         .executableTarget(name: "peerhost-runner", dependencies: [
             "PeerhostRing", "PeerhostSandbox", "CPeerhostABI", "CPeerhostShim", "CFFI",
         ]),

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# bench/run.sh — what `make bench` runs. Builds release, builds the C baselines OUTSIDE the tree
+# (../shared/baselines is read-only in CI), measures everything in ONE run and writes
+# bench/BENCHMARKS.md with ratios against the baselines of that same run (these machines are shared
+# and swing ±15–25% between periods, so only same-run ratios mean anything). Never gates tests.
+#
+# Pluggable: add a TCP echo server with one line in ECHO_SERVERS ("label|command with @PORT@"),
+# and a section with a function named section_<name> listed in SECTIONS.
+#   BENCH_SECS   seconds per measurement (default 3; tcpclient adds 1 s warm-up)
+#   BENCH_CONNS  connection counts for request/response (default "1 64 1000")
+#   SECTIONS     sections to run (default "tcp_echo rings")
+#   BASELINES_OUT where the C baselines are built (default /tmp/peerhost-baselines)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SECS=${BENCH_SECS:-3}
+CONNS=${BENCH_CONNS:-"1 64 1000"}
+SECTIONS=${SECTIONS:-"tcp_echo rings"}
+BASE=${BASELINES_OUT:-/tmp/peerhost-baselines}
+SHARED=${SHARED_DIR:-$ROOT/../shared}
+OUT=${BENCH_OUT:-$ROOT/bench/BENCHMARKS.md}
+WORK=$(mktemp -d /tmp/peerhost-bench.XXXXXX)
+trap 'stop_server; rm -rf "$WORK"' EXIT
+ulimit -n 65536 2>/dev/null || true
+
+# Server on CPU 0, load generator on CPU 1 (2-core machine: they share the box either way; pinning
+# keeps the split the same for every server so the ratios compare like with like).
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+
+echo "== building release (peerhost-bench) and the C baselines in $BASE" >&2
+swift build -c release --product peerhost-bench >&2
+BIN=$(swift build -c release --show-bin-path)
+make -s -C "$SHARED/baselines" OUT="$BASE" >&2
+
+# label|command; @PORT@ is replaced. The first entry is the baseline for the ratios.
+# The lead appends e.g. "plugin echo-c (peerhost)|$BIN/peerhost run --config … @PORT@".
+ECHO_SERVERS=(
+  "C io_uring (uring_echo)|$BASE/uring_echo @PORT@"
+  "C epoll (epoll_echo)|$BASE/epoll_echo @PORT@"
+  "peerhost direct io_uring (peerhost-bench uring-echo)|$BIN/peerhost-bench uring-echo @PORT@"
+  "SwiftNIO 1 thread (peerhost-bench nio-echo)|$BIN/peerhost-bench nio-echo @PORT@"
+)
+if [[ -n "${EXTRA_ECHO_SERVERS:-}" ]]; then
+  while IFS= read -r line; do [[ -n "$line" ]] && ECHO_SERVERS+=("$line"); done <<<"$EXTRA_ECHO_SERVERS"
+fi
+
+SERVER_PID=""
+stop_server() {
+  if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; fi
+}
+start_server() { # $1 command with @PORT@, $2 port
+  local cmd=${1//@PORT@/$2}
+  taskset -c "$SERVER_CPU" $cmd 2>>"$WORK/server.log" &
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do
+    if (exec 3<>/dev/tcp/127.0.0.1/"$2") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "server did not start: $cmd" >&2; return 1
+}
+cpu_ticks() { # utime+stime of a pid, in clock ticks
+  awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+field() { # $1 key, stdin: a tcpclient line → value of key=
+  tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'
+}
+
+TCP_RESULTS="$WORK/tcp.tsv"   # label, kind, conns, rate, p50, p99, server_us_per_req
+section_tcp_echo() {
+  local port=19000
+  : >"$TCP_RESULTS"
+  local hz; hz=$(getconf CLK_TCK)
+  for entry in "${ECHO_SERVERS[@]}"; do
+    local label=${entry%%|*} cmd=${entry#*|}
+    port=$((port + 1))
+    echo "== $label" >&2
+    start_server "$cmd" "$port" || continue
+    for n in $CONNS; do
+      local t0 t1 line
+      t0=$(cpu_ticks "$SERVER_PID")
+      line=$("$BASE/tcpclient" rr "$port" "$n" "$SECS" "$CLIENT_CPU" 2>&1 | tail -1) || line="FAILED $line"
+      t1=$(cpu_ticks "$SERVER_PID")
+      echo "   rr $n: $line" >&2
+      local rps p50 p99
+      rps=$(echo "$line" | field req_per_s); p50=$(echo "$line" | field p50); p99=$(echo "$line" | field p99)
+      # server CPU per request over warm-up + measurement (an upper bound; the ratio is what matters)
+      local us="-"
+      if [[ -n "$rps" && "$rps" != "0" ]]; then
+        us=$(awk -v d=$((t1 - t0)) -v hz="$hz" -v r="$rps" -v s="$SECS" 'BEGIN { printf "%.2f", d / hz * 1e6 / (r * (s + 1)) }')
+      fi
+      printf '%s\trr\t%s\t%s\t%s\t%s\t%s\n' "$label" "$n" "${rps:-0}" "${p50:--}" "${p99:--}" "$us" >>"$TCP_RESULTS"
+    done
+    local line
+    line=$("$BASE/tcpclient" bulk "$port" "$SECS" "$CLIENT_CPU" 2>&1 | tail -1) || true
+    echo "   bulk: $line" >&2
+    printf '%s\tbulk\t1\t%s\t-\t-\t-\n' "$label" "$(echo "$line" | field echoed_GB_per_s)" >>"$TCP_RESULTS"
+    stop_server
+  done
+  {
+    echo "## TCP echo over loopback (64 B request/response, closed loop; bulk = 1 connection, 64 KiB writes)"
+    echo
+    echo "Server pinned to CPU $SERVER_CPU, tcpclient to CPU $CLIENT_CPU, ${SECS} s each after 1 s warm-up."
+    echo "Ratios are against the first row's server (C io_uring) and against the direct io_uring echo on"
+    echo "Peerhost's own loop, both measured in this run."
+    echo
+    echo "| server | load | req/s or GB/s | p50 µs | p99 µs | server CPU µs/req | vs C io_uring | vs peerhost direct |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' '
+      { key = $2 "/" $3; rows[NR] = $0; if (!(key in base)) base[key] = $4
+        if ($1 ~ /^peerhost direct/) direct[key] = $4 }
+      END { for (i = 1; i <= NR; i++) { split(rows[i], f, "\t"); key = f[2] "/" f[3]
+              load = (f[2] == "rr") ? f[3] " conns" : "bulk"
+              r1 = (base[key] > 0) ? sprintf("%.2f×", f[4] / base[key]) : "-"
+              r2 = (direct[key] > 0) ? sprintf("%.2f×", f[4] / direct[key]) : "-"
+              printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", f[1], load, f[4], f[5], f[6], f[7], r1, r2 } }' "$TCP_RESULTS"
+    echo
+  } >>"$WORK/report.md"
+}
+
+section_rings() {
+  echo "== shmring / sockbench" >&2
+  local lines=()
+  lines+=("$("$BASE/shmring" tput 64 2 2>&1 | tail -1)")
+  lines+=("$("$BASE/shmring" tput 4096 2 2>&1 | tail -1)")
+  lines+=("$("$BASE/shmring" pp busy 200000 2>&1 | tail -1)")
+  lines+=("$("$BASE/shmring" pp efd 50000 2>&1 | tail -1)")
+  lines+=("$("$BASE/sockbench" tput seqpacket 64 2 2>&1 | tail -1)")
+  lines+=("$("$BASE/sockbench" pp stream 50000 2>&1 | tail -1)")
+  local shm64 sock64
+  shm64=$(echo "${lines[0]}" | field msgs_per_s); sock64=$(echo "${lines[4]}" | field msgs_per_s)
+  {
+    echo "## Ring limits of this machine (C baselines: memfd SPSC ring vs socketpair)"
+    echo
+    echo "The lead adds Peerhost's own ring rows here (PeerhostRing one-way, busy / eventfd / adaptive RTT)"
+    echo "with ratios against these lines."
+    echo
+    echo '```'
+    printf '%s\n' "${lines[@]}"
+    echo '```'
+    echo
+    if [[ -n "$shm64" && -n "$sock64" && "$sock64" != "0" ]]; then
+      awk -v a="$shm64" -v b="$sock64" 'BEGIN { printf "C ring vs socketpair at 64 B one-way: %.1f×\n\n", a / b }'
+    fi
+  } >>"$WORK/report.md"
+}
+
+: >"$WORK/report.md"
+for s in $SECTIONS; do "section_$s"; done
+{
+  echo "# Peerhost benchmarks"
+  echo
+  echo "Generated by \`make bench\` (bench/run.sh) on $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(nproc) CPUs."
+  echo "Figures swing ±15–25% between runs on this shared 2-vCPU VM: read the ratios, which compare"
+  echo "servers measured minutes apart in the same run."
+  echo
+  cat "$WORK/report.md"
+} >"$OUT"
+echo "wrote $OUT" >&2
