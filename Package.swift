@@ -72,5 +72,8 @@ let package = Package(
         .testTarget(name: "PeerhostCoreTests", dependencies: ["PeerhostCore"]),
         .testTarget(name: "PeerhostSDKTests", dependencies: ["PeerhostSDK", "PeerhostTesting"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PeerhostCore"]),
+        .testTarget(name: "PeerhostSandboxTests", dependencies: [
+            "PeerhostSandbox", "PeerhostRing", "CPeerhostShim", "CPeerhostABI",
+        ]),
     ]
 )

@@ -1,0 +1,178 @@
+// A real runner in real namespaces, driven by FakeCore: START/READY, data echoed zero-copy (the
+// SEND names the very slot DATA delivered), control calls of every type through libffi, the sandbox
+// visible from outside in /proc, and STOP → exit 0. Serialized: each test forks a sandbox.
+import CPeerhostABI
+import CPeerhostShim
+import Foundation
+import PeerhostSandbox
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite(.serialized)
+struct RunnerProcessTests {
+    @Test func echoCRunsSandboxedAndEchoesZeroCopy() throws {
+        let core = try FakeCore()
+        let proc = try core.spawn(plugin: "echo-c", library: Products.library("echo-c"))
+
+        // Contract 3: hello first.
+        let hello = try core.readFrame()
+        #expect(hello["type"] as? String == "hello")
+        #expect(hello["name"] as? String == "echo-c")
+        #expect(hello["abi"] as? String == "1.0.0")
+        #expect((hello["features"] as? Int).map { $0 & Int(PH_FEAT_STREAMS) != 0 } == true)
+
+        // START with the config in receive slot 0.
+        let config = Array(#"{"listen": "tcp:127.0.0.1:7999"}"#.utf8)
+        core.write(slot: 0, config)
+        try core.push(desc(PH_MSG_START, slot: 0, length: UInt32(config.count)))
+        let startTX = try core.collect(until: PH_MSG_READY)
+        let ready = startTX.last!
+        #expect(ready.status == 0)
+        #expect(UInt64(bitPattern: ready.arg) & UInt64(PH_FEAT_STREAMS) != 0)
+        let listen = try #require(startTX.first { $0.type == UInt16(PH_MSG_LISTEN.rawValue) })
+        #expect(listen.slot >= FakeCore.recvSlots && listen.slot < FakeCore.slotCount)
+        #expect(core.text(slot: listen.slot, length: listen.length) == "tcp:127.0.0.1:7999")
+        #expect(startTX.contains { $0.type == UInt16(PH_MSG_FREE.rawValue) && $0.slot == 0 }, "config slot returned")
+
+        // The listen completes; a connection arrives with a greeting unset; data is echoed.
+        try core.push(desc(PH_MSG_COMPLETE, slot: listen.slot, request: listen.request, arg: 100))
+        let peer = Array("tcp:10.0.0.1:5555".utf8)
+        core.write(slot: 1, peer)
+        try core.push(desc(PH_MSG_ACCEPT, id: 7, slot: 1, length: UInt32(peer.count), arg: 100))
+        let payload = Array("hello, sandbox".utf8)
+        core.write(slot: 2, [0, 0] + payload)
+        try core.push(desc(PH_MSG_DATA, id: 7, slot: 2, offset: 2, length: UInt32(payload.count)))
+        let afterData = try core.collect(until: PH_MSG_SEND)
+        #expect(afterData.contains { $0.type == UInt16(PH_MSG_FREE.rawValue) && $0.slot == 1 }, "peer-address slot returned")
+        let send = afterData.last!
+        #expect(send.id == 7)
+        #expect(send.slot == 2 && send.offset == 2 && send.length == UInt32(payload.count), "zero-copy: same slot back")
+
+        // Heartbeat.
+        try core.push(desc(PH_MSG_HEARTBEAT, request: 42))
+        let ack = try core.collect(until: PH_MSG_HEARTBEAT_ACK).last!
+        #expect(ack.request == 42)
+
+        // Control calls of every type (Contract 3).
+        let stats = try core.call(1, "echo_c_stats", "() -> bytes", [])
+        #expect(stats["ok"] as? Bool == true)
+        let statsJSON = try #require(Data(base64Encoded: (stats["value"] as? [String: Any])?["bytes"] as? String ?? ""))
+        let s = try #require(try JSONSerialization.jsonObject(with: statsJSON) as? [String: Any])
+        #expect(s["connections"] as? Int == 1)
+        #expect(s["bytes"] as? Int == payload.count)
+        let add = try core.call(2, "echo_c_add", "(i64, i64) -> i64", [["i64": 40], ["i64": 2]])
+        #expect((add["value"] as? [String: Any])?["i64"] as? Int == 42)
+        let scale = try core.call(3, "echo_c_scale", "(f64, f64) -> f64", [["f64": 1.5], ["f64": 3]])
+        #expect((scale["value"] as? [String: Any])?["f64"] as? Double == 4.5)
+        let toggle = try core.call(4, "echo_c_toggle", "(bool) -> i64", [["bool": true]])
+        #expect((toggle["value"] as? [String: Any])?["i64"] as? Int == 1)
+        let greet = try core.call(5, "echo_c_set_greeting", "(string) -> i64", [["string": "hi!"]])
+        #expect((greet["value"] as? [String: Any])?["i64"] as? Int == 3)
+        let blob: [UInt8] = [1, 0, 2, 0, 250]
+        let sum = try core.call(6, "echo_c_checksum", "(bytes) -> i64", [["bytes": Data(blob).base64EncodedString()]])
+        #expect((sum["value"] as? [String: Any])?["i64"] as? Int == 253)
+        let eb = try core.call(7, "echo_c_echo_bytes", "(bytes, string) -> bytes",
+                               [["bytes": Data(blob).base64EncodedString()], ["string": "ok"]])
+        #expect(Data(base64Encoded: (eb["value"] as? [String: Any])?["bytes"] as? String ?? "") == Data(blob + Array("ok".utf8)))
+        // Errors: unknown symbol, wrong type, wrong count — each a clear error, the runner alive.
+        let nope = try core.call(8, "echo_c_nope", "() -> i64", [])
+        #expect(nope["ok"] as? Bool == false)
+        #expect((nope["error"] as? String)?.contains("symbol echo_c_nope not found in libecho-c.so") == true)
+        let wrongType = try core.call(9, "echo_c_add", "(i64, i64) -> i64", [["i64": 1], ["string": "x"]])
+        #expect((wrongType["error"] as? String)?.contains("argument 2 of echo_c_add: expected i64, got string") == true,
+                "\(wrongType)")
+        let wrongCount = try core.call(10, "echo_c_add", "(i64, i64) -> i64", [["i64": 1]])
+        #expect((wrongCount["error"] as? String)?.contains("takes 2 argument(s), got 1") == true)
+
+        // The greeting now goes to a new connection from a plugin-home slot.
+        try core.push(desc(PH_MSG_ACCEPT, id: 8, arg: 100))
+        let greeting = try core.collect(until: PH_MSG_SEND).last!
+        #expect(greeting.id == 8 && greeting.slot >= FakeCore.recvSlots)
+        #expect(core.text(slot: greeting.slot, offset: greeting.offset, length: greeting.length) == "hi!")
+        try core.push(desc(PH_MSG_SEND_DONE, id: 8, slot: greeting.slot))
+
+        // The sandbox as the host sees it.
+        let st = try ProcessStatus.read(proc.pid)
+        let me = try ProcessStatus.read(getpid())
+        #expect(st.uids.first.map { $0 != 0 } == true, "runner runs as an unprivileged host uid: \(st.uids)")
+        #expect(st.uids.allSatisfy { $0 == st.uids[0] })
+        #expect(st.gids.first.map { $0 != 0 } == true)
+        #expect(st.noNewPrivs == 1)
+        #expect(st.nsPids.count == 2 && st.nsPids.last == 1, "pid 1 in its own pid namespace: \(st.nsPids)")
+        for ns in ["user", "pid", "net", "mnt", "ipc", "uts"] {
+            #expect(st.namespaces[ns] != nil && st.namespaces[ns] != me.namespaces[ns], "\(ns) namespace differs")
+        }
+
+        // STOP → exit 0.
+        try core.push(desc(PH_MSG_STOP))
+        let exit = try proc.wait(timeoutMilliseconds: 5000)
+        #expect(exit == ProcessExit(exited: true, code: 0))
+        core.process = nil
+        close(proc.pidfd)
+    }
+
+    @Test func runnerRefusesAMissingLibraryWithAFailFrame() throws {
+        let core = try FakeCore()
+        let proc = try core.spawn(plugin: "echo-c", library: "/nonexistent/libnope.so")
+        let f = try core.readFrame()
+        #expect(f["type"] as? String == "fail")
+        #expect(f["step"] as? String == "dlopen")
+        #expect((f["message"] as? String)?.contains("libnope.so") == true)
+        #expect(try proc.wait(timeoutMilliseconds: 5000) == ProcessExit(exited: true, code: 1))
+        core.process = nil
+        close(proc.pidfd)
+    }
+
+    @Test func runnerRefusesAWrongPluginName() throws {
+        let core = try FakeCore()
+        let proc = try core.spawn(plugin: "echo-x", library: Products.library("echo-c"))
+        let f = try core.readFrame()
+        #expect(f["type"] as? String == "fail")
+        #expect(f["step"] as? String == "entry")
+        #expect((f["message"] as? String)?.contains("\"echo-c\", expected \"echo-x\"") == true)
+        #expect(try proc.wait(timeoutMilliseconds: 5000) == ProcessExit(exited: true, code: 1))
+        core.process = nil
+        close(proc.pidfd)
+    }
+
+    @Test func spawnFailureNamesTheStep() throws {
+        let core = try FakeCore()
+        do {
+            let spec = SpawnSpec(runnerPath: "/nonexistent/peerhost-runner", argv: ["peerhost-runner"],
+                                 fds: [core.memfd], hostUID: 200_999, hostGID: 200_999)
+            _ = try SandboxSpawner.spawn(spec)
+            Issue.record("spawn of a missing binary succeeded")
+        } catch {
+            #expect(error.step == .execve)
+            #expect(error.errno == ENOENT)
+            #expect(error.description.hasPrefix("spawn step execve: ENOENT"))
+        }
+    }
+
+    @Test func fdsLandAtFixedNumbersEvenWhenSwapped() throws {
+        // fds {b, a} where a < b: the child must see b at 3 and a at 4; nothing else open above 4.
+        var p1: [Int32] = [-1, -1]
+        var p2: [Int32] = [-1, -1]
+        #expect(pipe(&p1) == 0 && pipe(&p2) == 0)
+        defer { for fd in p1 + p2 { close(fd) } }
+        // ls reports the open fds through the pipe placed at fd 3; the shell's own saved copies are
+        // gone after exec, so only 0-2, 3, 4 and ls's directory fd may show.
+        let script = "echo x >&4; exec ls /proc/self/fd >&3"
+        let spec = SpawnSpec(runnerPath: "/bin/sh", argv: ["sh", "-c", script],
+                             environment: ["PATH=/usr/bin:/bin"], fds: [p1[1], p2[1]],
+                             hostUID: 200_998, hostGID: 200_998)
+        let proc = try SandboxSpawner.spawn(spec)
+        close(p1[1]); close(p2[1]); p1[1] = -1; p2[1] = -1
+        let exit = try proc.wait(timeoutMilliseconds: 5000)
+        close(proc.pidfd)
+        #expect(exit == ProcessExit(exited: true, code: 0))
+        var buf = [UInt8](repeating: 0, count: 4096)
+        let n = read(p1[0], &buf, buf.count)
+        let fds = String(decoding: buf[0..<max(n, 0)], as: UTF8.self).split(separator: "\n").compactMap { Int($0) }
+        #expect(Set(fds).isSubset(of: [0, 1, 2, 3, 4, 5]), "open fds in the child: \(fds)")
+        let m = read(p2[0], &buf, buf.count)
+        #expect(m == 2 && buf[0] == UInt8(ascii: "x"))
+    }
+}
