@@ -12,14 +12,16 @@ import Glibc
 
 @Suite(.serialized)
 struct RunnerProcessTests {
-    @Test func echoCRunsSandboxedAndEchoesZeroCopy() throws {
+    @Test(arguments: ["echo-c", "echo-swift"])
+    func echoPluginRunsSandboxedAndEchoesZeroCopy(plugin: String) throws {
         let core = try FakeCore()
-        let proc = try core.spawn(plugin: "echo-c", library: Products.library("echo-c"))
+        let proc = try core.spawn(plugin: plugin, library: Products.library(plugin))
+        let fn = plugin.replacingOccurrences(of: "-", with: "_")   // echo_c_stats, echo_swift_stats
 
         // Contract 3: hello first.
         let hello = try core.readFrame()
         #expect(hello["type"] as? String == "hello")
-        #expect(hello["name"] as? String == "echo-c")
+        #expect(hello["name"] as? String == plugin)
         #expect(hello["abi"] as? String == "1.0.0")
         #expect((hello["features"] as? Int).map { $0 & Int(PH_FEAT_STREAMS) != 0 } == true)
 
@@ -56,34 +58,34 @@ struct RunnerProcessTests {
         #expect(ack.request == 42)
 
         // Control calls of every type (Contract 3).
-        let stats = try core.call(1, "echo_c_stats", "() -> bytes", [])
+        let stats = try core.call(1, "\(fn)_stats", "() -> bytes", [])
         #expect(stats["ok"] as? Bool == true)
         let statsJSON = try #require(Data(base64Encoded: (stats["value"] as? [String: Any])?["bytes"] as? String ?? ""))
         let s = try #require(try JSONSerialization.jsonObject(with: statsJSON) as? [String: Any])
         #expect(s["connections"] as? Int == 1)
         #expect(s["bytes"] as? Int == payload.count)
-        let add = try core.call(2, "echo_c_add", "(i64, i64) -> i64", [["i64": 40], ["i64": 2]])
+        let add = try core.call(2, "\(fn)_add", "(i64, i64) -> i64", [["i64": 40], ["i64": 2]])
         #expect((add["value"] as? [String: Any])?["i64"] as? Int == 42)
-        let scale = try core.call(3, "echo_c_scale", "(f64, f64) -> f64", [["f64": 1.5], ["f64": 3]])
+        let scale = try core.call(3, "\(fn)_scale", "(f64, f64) -> f64", [["f64": 1.5], ["f64": 3]])
         #expect((scale["value"] as? [String: Any])?["f64"] as? Double == 4.5)
-        let toggle = try core.call(4, "echo_c_toggle", "(bool) -> i64", [["bool": true]])
+        let toggle = try core.call(4, "\(fn)_toggle", "(bool) -> i64", [["bool": true]])
         #expect((toggle["value"] as? [String: Any])?["i64"] as? Int == 1)
-        let greet = try core.call(5, "echo_c_set_greeting", "(string) -> i64", [["string": "hi!"]])
+        let greet = try core.call(5, "\(fn)_set_greeting", "(string) -> i64", [["string": "hi!"]])
         #expect((greet["value"] as? [String: Any])?["i64"] as? Int == 3)
         let blob: [UInt8] = [1, 0, 2, 0, 250]
-        let sum = try core.call(6, "echo_c_checksum", "(bytes) -> i64", [["bytes": Data(blob).base64EncodedString()]])
+        let sum = try core.call(6, "\(fn)_checksum", "(bytes) -> i64", [["bytes": Data(blob).base64EncodedString()]])
         #expect((sum["value"] as? [String: Any])?["i64"] as? Int == 253)
-        let eb = try core.call(7, "echo_c_echo_bytes", "(bytes, string) -> bytes",
+        let eb = try core.call(7, "\(fn)_echo_bytes", "(bytes, string) -> bytes",
                                [["bytes": Data(blob).base64EncodedString()], ["string": "ok"]])
         #expect(Data(base64Encoded: (eb["value"] as? [String: Any])?["bytes"] as? String ?? "") == Data(blob + Array("ok".utf8)))
         // Errors: unknown symbol, wrong type, wrong count — each a clear error, the runner alive.
-        let nope = try core.call(8, "echo_c_nope", "() -> i64", [])
+        let nope = try core.call(8, "\(fn)_nope", "() -> i64", [])
         #expect(nope["ok"] as? Bool == false)
-        #expect((nope["error"] as? String)?.contains("symbol echo_c_nope not found in libecho-c.so") == true)
-        let wrongType = try core.call(9, "echo_c_add", "(i64, i64) -> i64", [["i64": 1], ["string": "x"]])
-        #expect((wrongType["error"] as? String)?.contains("argument 2 of echo_c_add: expected i64, got string") == true,
+        #expect((nope["error"] as? String)?.contains("symbol \(fn)_nope not found in lib\(plugin).so") == true)
+        let wrongType = try core.call(9, "\(fn)_add", "(i64, i64) -> i64", [["i64": 1], ["string": "x"]])
+        #expect((wrongType["error"] as? String)?.contains("argument 2 of \(fn)_add: expected i64, got string") == true,
                 "\(wrongType)")
-        let wrongCount = try core.call(10, "echo_c_add", "(i64, i64) -> i64", [["i64": 1]])
+        let wrongCount = try core.call(10, "\(fn)_add", "(i64, i64) -> i64", [["i64": 1]])
         #expect((wrongCount["error"] as? String)?.contains("takes 2 argument(s), got 1") == true)
 
         // The greeting now goes to a new connection from a plugin-home slot.
