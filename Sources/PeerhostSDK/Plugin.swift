@@ -6,8 +6,9 @@ import Glibc
 /// block. Every callback has a default: buffers a plugin does not handle are freed (so an unhandled
 /// event never leaks a pool slot), everything else is ignored.
 public protocol Plugin: AnyObject {
-    /// Called once by `start`; keep `host` for later calls.
+    /// Called once by `start`; keep `host` for later calls (the default callbacks use it too).
     init(host: Host)
+    var host: Host { get }
     /// config: the plugin's table from the operator's config as JSON bytes (may be empty).
     /// Throwing stops the plugin with that status.
     func start(config: [UInt8]) throws(PluginError)
@@ -27,13 +28,13 @@ public extension Plugin {
     func start(config: [UInt8]) throws(PluginError) {}
     func stop() {}
     func onAccept(listener: Connection, conn: Connection, peer: String) {}
-    func onData(conn: Connection, buffer: Buffer) { PluginExport.currentHost?.free(buffer) }
+    func onData(conn: Connection, buffer: Buffer) { host.free(buffer) }
     func onWritable(conn: Connection) {}
     func onClosed(conn: Connection, reason: PluginError?) {}
-    func onDatagram(socket: Connection, from: String, buffer: Buffer) { PluginExport.currentHost?.free(buffer) }
+    func onDatagram(socket: Connection, from: String, buffer: Buffer) { host.free(buffer) }
     func onTimer(id: TimerID, tag: UInt64) {}
     func onComplete(request: Request, result: Result<Int64, PluginError>, buffer: Buffer?) {
-        if let buffer { PluginExport.currentHost?.free(buffer) }
+        if let buffer { host.free(buffer) }
     }
 }
 
@@ -62,8 +63,8 @@ public enum PluginExport {
     // One thread by ABI contract (callbacks never run concurrently), hence nonisolated(unsafe).
     nonisolated(unsafe) static var registrations: [ObjectIdentifier: Int] = [:]
     nonisolated(unsafe) static var table: [Registration] = []
-    /// The host of the most recently started instance: lets default callbacks and control methods
-    /// (plain C functions without a user pointer) reach it.
+    /// The host of the most recently started instance: lets control methods (plain C functions
+    /// without a user pointer) reach it.
     nonisolated(unsafe) public private(set) static var currentHost: Host?
     /// The most recently started instance (control methods use it to find their state).
     nonisolated(unsafe) public private(set) static var current: (any Plugin)?

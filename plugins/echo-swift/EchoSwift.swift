@@ -18,7 +18,7 @@ nonisolated(unsafe) var echoStats = EchoStats()
 
 public final class EchoSwift: Plugin {
     public static let defaultListen = "tcp:127.0.0.1:7002"
-    let host: Host
+    public let host: Host
     var listenRequest: Request = 0
     /// Sends that met PH_EAGAIN, oldest first; per-connection order is kept.
     var queue: [(conn: Connection, buffer: Buffer)] = []
