@@ -178,3 +178,56 @@ struct RunnerProcessTests {
         #expect(m == 2 && buf[0] == UInt8(ascii: "x"))
     }
 }
+
+/// Plugins the runner must refuse, compiled at test time with the toolchain's clang (the fixture is
+/// a few lines of C against peerhost.h; a separate product would widen Package.swift for tests).
+@Suite(.serialized)
+struct RunnerRefusesBadPluginsTests {
+    static func compile(_ name: String, abi: String, features: String) throws -> String {
+        let dir = NSTemporaryDirectory() + "peerhost-fixture-\(getpid())-\(name)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        chmod(dir, 0o755)   // the runner runs as an unprivileged host uid and must read the library
+        let src = """
+        #include "peerhost.h"
+        static ph_status start(const ph_host *h, const char *c, size_t n, void **u) { return PH_OK; }
+        static const ph_plugin p = { .size = sizeof(ph_plugin), .abi_version = \(abi), .name = "\(name)",
+            .version = "0.0.1", .features = \(features), .start = start };
+        const ph_plugin *peerhost_plugin_v1(void) { return &p; }
+        """
+        try src.write(toFile: dir + "/fixture.c", atomically: true, encoding: .utf8)
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let out = dir + "/lib\(name).so"
+        let cc = FileManager.default.isExecutableFile(atPath: "/opt/swift/usr/bin/clang") ? "/opt/swift/usr/bin/clang" : "/usr/bin/cc"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: cc)
+        p.arguments = ["-shared", "-fPIC", "-I", repo.path + "/protocols/abi", dir + "/fixture.c", "-o", out]
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw HarnessError("compiling the \(name) fixture failed") }
+        chmod(out, 0o755)
+        return out
+    }
+
+    func expectRefusal(_ name: String, abi: String, features: String, step: String, message: String) throws {
+        let lib = try Self.compile(name, abi: abi, features: features)
+        let core = try FakeCore()
+        let proc = try core.spawn(plugin: name, library: lib)
+        let f = try core.readFrame()
+        #expect(f["type"] as? String == "fail")
+        #expect(f["step"] as? String == step)
+        #expect(f["message"] as? String == message)
+        #expect(try proc.wait(timeoutMilliseconds: 5000) == ProcessExit(exited: true, code: 1))
+        core.process = nil
+        close(proc.pidfd)
+    }
+
+    @Test func abiMajorMismatchIsRefusedClearly() throws {
+        try expectRefusal("abi2", abi: "(2 << 16)", features: "PH_FEAT_STREAMS", step: "abi",
+                          message: "plugin abi2 was built against ABI 2.0; this host serves ABI 1.x")
+    }
+
+    @Test func unknownFeatureBitsAreRefused() throws {
+        try expectRefusal("future", abi: "PH_ABI_VERSION", features: "(1ull << 12) | PH_FEAT_STREAMS", step: "features",
+                          message: "plugin future declares unknown feature bits 0x1000 (ABI 1.x knows 0xff)")
+    }
+}
