@@ -11,6 +11,10 @@ public struct ProcessStatus: Sendable, Equatable {
     public var gids: [UInt32] = []
     public var groups: [UInt32] = []
     public var noNewPrivs: Int = -1
+    /// Threads: the runner must stay at 1 (no Dispatch, no Swift concurrency under seccomp).
+    public var threads: Int = -1
+    /// CapEff as a bit mask (capabilities in the process's own user namespace).
+    public var effectiveCapabilities: UInt64 = 0
     /// NSpid: the pid in each nested pid namespace, outermost first ([hostPid, 1] for a runner).
     public var nsPids: [Int32] = []
     /// ns name ("user", "pid", "net", "mnt", "ipc", "uts") → link target ("net:[4026531840]").
@@ -41,6 +45,8 @@ public struct ProcessStatus: Sendable, Equatable {
             case "Groups": s.groups = fields.compactMap { UInt32($0) }
             case "NoNewPrivs": s.noNewPrivs = fields.first.flatMap { Int($0) } ?? -1
             case "NSpid": s.nsPids = fields.compactMap { Int32($0) }
+            case "Threads": s.threads = fields.first.flatMap { Int($0) } ?? -1
+            case "CapEff": s.effectiveCapabilities = fields.first.flatMap { UInt64($0, radix: 16) } ?? 0
             default: break
             }
         }

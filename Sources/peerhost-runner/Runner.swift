@@ -427,8 +427,8 @@ final class Runner {
                 if spins & 63 == 0, Runner.now() >= deadline { break }
             }
         }
-        serviceControl()
-        lastControlCheck = Runner.now()
+        // No control check here: ppoll below watches fd 4 too, and readAvailable() left no whole
+        // frame unserved, so a pending call wakes us at once.
         let avail = ph_ring_prepare_sleep(rx)
         if avail != 0 { ph_ring_awake(rx); return true }
         // While someone waits for TX room, or runner messages are queued, poll the ring every 200 µs
@@ -438,7 +438,7 @@ final class Runner {
         ph_ring_awake(rx)
         if r > 0 {
             if r & 1 != 0 { var v: UInt64 = 0; _ = ph_eventfd_drain(RunnerFD.rxEvent, &v) }
-            if r & 2 != 0 || r & 4 != 0 { serviceControl() }
+            if r & 2 != 0 || r & 4 != 0 { serviceControl(); lastControlCheck = Runner.now() }
         }
         return true
     }

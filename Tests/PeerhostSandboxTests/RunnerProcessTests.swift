@@ -102,6 +102,8 @@ struct RunnerProcessTests {
         #expect(st.uids.allSatisfy { $0 == st.uids[0] })
         #expect(st.gids.first.map { $0 != 0 } == true)
         #expect(st.noNewPrivs == 1)
+        #expect(st.groups.isEmpty, "the core's supplementary groups were dropped: \(st.groups)")
+        #expect(st.threads == 1, "the runner stays single-threaded")
         #expect(st.nsPids.count == 2 && st.nsPids.last == 1, "pid 1 in its own pid namespace: \(st.nsPids)")
         for ns in ["user", "pid", "net", "mnt", "ipc", "uts"] {
             #expect(st.namespaces[ns] != nil && st.namespaces[ns] != me.namespaces[ns], "\(ns) namespace differs")
