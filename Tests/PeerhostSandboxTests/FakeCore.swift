@@ -30,7 +30,7 @@ enum Products {
 }
 
 final class FakeCore {
-    // Small geometry: 64 entries, 64 slots of 4 KiB, half of them receive slots.
+    // Small default geometry: 64 entries, 64 slots of 4 KiB, half of them receive slots.
     static let entries: UInt32 = 64
     static let slotSize: UInt32 = 4096
     static let slotCount: UInt32 = 64
@@ -48,24 +48,25 @@ final class FakeCore {
     var process: SpawnedProcess?
     var inbox: [UInt8] = []
 
-    init() throws {
+    init(entries: UInt32 = FakeCore.entries, slotCount: UInt32 = FakeCore.slotCount,
+         recvSlots: UInt32 = FakeCore.recvSlots) throws {
         func align(_ v: UInt64, _ a: UInt64) -> UInt64 { (v + a - 1) / a * a }
         var h = ph_region_header()
         h.magic = PH_REGION_MAGIC
         h.abi_version = UInt32(PH_ABI_MAJOR) << 16 | UInt32(PH_ABI_MINOR) << 8
         h.header_size = UInt32(MemoryLayout<ph_region_header>.size)
-        h.ring_entries = FakeCore.entries
+        h.ring_entries = entries
         h.desc_size = UInt32(MemoryLayout<ph_desc>.size)
         h.slot_size = FakeCore.slotSize
-        h.slot_count = FakeCore.slotCount
-        h.recv_slots = FakeCore.recvSlots
-        let ringBytes = UInt64(FakeCore.entries) * 64
+        h.slot_count = slotCount
+        h.recv_slots = recvSlots
+        let ringBytes = UInt64(entries) * 64
         h.rx_ctl_offset = 4096
         h.rx_desc_offset = h.rx_ctl_offset + 256
         h.tx_ctl_offset = align(h.rx_desc_offset + ringBytes, 4096)
         h.tx_desc_offset = h.tx_ctl_offset + 256
         h.pool_offset = align(h.tx_desc_offset + ringBytes, 4096)
-        h.total_size = h.pool_offset + UInt64(FakeCore.slotSize) * UInt64(FakeCore.slotCount)
+        h.total_size = h.pool_offset + UInt64(FakeCore.slotSize) * UInt64(slotCount)
         header = h
 
         memfd = ph_memfd_create("peerhost-test-region")
