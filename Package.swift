@@ -14,6 +14,8 @@ let package = Package(
         // Bundled plugins, loaded by the runner with dlopen.
         .library(name: "echo-c", type: .dynamic, targets: ["EchoCPlugin"]),
         .library(name: "echo-swift", type: .dynamic, targets: ["EchoSwiftPlugin"]),
+        // Test plugins: hostile behaviour the core must contain.
+        .library(name: "hostile-ring", type: .dynamic, targets: ["HostileRingPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -28,6 +30,7 @@ let package = Package(
         // ---- C: the ABI header, Linux shims, system libraries --------------------------------
         .target(name: "CPeerhostABI", path: "Sources/CPeerhostABI"),
         .target(name: "CPeerhostShim", dependencies: ["CPeerhostABI"], path: "Sources/CPeerhostShim"),
+        .target(name: "CPeerhostTestSupport", dependencies: ["CPeerhostShim"], path: "Sources/CPeerhostTestSupport"),
         .systemLibrary(name: "CLiburing", path: "Sources/CLiburing", pkgConfig: "liburing",
                        providers: [.apt(["liburing-dev"])]),
         .systemLibrary(name: "CSeccomp", path: "Sources/CSeccomp", pkgConfig: "libseccomp",
@@ -61,14 +64,20 @@ let package = Package(
             "PeerhostRing", "PeerhostSandbox", "CPeerhostABI", "CPeerhostShim", "CFFI",
         ]),
 
+        .executableTarget(name: "peerhost-ringbench", dependencies: ["PeerhostRing", "CPeerhostShim", "CPeerhostTestSupport"]),
+
         // ---- Bundled plugins ----------------------------------------------------------------
         .target(name: "EchoCPlugin", dependencies: ["CPeerhostABI"], path: "plugins/echo-c",
                 exclude: ["manifest.toml"], sources: ["echo.c"], publicHeadersPath: "."),
         .target(name: "EchoSwiftPlugin", dependencies: ["PeerhostSDK"], path: "plugins/echo-swift",
                 exclude: ["manifest.toml"], sources: ["EchoSwift.swift"]),
 
+        .target(name: "HostileRingPlugin", dependencies: ["CPeerhostABI", "CPeerhostShim"],
+                path: "Tests/Plugins/hostile-ring", exclude: ["manifest.toml"], sources: ["hostile.c"],
+                publicHeadersPath: "."),
+
         // ---- Tests (Swift Testing) ----------------------------------------------------------
-        .testTarget(name: "PeerhostRingTests", dependencies: ["PeerhostRing", "CPeerhostShim"]),
+        .testTarget(name: "PeerhostRingTests", dependencies: ["PeerhostRing", "CPeerhostShim", "CPeerhostTestSupport"]),
         .testTarget(name: "PeerhostCoreTests", dependencies: ["PeerhostCore"]),
         .testTarget(name: "PeerhostSDKTests", dependencies: ["PeerhostSDK", "PeerhostTesting", "EchoSwiftPlugin"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PeerhostCore"]),

@@ -23,6 +23,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "peerhost.h"
+
 #define PH_REGION_MAGIC 0x31524850u /* "PHR1" little-endian */
 #define PH_NO_SLOT 0xffffffffu
 #define PH_CACHELINE 64
@@ -213,6 +215,19 @@ static inline uint32_t ph_ring_prepare_sleep(ph_ring_view *v) {
 static inline void ph_ring_awake(ph_ring_view *v) {
     atomic_store_explicit(&v->ctl->need_wakeup, 0, memory_order_relaxed);
 }
+
+/* Diagnostics and tests: the raw shared indices and flag of a ring control block. */
+static inline uint32_t ph_ring_ctl_tail(const void *ctl) { return atomic_load_explicit(&((ph_ring_ctl *)ctl)->tail, memory_order_acquire); }
+static inline uint32_t ph_ring_ctl_head(const void *ctl) { return atomic_load_explicit(&((ph_ring_ctl *)ctl)->head, memory_order_acquire); }
+static inline uint32_t ph_ring_ctl_need_wakeup(const void *ctl) { return atomic_load_explicit(&((ph_ring_ctl *)ctl)->need_wakeup, memory_order_acquire); }
+static inline void ph_ring_ctl_force(void *ctl, uint32_t tail, uint32_t head) {
+    atomic_store_explicit(&((ph_ring_ctl *)ctl)->tail, tail, memory_order_release);
+    atomic_store_explicit(&((ph_ring_ctl *)ctl)->head, head, memory_order_release);
+}
+
+/* For Swift, which imports neither _Atomic members nor expression macros. */
+static inline uint32_t ph_ring_ctl_size(void) { return (uint32_t)sizeof(ph_ring_ctl); }
+static inline uint32_t ph_abi_version(void) { return PH_ABI_VERSION; }
 
 static inline void ph_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

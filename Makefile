@@ -1,0 +1,46 @@
+# Peerhost — the two commands a new user needs: `make run` and `make test`.
+# Everything this project needs on a fresh Debian 12 machine is installed from here (as root, or with sudo).
+
+SWIFT        ?= swift
+APT_PACKAGES := liburing-dev libseccomp-dev libcap-dev libffi-dev pkg-config iproute2 python3-venv
+SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CONFIG       ?=
+RUN_FLAGS    := $(if $(CONFIG),--config $(CONFIG),)
+
+.PHONY: all deps build build-debug run test bench fuzz clean help
+
+all: build
+
+help:
+	@echo "make run    install what is missing, build release, start the host on the default config"
+	@echo "make test   install what is missing (and test peers), build, run every test"
+	@echo "make bench  benchmarks against this machine's baselines (writes bench/BENCHMARKS.md)"
+	@echo "make clean  remove build products"
+
+# Installs the system packages that are missing; does nothing (and needs no network) when all are there.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build -c release
+
+build-debug: deps
+	$(SWIFT) build --build-tests
+
+run: build
+	.build/release/peerhost run $(RUN_FLAGS)
+
+test: build-debug
+	$(SWIFT) test --skip-build
+
+bench: deps
+	bench/run.sh
+
+clean:
+	rm -rf .build

@@ -1,0 +1,51 @@
+// Every tunable default of the host, in one place, each with the reason for its value.
+// Config keys in `[tuning]` mirror these names in snake_case (see docs/config.md); the shipped
+// config/peerhost.toml repeats them so an operator sees what can be changed.
+
+public enum Defaults {
+    // ---- [host] ------------------------------------------------------------------------------
+
+    /// Relative to the current directory: in development the repo root, so a checkout's host state
+    /// stays inside the checkout (and `.gitignore` holds `.peerhost/`).
+    public static let dataDirectory = "./.peerhost"
+    /// Loopback only: the HTTP plane is read-only but still must not face the network by default.
+    /// 9180 is unassigned by IANA and clear of Prometheus' own 9090/9100 range defaults.
+    public static let httpAddress = "127.0.0.1:9180"
+    /// Per-plugin host uids are uid_base + plugin index: 200000 sits above the 100000–165535 range
+    /// Debian hands out in /etc/subuid, so plugin uids never collide with a user's subordinate ids.
+    public static let uidBase: UInt32 = 200_000
+    /// `info` prints start-up, readiness and restarts without per-message noise.
+    public static let logLevel = "info"
+
+    // ---- [tuning]: rings and buffer pool -------------------------------------------------------
+
+    /// Descriptors per ring (power of two): 4096 × 32-byte descriptors = 128 KiB per direction;
+    /// enough to absorb a burst from 1000 connections without the producer seeing a full ring.
+    public static let ringEntries = 4096
+    /// Bytes per pool slot: 16 KiB holds a full BitTorrent block (the protocol's unit) in one slot,
+    /// so the common message needs no reassembly copy.
+    public static let slotSize = 16_384
+    /// Slots per plugin: 2048 × 16 KiB = 32 MiB of shared pool per plugin, a bounded cost that still
+    /// keeps 1000 connections each with a receive and a send in flight.
+    public static let slotCount = 2048
+    /// Of those, slots the core receives into (io_uring provided buffers): half, so inbound traffic
+    /// can never starve the plugin of slots to send from, nor the reverse.
+    public static let receiveSlots = 1024
+
+    // ---- [tuning]: supervision --------------------------------------------------------------------
+
+    /// Heartbeat every second: cheap (one ring message) and a hang is noticed within a few seconds.
+    public static let heartbeatIntervalMilliseconds = 1000
+    /// Five missed beats before the plugin is declared hung: tolerates a stalled VM or a long GC-free
+    /// Swift callback under load without killing healthy plugins.
+    public static let heartbeatTimeoutMilliseconds = 5000
+    /// First restart after 200 ms: long enough not to spin on an immediate crash, short enough that
+    /// one crash is barely visible to peers.
+    public static let backoffBaseMilliseconds = 200
+    /// Backoff doubles up to 30 s: a plugin that keeps crashing costs almost nothing, yet recovers
+    /// within half a minute once its cause (e.g. a full disk) is gone.
+    public static let backoffCapMilliseconds = 30_000
+    /// 0 = no limit: keep restarting with capped backoff. Giving up (state `failed`) needs an operator
+    /// decision we have not made yet; the key exists so configs written now stay valid.
+    public static let crashLoopLimit = 0
+}

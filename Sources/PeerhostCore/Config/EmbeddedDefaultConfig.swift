@@ -1,0 +1,45 @@
+// Generated from config/peerhost.toml; keep the two identical (a test compares them byte for byte).
+// Used when no config file is found, so `peerhost run` works from a bare binary.
+// Regenerate: paste config/peerhost.toml between the delimiters (the blank line before the closing
+// delimiter keeps the file's final newline).
+
+public enum EmbeddedDefaultConfig {
+    public static let text = #"""
+# Peerhost default configuration: loopback only, both echo plugins, no setup needed.
+# This file is also compiled into the binary (Sources/PeerhostCore/Config/EmbeddedDefaultConfig.swift)
+# and used when no config file is found. Keys and rules: docs/config.md.
+# Relative paths: manifest = relative to this file's folder; data_dir = relative to the current directory.
+
+[host]
+data_dir = "./.peerhost"          # run.json, control.sock, per-plugin storage
+http = "127.0.0.1:9180"           # read-only /metrics and /status; port 0 = ephemeral
+uid_base = 200000                 # plugin N runs as host uid uid_base + N
+log_level = "info"
+
+[tuning]                          # defaults and their reasons: Sources/PeerhostCore/Config/Defaults.swift
+ring_entries = 4096
+slot_size = 16384
+slot_count = 2048
+recv_slots = 1024
+heartbeat_interval_ms = 1000
+heartbeat_timeout_ms = 5000
+backoff_base_ms = 200
+backoff_cap_ms = 30000
+crash_loop_limit = 0              # 0 = keep restarting with capped backoff
+
+[[plugin]]
+name = "echo-c"
+manifest = "../plugins/echo-c/manifest.toml"
+enabled = true
+listen = ["tcp:127.0.0.1:7001"]
+config = { greeting = "hello from echo-c" }
+
+[[plugin]]
+name = "echo-swift"
+manifest = "../plugins/echo-swift/manifest.toml"
+enabled = true
+listen = ["tcp:127.0.0.1:7002"]
+config = { greeting = "hello from echo-swift" }
+
+"""#
+}

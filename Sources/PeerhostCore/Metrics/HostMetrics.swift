@@ -1,0 +1,223 @@
+// The host's Prometheus metrics: names and labels of DESIGN.md "Operator surface", documented in
+// docs/metrics.md (a test keeps the two and the /metrics output in step).
+//
+// Cost on the event loop: per-plugin series are created once (`plugin(named:)`) and kept as
+// swift-prometheus Counter/Gauge objects, whose update is one relaxed atomic add. The loop should
+// hold its plugin's `PluginMetrics` and call it directly; the `HostMetrics` convenience methods
+// taking a plugin name add a locked dictionary lookup and suit low-rate events only.
+
+import Prometheus
+import Synchronization
+
+public enum TrafficDirection: String, Sendable, CaseIterable {
+    /// From the network towards the plugin.
+    case inbound = "in"
+    /// From the plugin towards the network.
+    case outbound = "out"
+}
+
+public enum RingName: String, Sendable, CaseIterable {
+    /// Core → plugin.
+    case rx
+    /// Plugin → core.
+    case tx
+}
+
+/// Why a runner was restarted; the `cause` label of peerhost_plugin_restarts_total.
+public enum RestartCause: String, Sendable, CaseIterable {
+    /// The process died (signal or non-zero exit) on its own.
+    case crash
+    /// Heartbeats stopped arriving within heartbeat_timeout_ms.
+    case hang
+    /// The core killed it for a bad descriptor or another broken invariant.
+    case violation
+    /// It exited cleanly without being asked to.
+    case exit
+    /// It failed during start-up (dlopen, ABI check, plugin start).
+    case startFailure = "start_failure"
+}
+
+/// One metric as documented: the catalog is the single list docs/metrics.md and the tests check.
+public struct MetricDefinition: Sendable, Equatable {
+    public enum Kind: String, Sendable { case counter, gauge }
+    public var name: String
+    public var kind: Kind
+    public var labels: [String]
+    public var help: String
+}
+
+public enum MetricCatalog {
+    public static let all: [MetricDefinition] = [
+        .init(name: "peerhost_plugin_up", kind: .gauge, labels: ["plugin"],
+              help: "1 while the plugin's runner is running and answering heartbeats, else 0."),
+        .init(name: "peerhost_plugin_restarts_total", kind: .counter, labels: ["plugin", "cause"],
+              help: "Runner restarts by cause: crash, hang, violation, exit, start_failure."),
+        .init(name: "peerhost_plugin_bytes_total", kind: .counter, labels: ["plugin", "direction"],
+              help: "Payload bytes; direction in = from the network towards the plugin, out = towards the network."),
+        .init(name: "peerhost_plugin_messages_total", kind: .counter, labels: ["plugin", "direction"],
+              help: "Ring messages; direction in = core to plugin (RX ring), out = plugin to core (TX ring)."),
+        .init(name: "peerhost_plugin_connections", kind: .gauge, labels: ["plugin"],
+              help: "Open connections owned by the plugin."),
+        .init(name: "peerhost_ring_depth", kind: .gauge, labels: ["plugin", "ring"],
+              help: "Descriptors waiting in the ring (rx = core to plugin, tx = plugin to core), sampled."),
+        .init(name: "peerhost_plugin_violations_total", kind: .counter, labels: ["plugin", "kind"],
+              help: "Broken invariants by the plugin (bad slot, bad descriptor, ...); each kills the runner."),
+        .init(name: "peerhost_plugin_denials_total", kind: .counter, labels: ["plugin", "action"],
+              help: "Requests refused by the broker because no grant covers them, by action."),
+        .init(name: "peerhost_plugin_cpu_seconds_total", kind: .counter, labels: ["plugin"],
+              help: "CPU time (user + system) used by the plugin's runner processes."),
+        .init(name: "peerhost_plugin_resident_memory_bytes", kind: .gauge, labels: ["plugin"],
+              help: "Resident memory of the plugin's runner, sampled."),
+        .init(name: "peerhost_plugin_storage_bytes", kind: .gauge, labels: ["plugin"],
+              help: "Bytes the plugin keeps in its storage paths and key-value store."),
+        .init(name: "peerhost_shaper_wait_seconds_total", kind: .counter, labels: ["plugin", "direction"],
+              help: "Time the plugin's traffic waited for bandwidth tokens, by direction."),
+        .init(name: "peerhost_datapath_copied_bytes_total", kind: .counter, labels: ["plugin"],
+              help: "Payload bytes copied on the data path (reassembly across slots); zero-copy keeps this low."),
+        .init(name: "peerhost_ring_wakeups_total", kind: .counter, labels: ["plugin", "ring"],
+              help: "eventfd writes to wake the consumer of a ring; far fewer than messages under load."),
+    ]
+
+    public static func definition(_ name: String) -> MetricDefinition {
+        guard let definition = all.first(where: { $0.name == name }) else {
+            preconditionFailure("metric \(name) is not in MetricCatalog.all")
+        }
+        return definition
+    }
+}
+
+/// Pre-created series of one plugin; cheap to update from the event loop.
+public final class PluginMetrics: Sendable {
+    public let plugin: String
+    private let registry: PrometheusCollectorRegistry
+    private let up: Gauge
+    private let bytes: [TrafficDirection: Counter]
+    private let messages: [TrafficDirection: Counter]
+    private let connections: Gauge
+    private let ringDepth: [RingName: Gauge]
+    private let cpuSeconds: Counter
+    private let residentMemory: Gauge
+    private let storage: Gauge
+    private let shaperWait: [TrafficDirection: Counter]
+    private let copiedBytes: Counter
+    private let wakeups: [RingName: Counter]
+
+    init(plugin: String, registry: PrometheusCollectorRegistry) {
+        self.plugin = plugin
+        self.registry = registry
+        func counter(_ name: String, _ extra: [(String, String)] = []) -> Counter {
+            let definition = MetricCatalog.definition(name)
+            return registry.makeCounter(descriptor: HostMetrics.descriptor(definition), labels: [("plugin", plugin)] + extra)
+        }
+        func gauge(_ name: String, _ extra: [(String, String)] = []) -> Gauge {
+            let definition = MetricCatalog.definition(name)
+            return registry.makeGauge(descriptor: HostMetrics.descriptor(definition), labels: [("plugin", plugin)] + extra)
+        }
+        func byDirection(_ name: String) -> [TrafficDirection: Counter] {
+            Dictionary(uniqueKeysWithValues: TrafficDirection.allCases.map { ($0, counter(name, [("direction", $0.rawValue)])) })
+        }
+        up = gauge("peerhost_plugin_up")
+        bytes = byDirection("peerhost_plugin_bytes_total")
+        messages = byDirection("peerhost_plugin_messages_total")
+        connections = gauge("peerhost_plugin_connections")
+        ringDepth = Dictionary(uniqueKeysWithValues: RingName.allCases.map { ($0, gauge("peerhost_ring_depth", [("ring", $0.rawValue)])) })
+        cpuSeconds = counter("peerhost_plugin_cpu_seconds_total")
+        residentMemory = gauge("peerhost_plugin_resident_memory_bytes")
+        storage = gauge("peerhost_plugin_storage_bytes")
+        shaperWait = byDirection("peerhost_shaper_wait_seconds_total")
+        copiedBytes = counter("peerhost_datapath_copied_bytes_total")
+        wakeups = Dictionary(uniqueKeysWithValues: RingName.allCases.map { ($0, counter("peerhost_ring_wakeups_total", [("ring", $0.rawValue)])) })
+        // Known restart causes start at 0 so rate() works from the first restart on.
+        for cause in RestartCause.allCases { _ = restartCounter(cause) }
+    }
+
+    // Hot path (event loop): one relaxed atomic each.
+    public func bytesIn(_ count: Int) { bytes[.inbound]!.increment(by: Int64(count)) }
+    public func bytesOut(_ count: Int) { bytes[.outbound]!.increment(by: Int64(count)) }
+    public func bytes(_ direction: TrafficDirection, _ count: Int) { bytes[direction]!.increment(by: Int64(count)) }
+    public func messages(_ direction: TrafficDirection, _ count: Int = 1) { messages[direction]!.increment(by: Int64(count)) }
+    public func wakeup(_ ring: RingName) { wakeups[ring]!.increment() }
+    public func copiedBytes(_ count: Int) { copiedBytes.increment(by: Int64(count)) }
+    public func ringDepth(_ ring: RingName, _ depth: Int) { ringDepth[ring]!.set(Int64(depth)) }
+    public func connections(_ open: Int) { connections.set(Int64(open)) }
+    public func shaperWait(_ direction: TrafficDirection, seconds: Double) { shaperWait[direction]!.increment(by: seconds) }
+
+    // Supervisor and accounting (low rate).
+    public func up(_ isUp: Bool) { up.set(Int64(isUp ? 1 : 0)) }
+    /// Adds CPU time used since the last sample (the caller keeps the previous /proc reading).
+    public func addCPUSeconds(_ seconds: Double) { if seconds > 0 { cpuSeconds.increment(by: seconds) } }
+    public func residentMemory(_ bytes: UInt64) { residentMemory.set(Int64(clamping: bytes)) }
+    public func storage(_ bytes: UInt64) { storage.set(Int64(clamping: bytes)) }
+    public func restart(_ cause: RestartCause) { restartCounter(cause).increment() }
+    /// `kind` names the broken invariant, e.g. "slot_out_of_range", "slot_not_owned", "bad_type".
+    public func violation(_ kind: String) {
+        registry.makeCounter(descriptor: HostMetrics.descriptor(MetricCatalog.definition("peerhost_plugin_violations_total")),
+                             labels: [("plugin", plugin), ("kind", kind)]).increment()
+    }
+    /// `action` names the refused request, e.g. "listen", "connect", "file_open", "kv_put".
+    public func denial(_ action: String) {
+        registry.makeCounter(descriptor: HostMetrics.descriptor(MetricCatalog.definition("peerhost_plugin_denials_total")),
+                             labels: [("plugin", plugin), ("action", action)]).increment()
+    }
+
+    private func restartCounter(_ cause: RestartCause) -> Counter {
+        registry.makeCounter(descriptor: HostMetrics.descriptor(MetricCatalog.definition("peerhost_plugin_restarts_total")),
+                             labels: [("plugin", plugin), ("cause", cause.rawValue)])
+    }
+}
+
+/// The registry of one host (not the process-global MetricsSystem, so tests get fresh instances).
+public final class HostMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    private let plugins = Mutex<[String: PluginMetrics]>([:])
+    private let scrapeHook = Mutex<(@Sendable () -> Void)?>(nil)
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+    }
+
+    static func descriptor(_ definition: MetricDefinition) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: definition.name, unitName: "", helpText: definition.help)
+    }
+
+    /// The plugin's series, created (at zero) on first use. Call at configuration time and keep
+    /// the result on the event loop.
+    public func plugin(named name: String) -> PluginMetrics {
+        plugins.withLock { table in
+            if let existing = table[name] { return existing }
+            let created = PluginMetrics(plugin: name, registry: registry)
+            table[name] = created
+            return created
+        }
+    }
+
+    /// Called before every /metrics render: the place to sample gauges (memory, ring depth, CPU).
+    public func setScrapeHook(_ hook: (@Sendable () -> Void)?) {
+        scrapeHook.withLock { $0 = hook }
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    public func render() -> [UInt8] {
+        if let hook = scrapeHook.withLock({ $0 }) { hook() }
+        return registry.emitToBuffer()
+    }
+
+    public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+
+    // Convenience forms by plugin name (Contract 4 names); each adds a locked lookup.
+    public func bytesIn(plugin: String, _ count: Int) { self.plugin(named: plugin).bytesIn(count) }
+    public func bytesOut(plugin: String, _ count: Int) { self.plugin(named: plugin).bytesOut(count) }
+    public func messages(plugin: String, _ direction: TrafficDirection, _ count: Int = 1) { self.plugin(named: plugin).messages(direction, count) }
+    public func connections(plugin: String, _ open: Int) { self.plugin(named: plugin).connections(open) }
+    public func ringDepth(plugin: String, _ ring: RingName, _ depth: Int) { self.plugin(named: plugin).ringDepth(ring, depth) }
+    public func violation(plugin: String, kind: String) { self.plugin(named: plugin).violation(kind) }
+    public func denial(plugin: String, action: String) { self.plugin(named: plugin).denial(action) }
+    public func restart(plugin: String, cause: RestartCause) { self.plugin(named: plugin).restart(cause) }
+    public func wakeup(plugin: String, _ ring: RingName) { self.plugin(named: plugin).wakeup(ring) }
+    public func copiedBytes(plugin: String, _ count: Int) { self.plugin(named: plugin).copiedBytes(count) }
+    public func up(plugin: String, _ isUp: Bool) { self.plugin(named: plugin).up(isUp) }
+    public func addCPUSeconds(plugin: String, _ seconds: Double) { self.plugin(named: plugin).addCPUSeconds(seconds) }
+    public func residentMemory(plugin: String, _ bytes: UInt64) { self.plugin(named: plugin).residentMemory(bytes) }
+    public func storage(plugin: String, _ bytes: UInt64) { self.plugin(named: plugin).storage(bytes) }
+    public func shaperWait(plugin: String, _ direction: TrafficDirection, seconds: Double) { self.plugin(named: plugin).shaperWait(direction, seconds: seconds) }
+}

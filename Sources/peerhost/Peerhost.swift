@@ -1,0 +1,46 @@
+// `peerhost`: the operator's command line. Each subcommand finds the config the same way
+// (--config, $PEERHOST_CONFIG, config/peerhost.toml above the executable, /etc/peerhost, embedded)
+// and the running host through <data_dir>/run.json.
+
+import ArgumentParser
+import PeerhostCore
+
+@main
+struct Peerhost: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "peerhost",
+        abstract: "Host peer-to-peer protocol plugins in sandboxed processes.",
+        discussion: """
+            A small core owns every socket and file and hands plugins narrow capabilities declared in \
+            their manifests. Start a host with `peerhost run`; inspect and drive it with `peerhost status` \
+            and `peerhost ctl`.
+
+            Config: --config FILE, else $PEERHOST_CONFIG, else config/peerhost.toml found above the \
+            executable (a development checkout), else /etc/peerhost/peerhost.toml, else the built-in default \
+            (both echo plugins on loopback).
+            """,
+        version: PeerhostVersion.current,
+        subcommands: [RunCommand.self, StatusCommand.self, CtlCommand.self]
+    )
+}
+
+/// `--config FILE`, shared by every subcommand.
+struct ConfigOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Config file (default: $PEERHOST_CONFIG, config/peerhost.toml above the executable, /etc/peerhost/peerhost.toml, built-in).",
+                                            valueName: "FILE"))
+    var config: String?
+
+    func load() throws -> HostConfig {
+        do {
+            return try HostConfig.discoverAndLoad(commandLinePath: config)
+        } catch {
+            throw CommandFailure(error.description)
+        }
+    }
+}
+
+/// An error whose text is the whole message (ArgumentParser prints it and exits 1).
+struct CommandFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

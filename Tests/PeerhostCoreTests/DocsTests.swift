@@ -1,0 +1,27 @@
+import Foundation
+import Testing
+@testable import PeerhostCore
+
+/// The reference pages document every key the parsers accept.
+@Suite("Docs")
+struct DocsTests {
+    static func mentioned(_ key: String, in text: String) -> Bool { text.contains("`\(key)`") }
+
+    @Test func configPageDocumentsEveryKey() throws {
+        let text = try String(contentsOfFile: TestSupport.path("docs/config.md"), encoding: .utf8)
+        for (table, keys) in HostConfig.schemaKeys where !table.isEmpty {
+            #expect(text.contains(table == "plugin" ? "`[[plugin]]`" : "`[\(table)]`"), "table \(table)")
+            for key in keys { #expect(Self.mentioned(key, in: text), "\(table).\(key) is not in docs/config.md") }
+        }
+    }
+
+    @Test func manifestPageDocumentsEveryKey() throws {
+        let text = try String(contentsOfFile: TestSupport.path("docs/manifest.md"), encoding: .utf8)
+        for table in PluginManifest.schemaKeys[""]! {
+            #expect(text.contains("`[\(table)]`") || text.contains("`[[\(table)]]`"), "table \(table) has no section")
+        }
+        for (table, keys) in PluginManifest.schemaKeys where !table.isEmpty {
+            for key in keys { #expect(Self.mentioned(key, in: text), "\(table.isEmpty ? "" : table + ".")\(key) is not in docs/manifest.md") }
+        }
+    }
+}
