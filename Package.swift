@@ -84,7 +84,10 @@ let package = Package(
         // ---- Tests (Swift Testing) ----------------------------------------------------------
         .testTarget(name: "PeerhostRingTests", dependencies: ["PeerhostRing", "CPeerhostShim", "CPeerhostTestSupport"]),
         .testTarget(name: "PeerhostCoreTests", dependencies: ["PeerhostCore"]),
-        .testTarget(name: "PeerhostSDKTests", dependencies: ["PeerhostSDK", "PeerhostTesting"]),
+        .testTarget(name: "PeerhostSDKTests", dependencies: ["PeerhostSDK", "PeerhostTesting", "EchoSwiftPlugin"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PeerhostCore"]),
+        .testTarget(name: "PeerhostSandboxTests", dependencies: [
+            "PeerhostSandbox", "PeerhostRing", "CPeerhostShim", "CPeerhostABI",
+        ]),
     ]
 )

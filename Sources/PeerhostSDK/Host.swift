@@ -1,0 +1,174 @@
+/// The host table as Swift methods. Every call is non-blocking; results of operations arrive in
+/// Plugin.onComplete with the Request the call returned. Errors are typed (PluginError).
+public struct Host {
+    public let raw: UnsafePointer<ph_host>
+
+    public init(_ raw: UnsafePointer<ph_host>) { self.raw = raw }
+
+    var ctx: UnsafeMutableRawPointer? { raw.pointee.ctx }
+    /// What the host serves.
+    public var features: Features { Features(rawValue: raw.pointee.features) }
+    public var abiVersion: UInt32 { raw.pointee.abi_version }
+
+    @inline(__always) static func check(_ s: ph_status) throws(PluginError) {
+        if let e = PluginError(checking: s) { throw e }
+    }
+    @inline(__always) static func id(_ v: Int64) throws(PluginError) -> UInt64 {
+        if v < 0 { throw PluginError(code: Int32(truncatingIfNeeded: v)) }
+        return UInt64(v)
+    }
+    static func withText<R>(_ s: String, _ body: (UnsafePointer<CChar>, Int) -> R) -> R {
+        var s = s
+        return s.withUTF8 { u in
+            guard let base = u.baseAddress else { return "".withCString { body($0, 0) } }
+            return base.withMemoryRebound(to: CChar.self, capacity: u.count) { body($0, u.count) }
+        }
+    }
+    static func withBytes<R>(_ b: [UInt8], _ body: (UnsafePointer<UInt8>?, Int) -> R) -> R {
+        b.withUnsafeBufferPointer { body($0.baseAddress, $0.count) }
+    }
+
+    // MARK: diagnostics
+
+    public func log(_ level: LogLevel, _ message: String) {
+        guard let f = raw.pointee.log else { return }
+        Host.withText(message) { f(ctx, ph_log_level(rawValue: UInt32(level.rawValue)), $0, $1) }
+    }
+
+    public func metricAdd(_ name: String, _ value: Double) throws(PluginError) {
+        guard let f = raw.pointee.metric_add else { throw .notSupported }
+        try Host.check(Host.withText(name) { f(ctx, $0, $1, value) })
+    }
+
+    // MARK: buffers
+
+    public func allocBuffer() throws(PluginError) -> Buffer {
+        guard let f = raw.pointee.buffer_alloc else { throw .notSupported }
+        var b = ph_buffer()
+        try Host.check(f(ctx, &b))
+        return Buffer(raw: b)
+    }
+
+    /// An allocated buffer holding `bytes` (at most one slot).
+    public func allocBuffer<C: Collection>(with bytes: C) throws(PluginError) -> Buffer where C.Element == UInt8 {
+        var b = try allocBuffer()
+        do { try b.set(bytes) } catch { free(b); throw error }
+        return b
+    }
+
+    public func free(_ buffer: Buffer) {
+        var b = buffer.raw
+        raw.pointee.buffer_free?(ctx, &b)
+    }
+
+    // MARK: streams
+
+    public func listen(_ address: String) throws(PluginError) -> Request {
+        guard let f = raw.pointee.listen else { throw .notSupported }
+        return try Host.id(Host.withText(address) { f(ctx, $0, $1) })
+    }
+
+    public func connect(_ address: String) throws(PluginError) -> Request {
+        guard let f = raw.pointee.connect else { throw .notSupported }
+        return try Host.id(Host.withText(address) { f(ctx, $0, $1) })
+    }
+
+    /// Hands `buffer` to the host. On .again the buffer is still the plugin's: keep it and retry
+    /// from onWritable.
+    public func send(_ conn: Connection, _ buffer: Buffer) throws(PluginError) {
+        guard let f = raw.pointee.send else { throw .notSupported }
+        var b = buffer.raw
+        try Host.check(f(ctx, conn, &b))
+    }
+
+    public func close(_ conn: Connection) throws(PluginError) {
+        guard let f = raw.pointee.close else { throw .notSupported }
+        try Host.check(f(ctx, conn))
+    }
+
+    // MARK: datagrams
+
+    public func udpBind(_ address: String) throws(PluginError) -> Request {
+        guard let f = raw.pointee.udp_bind else { throw .notSupported }
+        return try Host.id(Host.withText(address) { f(ctx, $0, $1) })
+    }
+
+    public func udpSend(_ socket: Connection, to address: String, _ buffer: Buffer) throws(PluginError) {
+        guard let f = raw.pointee.udp_send else { throw .notSupported }
+        var b = buffer.raw
+        try Host.check(Host.withText(address) { f(ctx, socket, $0, $1, &b) })
+    }
+
+    public func resolve(_ name: String) throws(PluginError) -> Request {
+        guard let f = raw.pointee.resolve else { throw .notSupported }
+        return try Host.id(Host.withText(name) { f(ctx, $0, $1) })
+    }
+
+    // MARK: timers
+
+    /// onTimer(id, tag) fires once after `nanoseconds` on the host's monotonic clock.
+    public func timer(after nanoseconds: UInt64, tag: UInt64 = 0) throws(PluginError) -> TimerID {
+        guard let f = raw.pointee.timer else { throw .notSupported }
+        return TimerID(try Host.id(f(ctx, nanoseconds, tag)))
+    }
+
+    public func cancelTimer(_ id: TimerID) throws(PluginError) {
+        guard let f = raw.pointee.timer_cancel else { throw .notSupported }
+        try Host.check(f(ctx, id))
+    }
+
+    // MARK: files
+
+    public func fileOpen(_ path: String, flags: UInt32) throws(PluginError) -> Request {
+        guard let f = raw.pointee.file_open else { throw .notSupported }
+        return try Host.id(Host.withText(path) { f(ctx, $0, $1, flags) })
+    }
+    public func fileRead(_ file: FileID, at offset: UInt64, into buffer: Buffer) throws(PluginError) -> Request {
+        guard let f = raw.pointee.file_read else { throw .notSupported }
+        var b = buffer.raw
+        return try Host.id(f(ctx, file, offset, &b))
+    }
+    public func fileWrite(_ file: FileID, at offset: UInt64, _ buffer: Buffer) throws(PluginError) -> Request {
+        guard let f = raw.pointee.file_write else { throw .notSupported }
+        var b = buffer.raw
+        return try Host.id(f(ctx, file, offset, &b))
+    }
+    public func fileSync(_ file: FileID) throws(PluginError) -> Request {
+        guard let f = raw.pointee.file_sync else { throw .notSupported }
+        return try Host.id(f(ctx, file))
+    }
+    public func fileClose(_ file: FileID) throws(PluginError) {
+        guard let f = raw.pointee.file_close else { throw .notSupported }
+        try Host.check(f(ctx, file))
+    }
+
+    // MARK: key-value
+
+    public func kvGet(_ key: [UInt8]) throws(PluginError) -> Request {
+        guard let f = raw.pointee.kv_get else { throw .notSupported }
+        return try Host.id(Host.withBytes(key) { f(ctx, $0, $1) })
+    }
+    public func kvPut(_ key: [UInt8], _ value: [UInt8]) throws(PluginError) -> Request {
+        guard let f = raw.pointee.kv_put else { throw .notSupported }
+        return try Host.id(Host.withBytes(key) { k, kl in Host.withBytes(value) { v, vl in f(ctx, k, kl, v, vl) } })
+    }
+    public func kvDelete(_ key: [UInt8]) throws(PluginError) -> Request {
+        guard let f = raw.pointee.kv_delete else { throw .notSupported }
+        return try Host.id(Host.withBytes(key) { f(ctx, $0, $1) })
+    }
+    public func kvScan(prefix: [UInt8], limit: UInt32) throws(PluginError) -> Request {
+        guard let f = raw.pointee.kv_scan else { throw .notSupported }
+        return try Host.id(Host.withBytes(prefix) { f(ctx, $0, $1, limit) })
+    }
+
+    // MARK: shaping
+
+    public func setRate(_ conn: Connection, up: UInt64, down: UInt64) throws(PluginError) {
+        guard let f = raw.pointee.conn_set_rate else { throw .notSupported }
+        try Host.check(f(ctx, conn, up, down))
+    }
+    public func setWeight(_ conn: Connection, _ weight: UInt32) throws(PluginError) {
+        guard let f = raw.pointee.conn_set_weight else { throw .notSupported }
+        try Host.check(f(ctx, conn, weight))
+    }
+}

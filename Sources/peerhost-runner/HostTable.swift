@@ -1,0 +1,178 @@
+import CPeerhostABI
+import CPeerhostShim
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The ph_host table handed to the plugin: C function pointers (closures that capture nothing) that
+/// recover the Runner from ctx and turn each call into a TX descriptor (ph_ring.h message types).
+enum HostTable {
+    static func make(ctx: UnsafeMutableRawPointer) -> ph_host {
+        var h = ph_host()
+        h.size = UInt32(MemoryLayout<ph_host>.size)
+        h.abi_version = ABI.version
+        h.features = ABI.allFeaturesV1
+        h.ctx = ctx
+
+        h.log = { ctx, level, msg, len in
+            let r = Runner.from(ctx)
+            guard let msg, len > 0 else { return }
+            let n = min(len, Int(r.region.slotSize))
+            guard r.backlog.count - r.backlogHead < 1024, let slot = r.allocSlot() else { r.droppedLogs += 1; return }
+            UnsafeMutableRawPointer(r.region.slotPointer(slot)).copyMemory(from: msg, byteCount: n)
+            var d = ph_desc()
+            d.type = UInt16(PH_MSG_LOG.rawValue)
+            d.slot = slot
+            d.length = UInt32(n)
+            d.arg = Int64(level.rawValue)
+            r.pushInternal(d)   // log is void: it may not fail, so it queues behind a full ring
+        }
+        h.metric_add = { ctx, name, len, value in
+            let r = Runner.from(ctx)
+            guard let name, len > 0, len <= 48 else { return PH_EINVAL }
+            let rc = r.textRequest(PH_MSG_METRIC, name, len, kind: .slotOnly, arg: Int64(bitPattern: value.bitPattern))
+            if rc > 0 { r.pending.removeValue(forKey: UInt64(rc)) }  // no COMPLETE for metrics
+            return rc > 0 ? PH_OK : ph_status(rawValue: Int32(rc))
+        }
+        h.buffer_alloc = { ctx, out in
+            let r = Runner.from(ctx)
+            guard let out else { return PH_EINVAL }
+            guard let slot = r.allocSlot() else { return PH_ENOMEM }
+            out.pointee = r.buffer(slot: slot, offset: 0, length: 0)
+            return PH_OK
+        }
+        h.buffer_free = { ctx, buf in
+            guard let buf else { return }
+            Runner.from(ctx).releaseSlot(buf.pointee.slot)
+        }
+        h.listen = { ctx, addr, len in
+            Runner.from(ctx).textRequest(PH_MSG_LISTEN, addr, len, kind: .slotOnly)
+        }
+        h.connect = { ctx, addr, len in
+            Runner.from(ctx).textRequest(PH_MSG_CONNECT, addr, len, kind: .slotOnly)
+        }
+        h.send = { ctx, conn, buf in
+            let r = Runner.from(ctx)
+            guard let b = buf?.pointee, b.slot < r.region.slotCount,
+                  UInt64(b.offset) + UInt64(b.length) <= UInt64(r.region.slotSize) else { return PH_EINVAL }
+            var d = ph_desc()
+            d.type = UInt16(PH_MSG_SEND.rawValue)
+            d.id = conn
+            d.slot = b.slot
+            d.offset = b.offset
+            d.length = b.length
+            return r.simple(d, blockOn: conn)
+        }
+        h.close = { ctx, conn in
+            var d = ph_desc()
+            d.type = UInt16(PH_MSG_CLOSE.rawValue)
+            d.id = conn
+            d.slot = PH_NO_SLOT
+            return Runner.from(ctx).simple(d, blockOn: conn)
+        }
+        h.udp_bind = { ctx, addr, len in
+            Runner.from(ctx).textRequest(PH_MSG_UDP_BIND, addr, len, kind: .slotOnly)
+        }
+        h.udp_send = { ctx, sock, to, toLen, buf in
+            let r = Runner.from(ctx)
+            guard let b = buf?.pointee, let to, toLen > 0, b.slot < r.region.slotCount,
+                  UInt64(b.offset) + UInt64(b.length) + UInt64(toLen) <= UInt64(r.region.slotSize) else { return PH_EINVAL }
+            guard r.canSubmit() else { r.markBlocked(sock); return PH_EAGAIN }
+            // The peer address goes at the very end of the slot: [capacity - len, capacity).
+            UnsafeMutableRawPointer(r.region.slotPointer(b.slot) + Int(r.region.slotSize) - toLen).copyMemory(from: to, byteCount: toLen)
+            var d = ph_desc()
+            d.type = UInt16(PH_MSG_UDP_SEND.rawValue)
+            d.id = sock
+            d.slot = b.slot
+            d.offset = b.offset
+            d.length = b.length
+            d.arg = Int64(toLen)
+            return r.simple(d, blockOn: sock)
+        }
+        h.resolve = { ctx, name, len in
+            Runner.from(ctx).textRequest(PH_MSG_RESOLVE, name, len, kind: .resultInSlot)
+        }
+        h.timer = { ctx, delay, tag in
+            let r = Runner.from(ctx)
+            let id = r.nextTimer
+            var d = ph_desc()
+            d.type = UInt16(PH_MSG_TIMER_SET.rawValue)
+            d.id = UInt64(id)
+            d.arg = Int64(bitPattern: delay)
+            d.arg2 = tag
+            d.slot = PH_NO_SLOT
+            let s = r.simple(d)
+            guard s == PH_OK else { return Int64(s.rawValue) }
+            r.nextTimer += 1
+            r.timerTags[id] = tag   // on_timer gets the tag from here: the core need not echo it
+            return id
+        }
+        h.timer_cancel = { ctx, id in
+            let r = Runner.from(ctx)
+            guard r.timerTags.removeValue(forKey: id) != nil else { return PH_EINVAL }
+            var d = ph_desc()
+            d.type = UInt16(PH_MSG_TIMER_CANCEL.rawValue)
+            d.id = UInt64(id)
+            d.slot = PH_NO_SLOT
+            // Even if the cancel must wait for ring space, the timer is already dead to the plugin.
+            r.pushInternal(d)
+            return PH_OK
+        }
+        h.file_open = { ctx, path, len, flags in
+            Runner.from(ctx).textRequest(PH_MSG_FILE_OPEN, path, len, kind: .slotOnly, arg: Int64(flags))
+        }
+        h.file_read = { ctx, file, offset, buf in
+            guard buf != nil else { return Int64(PH_EINVAL.rawValue) }
+            return Runner.from(ctx).plainRequest(PH_MSG_FILE_READ, id: file, arg: Int64(bitPattern: offset), buf: buf, kind: .pluginBuffer)
+        }
+        h.file_write = { ctx, file, offset, buf in
+            guard buf != nil else { return Int64(PH_EINVAL.rawValue) }
+            return Runner.from(ctx).plainRequest(PH_MSG_FILE_WRITE, id: file, arg: Int64(bitPattern: offset), buf: buf, kind: .slotOnly)
+        }
+        h.file_sync = { ctx, file in
+            Runner.from(ctx).plainRequest(PH_MSG_FILE_SYNC, id: file, arg: 0, buf: nil, kind: .slotOnly)
+        }
+        h.file_close = { ctx, file in
+            var d = ph_desc()
+            d.type = UInt16(PH_MSG_FILE_CLOSE.rawValue)
+            d.id = file
+            d.slot = PH_NO_SLOT
+            return Runner.from(ctx).simple(d)
+        }
+        h.kv_get = { ctx, key, len in
+            guard len > 0 else { return Int64(PH_EINVAL.rawValue) }
+            return Runner.from(ctx).textRequest(PH_MSG_KV_GET, key, len, kind: .resultInSlot)
+        }
+        h.kv_put = { ctx, key, klen, value, vlen in
+            guard klen > 0 else { return Int64(PH_EINVAL.rawValue) }
+            return Runner.from(ctx).textRequest(PH_MSG_KV_PUT, key, klen, kind: .slotOnly, arg: Int64(klen),
+                                                extra: value.map { UnsafeRawPointer($0) }, extraLen: vlen)
+        }
+        h.kv_delete = { ctx, key, len in
+            guard len > 0 else { return Int64(PH_EINVAL.rawValue) }
+            return Runner.from(ctx).textRequest(PH_MSG_KV_DELETE, key, len, kind: .slotOnly)
+        }
+        h.kv_scan = { ctx, prefix, len, limit in
+            Runner.from(ctx).textRequest(PH_MSG_KV_SCAN, prefix, len, kind: .resultInSlot, arg: Int64(limit))
+        }
+        h.conn_set_rate = { ctx, conn, up, down in
+            var d = ph_desc()
+            d.type = UInt16(PH_MSG_CONN_RATE.rawValue)
+            d.id = conn
+            d.arg = Int64(bitPattern: up)
+            d.arg2 = down
+            d.slot = PH_NO_SLOT
+            return Runner.from(ctx).simple(d, blockOn: conn)
+        }
+        h.conn_set_weight = { ctx, conn, weight in
+            guard (1...1000).contains(weight) else { return PH_EINVAL }
+            var d = ph_desc()
+            d.type = UInt16(PH_MSG_CONN_WEIGHT.rawValue)
+            d.id = conn
+            d.arg = Int64(weight)
+            d.slot = PH_NO_SLOT
+            return Runner.from(ctx).simple(d, blockOn: conn)
+        }
+        return h
+    }
+}

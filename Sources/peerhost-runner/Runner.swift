@@ -1,0 +1,471 @@
+import CPeerhostABI
+import CPeerhostShim
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Drives one plugin from the rings on one thread: RX events become callbacks, host calls become TX
+/// requests. Reentrancy: callbacks call back into the host table (send, buffer_alloc…) while we are
+/// dispatching, so no Swift inout access to runner state may be open across a plugin call.
+final class Runner {
+    let region: Region
+    let plugin: LoadedPlugin
+    let control: ControlChannel
+    let caller: ControlCaller
+    let rx: UnsafeMutablePointer<ph_ring_view>
+    let tx: UnsafeMutablePointer<ph_ring_view>
+    let host: UnsafeMutablePointer<ph_host>
+    var user: UnsafeMutableRawPointer? = nil
+    var started = false
+
+    // Plugin-home slots [recv_slots, slot_count) not currently lent out (buffer_alloc's pool).
+    var freeSlots: [UInt32] = []
+    var isFree: [Bool]
+    var nextRequest: UInt64 = 1
+    var nextTimer: Int64 = 1
+    var timerTags: [Int64: UInt64] = [:]
+    var pending: [UInt64: RequestKind] = [:]
+    /// Runner-originated descriptors (READY, ACKs, FREE, LOG) waiting for TX space; never dropped
+    /// except LOG beyond `backlogLogCap`.
+    var backlog: [ph_desc] = []
+    var backlogHead = 0
+    var unpublished = 0
+    /// Connections whose send got PH_EAGAIN (0 = a non-connection call): on_writable follows.
+    var blocked: [ph_conn] = []
+    var blockedSet: Set<ph_conn> = []
+    var droppedLogs = 0
+    let spinNanos: Int64
+    var lastControlCheck: Int64 = 0
+
+    enum RequestKind { case slotOnly, resultInSlot, pluginBuffer }
+
+    init(region: Region, plugin: LoadedPlugin, control: ControlChannel) {
+        self.region = region
+        self.plugin = plugin
+        self.control = control
+        self.caller = ControlCaller(plugin: plugin)
+        let h = region.header
+        rx = .allocate(capacity: 1)
+        tx = .allocate(capacity: 1)
+        ph_ring_view_init(rx, region.base + Int(h.rx_ctl_offset), region.base + Int(h.rx_desc_offset), h.ring_entries, 0)
+        ph_ring_view_init(tx, region.base + Int(h.tx_ctl_offset), region.base + Int(h.tx_desc_offset), h.ring_entries, 1)
+        isFree = [Bool](repeating: false, count: Int(h.slot_count))
+        // Pop order = ascending slot numbers (stack, so push in reverse).
+        for s in stride(from: h.slot_count, to: h.recv_slots, by: -1) { freeSlots.append(s - 1); isFree[Int(s - 1)] = true }
+        let spinEnv = getenv("PEERHOST_SPIN_US").flatMap { Int64(String(cString: $0)) }
+        spinNanos = max(0, spinEnv ?? 50) * 1000
+        host = .allocate(capacity: 1)
+        host.initialize(to: HostTable.make(ctx: Unmanaged.passUnretained(self).toOpaque()))
+    }
+
+    static func from(_ ctx: UnsafeMutableRawPointer?) -> Runner {
+        Unmanaged<Runner>.fromOpaque(ctx!).takeUnretainedValue()
+    }
+
+    // MARK: - TX
+
+    /// Queues a runner-originated descriptor: onto the ring if there is room and nothing is queued
+    /// before it, else onto the backlog (order kept).
+    func pushInternal(_ d: ph_desc) {
+        if backlogHead == backlog.count, putTX(d) { return }
+        backlog.append(d)
+    }
+
+    /// For plugin calls: PH_EAGAIN when the ring is full or runner messages are still queued.
+    func putTX(_ d: ph_desc) -> Bool {
+        var d = d
+        guard ph_ring_put(tx, &d) != 0 else { return false }
+        unpublished += 1
+        // Let the core start on a long burst before the callback ends.
+        if unpublished >= Int(tx.pointee.entries / 4) { publishTX() }
+        return true
+    }
+
+    func canSubmit() -> Bool { backlogHead == backlog.count && ph_ring_space(tx) > 0 }
+
+    func flushBacklog() {
+        while backlogHead < backlog.count {
+            var d = backlog[backlogHead]
+            if ph_ring_put(tx, &d) == 0 { break }
+            unpublished += 1
+            backlogHead += 1
+        }
+        if backlogHead == backlog.count, backlogHead > 0 { backlog.removeAll(keepingCapacity: true); backlogHead = 0 }
+    }
+
+    func publishTX() {
+        guard unpublished > 0 else { return }
+        ph_ring_publish(tx)
+        unpublished = 0
+        if ph_ring_consumer_wants_wakeup(tx) != 0 { _ = ph_eventfd_signal(RunnerFD.txEvent) }
+    }
+
+    func markBlocked(_ conn: ph_conn) {
+        if blockedSet.insert(conn).inserted { blocked.append(conn) }
+    }
+
+    /// After the core made room: tell every blocked sender it may retry (feature-gated).
+    func notifyWritable() {
+        guard !blocked.isEmpty, canSubmit() else { return }
+        let conns = blocked
+        blocked.removeAll()
+        blockedSet.removeAll()
+        guard let cb = plugin.descriptor.on_writable, started else { return }
+        for c in conns { cb(user, c) }
+    }
+
+    // MARK: - slots
+
+    func allocSlot() -> UInt32? {
+        guard let s = freeSlots.popLast() else { return nil }
+        isFree[Int(s)] = false
+        return s
+    }
+
+    /// A slot the plugin no longer needs: plugin-home slots go back on our free list (local, no
+    /// message), receive slots back to the core with FREE.
+    func releaseSlot(_ slot: UInt32) {
+        guard slot < region.slotCount else { return }
+        if slot >= region.recvSlots {
+            if !isFree[Int(slot)] { isFree[Int(slot)] = true; freeSlots.append(slot) }
+        } else {
+            var d = ph_desc()
+            d.type = UInt16(PH_MSG_FREE.rawValue)
+            d.slot = slot
+            pushInternal(d)
+        }
+    }
+
+    func buffer(slot: UInt32, offset: UInt32, length: UInt32) -> ph_buffer {
+        ph_buffer(data: region.slotPointer(slot), slot: slot, offset: offset, length: length, capacity: region.slotSize)
+    }
+
+    /// Checks an RX descriptor's slot range; the core is trusted, but a wrong slot must not crash us.
+    func validSlot(_ d: ph_desc) -> Bool {
+        d.slot < region.slotCount && UInt64(d.offset) + UInt64(d.length) <= UInt64(region.slotSize)
+    }
+
+    /// Copies text into a fresh plugin slot and sends a request descriptor; returns the request id.
+    func textRequest(_ type: ph_msg_type, _ text: UnsafeRawPointer?, _ len: Int, kind: RequestKind,
+                     id: UInt64 = 0, arg: Int64 = 0, extra: UnsafeRawPointer? = nil, extraLen: Int = 0) -> Int64 {
+        guard len >= 0, extraLen >= 0, len + extraLen <= Int(region.slotSize), len == 0 || text != nil else { return Int64(PH_EINVAL.rawValue) }
+        guard canSubmit() else { markBlocked(0); return Int64(PH_EAGAIN.rawValue) }
+        guard let slot = allocSlot() else { return Int64(PH_ENOMEM.rawValue) }
+        let p = region.slotPointer(slot)
+        if len > 0 { UnsafeMutableRawPointer(p).copyMemory(from: text!, byteCount: len) }
+        if extraLen > 0, let extra { UnsafeMutableRawPointer(p + len).copyMemory(from: extra, byteCount: extraLen) }
+        let req = nextRequest
+        nextRequest += 1
+        var d = ph_desc()
+        d.type = UInt16(type.rawValue)
+        d.slot = slot
+        d.length = UInt32(len + extraLen)
+        d.request = req
+        d.id = id
+        d.arg = arg
+        guard putTX(d) else { releaseSlot(slot); markBlocked(0); return Int64(PH_EAGAIN.rawValue) }
+        pending[req] = kind
+        return Int64(req)
+    }
+
+    /// A request without a slot (file_sync…) or with the plugin's own buffer (file_read/write).
+    func plainRequest(_ type: ph_msg_type, id: UInt64, arg: Int64, buf: UnsafePointer<ph_buffer>?, kind: RequestKind) -> Int64 {
+        var d = ph_desc()
+        d.type = UInt16(type.rawValue)
+        d.slot = PH_NO_SLOT
+        if let b = buf?.pointee {
+            guard b.slot < region.slotCount, UInt64(b.offset) + UInt64(b.length) <= UInt64(region.slotSize) else { return Int64(PH_EINVAL.rawValue) }
+            d.slot = b.slot; d.offset = b.offset; d.length = b.length
+        }
+        guard canSubmit() else { markBlocked(0); return Int64(PH_EAGAIN.rawValue) }
+        let req = nextRequest
+        nextRequest += 1
+        d.request = req
+        d.id = id
+        d.arg = arg
+        guard putTX(d) else { markBlocked(0); return Int64(PH_EAGAIN.rawValue) }
+        pending[req] = kind
+        return Int64(req)
+    }
+
+    /// A fire-and-forget descriptor from the plugin (send, close, timer…): PH_EAGAIN when full.
+    func simple(_ d: ph_desc, blockOn conn: ph_conn = 0) -> ph_status {
+        guard canSubmit(), putTX(d) else { markBlocked(conn); return PH_EAGAIN }
+        return PH_OK
+    }
+
+    // MARK: - RX dispatch
+
+    func dispatch(_ d: ph_desc) {
+        let p = plugin.descriptor
+        let feats = p.features
+        func has(_ f: UInt64) -> Bool { feats & f != 0 }
+        switch ph_msg_type(rawValue: UInt32(d.type)) {
+        case PH_MSG_START:
+            handleStart(d)
+        case PH_MSG_STOP:
+            if started, let stop = p.stop { stop(user) }
+            flushBacklog()
+            publishTX()
+            exit(0)
+        case PH_MSG_HEARTBEAT:
+            var a = ph_desc()
+            a.type = UInt16(PH_MSG_HEARTBEAT_ACK.rawValue)
+            a.request = d.request
+            a.slot = PH_NO_SLOT
+            pushInternal(a)
+        case PH_MSG_ACCEPT:
+            guard started, has(PH_FEAT_STREAMS), let cb = p.on_accept else { if validSlot(d) { releaseSlot(d.slot) }; return }
+            if d.slot != PH_NO_SLOT, validSlot(d) {
+                let text = region.slotPointer(d.slot) + Int(d.offset)
+                text.withMemoryRebound(to: CChar.self, capacity: Int(d.length)) { cb(user, ph_conn(bitPattern: d.arg), d.id, $0, Int(d.length)) }
+                releaseSlot(d.slot)
+            } else {
+                cb(user, ph_conn(bitPattern: d.arg), d.id, "", 0)
+            }
+        case PH_MSG_DATA:
+            guard validSlot(d) else { return }
+            guard started, has(PH_FEAT_STREAMS), let cb = p.on_data else { releaseSlot(d.slot); return }
+            var b = buffer(slot: d.slot, offset: d.offset, length: d.length)
+            cb(user, d.id, &b)
+        case PH_MSG_WRITABLE:
+            if blockedSet.remove(d.id) != nil { blocked.removeAll { $0 == d.id } }
+            guard started, has(PH_FEAT_STREAMS), let cb = p.on_writable else { return }
+            cb(user, d.id)
+        case PH_MSG_CLOSED:
+            guard started, has(PH_FEAT_STREAMS) || has(PH_FEAT_DATAGRAMS), let cb = p.on_closed else { return }
+            cb(user, d.id, ph_status(rawValue: Int32(d.status)))
+        case PH_MSG_DATAGRAM:
+            guard validSlot(d) else { return }
+            guard started, has(PH_FEAT_DATAGRAMS), let cb = p.on_datagram,
+                  d.arg >= 0, d.arg <= Int64(region.slotSize) - Int64(d.offset) - Int64(d.length)
+            else { releaseSlot(d.slot); return }
+            let from = region.slotPointer(d.slot) + Int(region.slotSize) - Int(d.arg)
+            var b = buffer(slot: d.slot, offset: d.offset, length: d.length)
+            from.withMemoryRebound(to: CChar.self, capacity: Int(d.arg)) { cb(user, d.id, $0, Int(d.arg), &b) }
+        case PH_MSG_TIMER:
+            let id = Int64(bitPattern: d.id)
+            guard let tag = timerTags.removeValue(forKey: id) else { return }  // cancelled meanwhile
+            guard started, has(PH_FEAT_TIMERS), let cb = p.on_timer else { return }
+            cb(user, id, tag)
+        case PH_MSG_COMPLETE:
+            handleComplete(d)
+        case PH_MSG_SEND_DONE:
+            if d.slot != PH_NO_SLOT, d.slot >= region.recvSlots { releaseSlot(d.slot) }
+        case PH_MSG_CONTROL:
+            serviceControl()
+            var a = ph_desc()
+            a.type = UInt16(PH_MSG_CONTROL_DONE.rawValue)
+            a.request = d.request
+            a.slot = PH_NO_SLOT
+            pushInternal(a)
+        default:
+            log(level: PH_LOG_WARN, "runner: ignoring RX descriptor type \(d.type)")
+        }
+    }
+
+    func handleStart(_ d: ph_desc) {
+        guard !started else { log(level: PH_LOG_WARN, "runner: second START ignored"); return }
+        var user: UnsafeMutableRawPointer? = nil
+        var status: ph_status
+        if d.slot != PH_NO_SLOT, d.length > 0, validSlot(d) {
+            // The config is not NUL-terminated in the slot; copy it with a terminator so a careless
+            // plugin's strlen stays inside our memory.
+            var cfg = [CChar](repeating: 0, count: Int(d.length) + 1)
+            cfg.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(start: region.slotPointer(d.slot) + Int(d.offset), count: Int(d.length))) }
+            status = cfg.withUnsafeBufferPointer { plugin.descriptor.start!(host, $0.baseAddress, Int(d.length), &user) }
+        } else {
+            status = plugin.descriptor.start!(host, "", 0, &user)
+        }
+        if d.slot != PH_NO_SLOT, d.slot < region.recvSlots { releaseSlot(d.slot) }
+        self.user = user
+        var r = ph_desc()
+        r.type = UInt16(PH_MSG_READY.rawValue)
+        r.status = Int16(truncatingIfNeeded: status.rawValue)
+        r.arg = Int64(bitPattern: plugin.descriptor.features)
+        r.slot = PH_NO_SLOT
+        pushInternal(r)
+        if status != PH_OK {
+            flushBacklog()
+            publishTX()
+            try? control.writeFrame(["type": "fail", "step": "start",
+                                     "message": "plugin \(plugin.name) start returned \(statusName(status))"])
+            exit(1)
+        }
+        started = true
+    }
+
+    func handleComplete(_ d: ph_desc) {
+        let kind = pending.removeValue(forKey: d.request)
+        var passBuffer = false
+        if d.slot != PH_NO_SLOT, validSlot(d) {
+            switch kind {
+            case .pluginBuffer?, .resultInSlot?: passBuffer = d.status == 0 || kind == .pluginBuffer
+            case .slotOnly?, nil: passBuffer = false
+            }
+            if !passBuffer { releaseSlot(d.slot) }
+        }
+        guard started, let cb = plugin.descriptor.on_complete else {
+            if passBuffer { releaseSlot(d.slot) }
+            return
+        }
+        let status = ph_status(rawValue: Int32(d.status))
+        if passBuffer {
+            var b = buffer(slot: d.slot, offset: d.offset, length: d.length)
+            if isFree.indices.contains(Int(d.slot)), isFree[Int(d.slot)] { isFree[Int(d.slot)] = false; freeSlots.removeAll { $0 == d.slot } }
+            cb(user, d.request, status, d.arg, &b)
+        } else {
+            cb(user, d.request, status, d.arg, nil)
+        }
+    }
+
+    // MARK: - control socket
+
+    /// Serves every complete call frame on fd 4, between callbacks.
+    func serviceControl() {
+        let frames: [[UInt8]]
+        do { frames = try control.readAvailable() } catch {
+            log(level: PH_LOG_ERROR, "runner: \(error)")
+            shutdown(code: 1)
+        }
+        for f in frames { handleFrame(f) }
+        if control.closed { shutdown(code: 1) }   // the core is gone: nobody to serve
+    }
+
+    func handleFrame(_ bytes: [UInt8]) {
+        guard let obj = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any] else {
+            try? control.writeFrame(["type": "result", "id": -1, "ok": false, "error": "control frame is not a JSON object"])
+            return
+        }
+        let id = (obj["id"] as? NSNumber) ?? NSNumber(value: -1)
+        guard (obj["type"] as? String) == "call" else {
+            try? control.writeFrame(["type": "result", "id": id, "ok": false, "error": "unknown frame type \(obj["type"] ?? "nil")"])
+            return
+        }
+        guard let symbol = obj["symbol"] as? String, let sig = obj["signature"] as? String else {
+            try? control.writeFrame(["type": "result", "id": id, "ok": false, "error": "call frame needs symbol and signature"])
+            return
+        }
+        let args = obj["args"] as? [Any] ?? []
+        do {
+            let v = try caller.call(symbol: symbol, signature: sig, args: args)
+            try? control.writeFrame(["type": "result", "id": id, "ok": true, "value": v.json])
+        } catch {
+            try? control.writeFrame(["type": "result", "id": id, "ok": false, "error": error.message])
+        }
+        flushBacklog()
+        publishTX()
+    }
+
+    func shutdown(code: Int32) -> Never {
+        if started, let stop = plugin.descriptor.stop { stop(user) }
+        flushBacklog()
+        publishTX()
+        exit(code)
+    }
+
+    // MARK: - log
+
+    func log(level: ph_log_level, _ text: String) {
+        var bytes = Array(text.utf8)
+        if bytes.count > Int(region.slotSize) { bytes.removeLast(bytes.count - Int(region.slotSize)) }
+        guard backlog.count - backlogHead < 1024, let slot = allocSlot() else { droppedLogs += 1; return }
+        bytes.withUnsafeBytes { UnsafeMutableRawPointer(region.slotPointer(slot)).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        var d = ph_desc()
+        d.type = UInt16(PH_MSG_LOG.rawValue)
+        d.slot = slot
+        d.length = UInt32(bytes.count)
+        d.arg = Int64(level.rawValue)
+        pushInternal(d)
+    }
+
+    // MARK: - the loop
+
+    static func now() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+
+    /// Drains RX in batches; spins `spinNanos` when idle, then sleeps in ppoll on fd 5 and fd 4.
+    func loop() -> Never {
+        while true {
+            let n = ph_ring_ready(rx)
+            if n == UInt32.max { log(level: PH_LOG_ERROR, "runner: RX ring indices corrupt"); shutdown(code: 2) }
+            if n > 0 {
+                var d = ph_desc()
+                for i in 0..<n {
+                    ph_ring_peek_copy(rx, i, &d)
+                    // Entries are copied out before dispatch; the batch is released after it.
+                    dispatch(d)
+                }
+                ph_ring_consume(rx, n)
+                flushBacklog()
+                publishTX()
+                notifyWritable()
+                let t = Runner.now()
+                if t - lastControlCheck > 1_000_000 { lastControlCheck = t; serviceControl() }
+                continue
+            }
+            flushBacklog()
+            publishTX()
+            notifyWritable()
+            if waitForWork() { continue }
+        }
+    }
+
+    /// Returns when RX may have work (or control frames were served).
+    func waitForWork() -> Bool {
+        if spinNanos > 0 {
+            let deadline = Runner.now() + spinNanos
+            var spins = 0
+            while true {
+                if ph_ring_ready(rx) != 0 { return true }
+                ph_cpu_relax()
+                spins += 1
+                if spins & 63 == 0, Runner.now() >= deadline { break }
+            }
+        }
+        // No control check here: ppoll below watches fd 4 too, and readAvailable() left no whole
+        // frame unserved, so a pending call wakes us at once.
+        let avail = ph_ring_prepare_sleep(rx)
+        if avail != 0 { ph_ring_awake(rx); return true }
+        // While someone waits for TX room, or runner messages are queued, poll the ring every 200 µs
+        // (the core does not signal TX consumption).
+        let timeout: Int64 = (blocked.isEmpty && backlogHead == backlog.count) ? -1 : 200_000
+        let r = ph_poll2(RunnerFD.rxEvent, RunnerFD.control, timeout)
+        ph_ring_awake(rx)
+        if r > 0 {
+            if r & 1 != 0 { var v: UInt64 = 0; _ = ph_eventfd_drain(RunnerFD.rxEvent, &v) }
+            if r & 2 != 0 || r & 4 != 0 { serviceControl(); lastControlCheck = Runner.now() }
+        }
+        return true
+    }
+}
+
+extension Error {
+    var message: String { (self as? CallError)?.message ?? "\(self)" }
+}
+
+func statusName(_ s: ph_status) -> String {
+    switch s {
+    case PH_OK: return "PH_OK"
+    case PH_EAGAIN: return "PH_EAGAIN"
+    case PH_EDENIED: return "PH_EDENIED"
+    case PH_EQUOTA: return "PH_EQUOTA"
+    case PH_ENOTSUP: return "PH_ENOTSUP"
+    case PH_EINVAL: return "PH_EINVAL"
+    case PH_ENOMEM: return "PH_ENOMEM"
+    case PH_ENOTCONN: return "PH_ENOTCONN"
+    case PH_ECLOSED: return "PH_ECLOSED"
+    case PH_EIO: return "PH_EIO"
+    case PH_ENOENT: return "PH_ENOENT"
+    case PH_ETIMEDOUT: return "PH_ETIMEDOUT"
+    case PH_ECONNREFUSED: return "PH_ECONNREFUSED"
+    case PH_EADDRINUSE: return "PH_EADDRINUSE"
+    case PH_ERESET: return "PH_ERESET"
+    case PH_ESTOPPING: return "PH_ESTOPPING"
+    default: return "status \(s.rawValue)"
+    }
+}
