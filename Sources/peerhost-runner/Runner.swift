@@ -222,7 +222,10 @@ final class Runner {
                 text.withMemoryRebound(to: CChar.self, capacity: Int(d.length)) { cb(user, ph_conn(bitPattern: d.arg), d.id, $0, Int(d.length)) }
                 releaseSlot(d.slot)
             } else {
-                cb(user, ph_conn(bitPattern: d.arg), d.id, "", 0)
+                // The core puts the peer in the descriptor itself: reserved = IPv6 or v4-mapped
+                // address, arg2 = port | family << 16.
+                let peer = Self.peerText(d)
+                peer.withCString { cb(user, ph_conn(bitPattern: d.arg), d.id, $0, peer.utf8.count) }
             }
         case PH_MSG_DATA:
             guard validSlot(d) else { return }
@@ -294,6 +297,20 @@ final class Runner {
             exit(1)
         }
         started = true
+    }
+
+    /// "tcp:1.2.3.4:5555" or "tcp:[::1]:80" from an ACCEPT descriptor ("" when absent).
+    static func peerText(_ d: ph_desc) -> String {
+        let port = UInt16(truncatingIfNeeded: d.arg2)
+        let family = (d.arg2 >> 16) & 0xff
+        guard family == 4 || family == 6 else { return "" }
+        let bytes = withUnsafeBytes(of: d.reserved) { Array($0) }
+        if family == 4 {
+            return "tcp:\(bytes[12]).\(bytes[13]).\(bytes[14]).\(bytes[15]):\(port)"
+        }
+        var groups: [String] = []
+        for i in stride(from: 0, to: 16, by: 2) { groups.append(String(UInt16(bytes[i]) << 8 | UInt16(bytes[i + 1]), radix: 16)) }
+        return "tcp:[\(groups.joined(separator: ":"))]:\(port)"
     }
 
     func handleComplete(_ d: ph_desc) {

@@ -26,11 +26,6 @@ struct RunCommand: AsyncParsableCommand {
             throw CommandFailure("a host is already running with data dir \(config.host.dataDirectory) (pid \(running.pid), http \(running.http)); stop it first or use another data_dir")
         }
         print(config.summary)
-        // TODO(lead): replace the next two lines with `try await Host.run(config: config)` once the
-        // host assembly (Sources/PeerhostCore/Host) is merged. Host.run should start the plugins, then
-        // `ControlPlane.start(settings: config.host, control: host, metrics: metrics)`, call
-        // `writeRunFile()`, print `readyLine(plugins: config.plugins)`, and run until SIGTERM/SIGINT.
-        print("peerhost: config OK; the host itself (Host.run) is not assembled in this build, so nothing is served")
-        throw ExitCode(2)
+        try await Host.run(config: config)
     }
 }

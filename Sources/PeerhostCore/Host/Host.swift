@@ -1,0 +1,252 @@
+import Foundation
+import Logging
+import PeerhostRing
+import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The running host: one io_uring loop thread that owns every plugin's sockets, rings and timers,
+/// one supervisor per enabled plugin, and the control plane. `Host.run(config:)` is what
+/// `peerhost run` calls; it returns after SIGTERM/SIGINT once every plugin is stopped.
+public final class Host: HostControl, @unchecked Sendable {
+    let config: HostConfig
+    let loop: IOUringLoop
+    let metrics: HostMetrics
+    let logger: Logger
+    let started = ContinuousClock.now
+    /// Loop thread only.
+    private var supervisors: [PluginSupervisor] = []
+    private var published: [String: SessionCounters] = [:]
+
+    init(config: HostConfig, loop: IOUringLoop, metrics: HostMetrics, logger: Logger) {
+        self.config = config
+        self.loop = loop
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    /// Starts everything, serves until SIGTERM/SIGINT, stops everything.
+    public static func run(config: HostConfig) async throws {
+        var logger = Logger(label: "peerhost")
+        logger.logLevel = Logger.Level(rawValue: config.host.logLevel.rawValue) ?? .info
+        let metrics = HostMetrics()
+        metrics.bootstrapMetricsSystem()
+        let loop: IOUringLoop
+        do {
+            loop = try IOUringLoop()
+        } catch {
+            // One clear line: the data path is io_uring and there is no silent fallback.
+            throw HostError.ioUringUnavailable("\(error)")
+        }
+        let host = Host(config: config, loop: loop, metrics: metrics, logger: logger)
+        host.startLoopThread()
+        await host.onLoop { host.startPlugins() }
+        metrics.setScrapeHook { [weak host] in host?.publishMetrics() }
+        let plane = try await ControlPlane.start(settings: config.host, control: host, metrics: metrics)
+        try plane.writeRunFile()
+        print(plane.readyLine(plugins: config.plugins))
+        fflush(nil)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: plane), .init(service: HostService(host: host))],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
+    }
+
+    private func startLoopThread() {
+        loop.beforeWait = { [unowned self] in pollSessions() }
+        let thread = Thread { [loop] in loop.run() }
+        thread.name = "peerhost-io-uring"
+        thread.start()
+    }
+
+    /// Runs `body` on the loop thread and returns its result.
+    func onLoop<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            loop.execute { continuation.resume(returning: body()) }
+        }
+    }
+
+    // MARK: Loop thread
+
+    private func startPlugins() {
+        let runnerPath = (ExecutableLocation.directory as NSString).appendingPathComponent("peerhost-runner")
+        for plugin in config.enabledPlugins {
+            let library: String
+            do {
+                library = try plugin.manifest.resolveLibrary()
+            } catch {
+                logger.error("plugin not started", metadata: ["plugin": "\(plugin.name)", "error": "\(error)"])
+                library = ""
+            }
+            let supervisor = PluginSupervisor(config: plugin, tuning: config.tuning, runnerPath: runnerPath,
+                                              libraryPath: library, uidBase: config.host.uidBase, loop: loop,
+                                              metrics: metrics.plugin(named: plugin.name), logger: logger)
+            supervisors.append(supervisor)
+            if library.isEmpty {
+                supervisor.markFailed(reason: "library \(plugin.manifest.library) not found")
+            } else {
+                supervisor.start()
+            }
+        }
+    }
+
+    /// Once per loop iteration: every live session drains its TX ring and flushes RX.
+    private func pollSessions() -> Bool {
+        let now = monotonicNanoseconds()
+        var worked = false
+        for supervisor in supervisors {
+            if let session = supervisor.session, session.poll(now: now) { worked = true }
+        }
+        return worked
+    }
+
+    /// Moves loop-side counters into the Prometheus registry (on scrape, from the HTTP thread).
+    private func publishMetrics() {
+        let semaphore = DispatchSemaphore(value: 0)
+        loop.execute { [self] in
+            for supervisor in supervisors {
+                let now = supervisor.counters
+                let before = published[supervisor.name] ?? SessionCounters()
+                let m = metrics.plugin(named: supervisor.name)
+                m.bytesIn(Int(now.bytesIn &- before.bytesIn))
+                m.bytesOut(Int(now.bytesOut &- before.bytesOut))
+                m.messages(.inbound, Int(now.messagesIn &- before.messagesIn))
+                m.messages(.outbound, Int(now.messagesOut &- before.messagesOut))
+                m.copiedBytes(Int(now.copiedBytes &- before.copiedBytes))
+                for _ in 0..<(now.rxWakeups &- before.rxWakeups) { m.wakeup(.rx) }
+                m.connections(now.connectionsOpen)
+                if let session = supervisor.session {
+                    m.ringDepth(.rx, Int(session.region.depth(rx: true)))
+                    m.ringDepth(.tx, Int(session.region.depth(rx: false)))
+                }
+                if let pid = supervisor.pid, let usage = ProcessUsage.read(pid: pid) {
+                    m.residentMemory(usage.residentBytes)
+                    let previous = published[supervisor.name + "#cpu"]?.bytesIn ?? 0
+                    let micros = UInt64(usage.cpuSeconds * 1e6)
+                    if micros > previous { m.addCPUSeconds(Double(micros - previous) / 1e6) }
+                    var cpu = SessionCounters()
+                    cpu.bytesIn = micros
+                    published[supervisor.name + "#cpu"] = cpu
+                }
+                published[supervisor.name] = now
+            }
+            semaphore.signal()
+        }
+        _ = semaphore.wait(timeout: .now() + 2)
+    }
+
+    func stopAll() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            loop.execute { [self] in
+                var remaining = supervisors.count
+                if remaining == 0 { continuation.resume(); return }
+                for supervisor in supervisors {
+                    supervisor.stop {
+                        remaining -= 1
+                        if remaining == 0 { continuation.resume() }
+                    }
+                }
+            }
+        }
+        // Give the loop a moment to complete the cancellations, then stop it.
+        await onLoop { }
+        loop.stop()
+    }
+
+    // MARK: HostControl
+
+    public func statusDocument() async -> StatusDocument {
+        let uptime = ContinuousClock.now - started
+        let plugins: [StatusDocument.PluginStatus] = await onLoop { [self] in
+            var result: [StatusDocument.PluginStatus] = []
+            for plugin in config.plugins {
+                var status = StatusDocument.PluginStatus(configured: plugin)
+                if let s = supervisors.first(where: { $0.name == plugin.name }) {
+                    let c = s.counters
+                    status.state = StatusDocument.PluginState(rawValue: s.state.rawValue) ?? .stopped
+                    status.reason = s.reason.isEmpty ? nil : s.reason
+                    status.pid = s.pid
+                    status.restarts = s.restarts
+                    status.connections = c.connectionsOpen
+                    status.bytesIn = c.bytesIn
+                    status.bytesOut = c.bytesOut
+                    if let pid = s.pid, let usage = ProcessUsage.read(pid: pid) {
+                        status.cpuSeconds = usage.cpuSeconds
+                        status.memoryBytes = usage.residentBytes
+                    }
+                }
+                result.append(status)
+            }
+            return result
+        }
+        let seconds = Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18
+        return StatusDocument(host: .init(version: PeerhostVersion.current, pid: getpid(), uptimeSeconds: seconds,
+                                          ioBackend: "io_uring (\(loop.setupMode))"),
+                              plugins: plugins)
+    }
+
+    public func callControl(plugin: String, method: String, args: [ControlArgument]) async throws -> ControlValue {
+        guard let configured = config.plugins.first(where: { $0.name == plugin }) else {
+            throw ControlCallError.unknownPlugin(plugin, known: config.plugins.map(\.name))
+        }
+        let prepared = try configured.manifest.prepareControlCall(method: method, arguments: args)
+        let channel: RunnerControlChannel? = await onLoop { [self] in
+            guard let s = supervisors.first(where: { $0.name == plugin }), s.state == .running else { return nil }
+            s.session?.notifyControl(request: 0)
+            return s.controlChannelForCalls
+        }
+        guard let channel else {
+            let reason: String = await onLoop { [self] in
+                guard let s = supervisors.first(where: { $0.name == plugin }) else { return "disabled in config" }
+                return "state \(s.state.rawValue)" + (s.reason.isEmpty ? "" : ": \(s.reason)")
+            }
+            throw ControlCallError.pluginUnavailable(plugin: plugin, reason: reason)
+        }
+        return try await channel.call(plugin: plugin, method: method, symbol: prepared.method.symbol,
+                                      signature: prepared.method.signature.description, args: prepared.arguments)
+    }
+}
+
+/// Stops the plugins when the service group shuts down (SIGTERM/SIGINT).
+struct HostService: Service {
+    let host: Host
+    func run() async throws {
+        try? await gracefulShutdown()
+        await host.stopAll()
+    }
+}
+
+public enum HostError: Error, CustomStringConvertible {
+    case ioUringUnavailable(String)
+    public var description: String {
+        switch self {
+        case .ioUringUnavailable(let why):
+            "io_uring is required and not available here: \(why). Peerhost's data path runs on io_uring only; check kernel.io_uring_disabled and the container's seccomp profile."
+        }
+    }
+}
+
+func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// CPU seconds and resident memory of a process, from /proc (cgroups come with the accounting issue).
+struct ProcessUsage {
+    var cpuSeconds: Double
+    var residentBytes: UInt64
+
+    static func read(pid: Int32) -> ProcessUsage? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        // Fields after "(comm)": state is field 3; utime and stime are fields 14 and 15.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 22, let utime = Double(fields[11]), let stime = Double(fields[12]),
+              let rssPages = UInt64(fields[21]) else { return nil }
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        return ProcessUsage(cpuSeconds: (utime + stime) / ticks, residentBytes: rssPages * UInt64(sysconf(Int32(_SC_PAGESIZE))))
+    }
+}

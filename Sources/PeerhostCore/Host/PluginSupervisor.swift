@@ -1,0 +1,309 @@
+import CPeerhostABI
+import CPeerhostShim
+import Foundation
+import Logging
+import PeerhostRing
+import PeerhostSandbox
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Supervises one plugin: spawns its runner in the sandbox, watches heartbeats and exits, kills it
+/// on a violation or a hang, and restarts it with exponential backoff. Loop thread only, except
+/// `controlChannel`, which is thread-safe.
+final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Sendable {
+    enum State: String, Sendable { case starting, running, backoff, stopped, failed }
+
+    let config: HostConfig.PluginConfig
+    let tuning: HostConfig.Tuning
+    let runnerPath: String
+    let libraryPath: String
+    let uidBase: UInt32
+    let loop: IOUringLoop
+    let metrics: PluginMetrics
+    let logger: Logger
+    let groupID: UInt16
+
+    private(set) var handler: HandlerID!
+    private(set) var state: State = .stopped
+    private(set) var reason = ""
+    private(set) var restarts = 0
+    private(set) var session: PluginSession?
+    private(set) var process: SpawnedProcess?
+    private var channel: RunnerControlChannel?
+    private var incarnation: UInt64 = 0
+    private var heartbeatSequence: UInt64 = 0
+    private var killCause: RestartCause?
+    private var consecutiveFailures = 0
+    private var runningSince: ContinuousClock.Instant?
+    private var stopping = false
+    private var stoppedCallbacks: [() -> Void] = []
+    /// Counters of earlier incarnations, so totals survive restarts.
+    private var retired = SessionCounters()
+
+    private enum TimerTag: UInt32 { case heartbeat = 1, restart = 2, stopGrace = 3 }
+
+    var name: String { config.name }
+
+    init(config: HostConfig.PluginConfig, tuning: HostConfig.Tuning, runnerPath: String, libraryPath: String,
+         uidBase: UInt32, loop: IOUringLoop, metrics: PluginMetrics, logger: Logger) {
+        self.config = config
+        self.tuning = tuning
+        self.runnerPath = runnerPath
+        self.libraryPath = libraryPath
+        self.uidBase = uidBase
+        self.loop = loop
+        self.metrics = metrics
+        self.logger = logger
+        self.groupID = UInt16(1 + config.index)
+        handler = loop.register(self)
+    }
+
+    // MARK: Start
+
+    func start() {
+        guard session == nil, !stopping else { return }
+        incarnation &+= 1
+        state = .starting
+        reason = ""
+        killCause = nil
+        do {
+            try spawn()
+        } catch {
+            reason = "\(error)"
+            logger.error("plugin failed to start", metadata: ["plugin": "\(name)", "error": "\(error)"])
+            failed(cause: .startFailure)
+        }
+    }
+
+    private func spawn() throws {
+        let geometry = RegionGeometry(ringEntries: UInt32(tuning.ringEntries), slotSize: UInt32(tuning.slotSize),
+                                      slotCount: UInt32(tuning.slotCount), recvSlots: UInt32(tuning.receiveSlots))
+        let region = try SharedRegion.create(name: name, geometry: geometry)
+        let rxWake = try Wakeup.make(nonBlocking: true)
+        let txWake = try Wakeup.make(nonBlocking: true)
+        var pair: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+            rxWake.close(); txWake.close()
+            throw RingError.system(call: "socketpair", errno: errno)
+        }
+        let grants = config.effectiveListen
+        let session = try PluginSession(plugin: name, loop: loop, region: region, rxWake: rxWake, txWake: txWake,
+                                        groupID: groupID, grants: grants, logger: logger)
+        session.delegate = self
+        let spec = SpawnSpec(runnerPath: runnerPath,
+                             argv: ["peerhost-runner", "--plugin", name, "--library", libraryPath],
+                             fds: [region.fd, pair[1], rxWake.fd, txWake.fd],
+                             hostUID: uidBase + UInt32(config.index), hostGID: uidBase + UInt32(config.index))
+        let spawned: SpawnedProcess
+        do {
+            spawned = try SandboxSpawner.spawn(spec)
+        } catch {
+            Glibc.close(pair[0]); Glibc.close(pair[1])
+            session.shutdown { rxWake.close(); txWake.close() }
+            throw error
+        }
+        Glibc.close(pair[1])
+        self.session = session
+        self.process = spawned
+        let channel = RunnerControlChannel(fd: pair[0])
+        self.channel = channel
+        let me = incarnation
+        channel.start { [self, loop] event in
+            loop.execute { self.controlEvent(event, incarnation: me) }
+        }
+        session.start(configJSON: config.startConfigJSON)
+        logger.info("plugin starting", metadata: ["plugin": "\(name)", "pid": "\(spawned.pid)"])
+        loop.timeout(handler, nanoseconds: UInt64(tuning.heartbeatIntervalMilliseconds) * 1_000_000, tag: TimerTag.heartbeat.rawValue)
+    }
+
+    // MARK: Events
+
+    private func controlEvent(_ event: RunnerControlChannel.Event, incarnation: UInt64) {
+        guard incarnation == self.incarnation else { return }
+        switch event {
+        case .hello(let pluginName, let version, let abi, _):
+            logger.info("runner loaded plugin", metadata: ["plugin": "\(name)", "reported": "\(pluginName) \(version)", "abi": "\(abi)"])
+        case .fail(let step, let message):
+            reason = "\(step): \(message)"
+            logger.error("runner refused the plugin", metadata: ["plugin": "\(name)", "step": "\(step)", "error": "\(message)"])
+            killCause = .startFailure
+        case .closed:
+            // EOF: the runner exited (or closed fd 4, which it never does while alive). Reap it off
+            // the loop thread, then tear the incarnation down.
+            guard let process else { return }
+            Thread.detachNewThread { [self, loop] in
+                let exit = try? process.wait()
+                loop.execute { self.exited(exit, incarnation: incarnation) }
+            }
+        }
+    }
+
+    func sessionReady(_ session: PluginSession, status: Int16, features: UInt64) {
+        if status != 0 {
+            reason = "start() returned \(status)"
+            killCause = .startFailure
+            kill()
+            return
+        }
+        state = .running
+        runningSince = .now
+        metrics.up(true)
+        logger.info("plugin running", metadata: ["plugin": "\(name)", "pid": "\(process?.pid ?? 0)"])
+    }
+
+    func sessionViolated(_ session: PluginSession, _ violation: Violation) {
+        metrics.violation(violation.kind.rawValue)
+        logger.error("plugin violated the ring protocol; killing it", metadata: ["plugin": "\(name)", "violation": "\(violation)"])
+        reason = "violation: \(violation)"
+        killCause = .violation
+        kill()
+    }
+
+    func sessionDenied(_ session: PluginSession, action: String, object: String) {
+        metrics.denial(action)
+        logger.warning("denied", metadata: ["plugin": "\(name)", "action": "\(action)", "object": "\(object)"])
+    }
+
+    func complete(_ c: IOCompletion) {
+        switch TimerTag(rawValue: c.tag) {
+        case .heartbeat:
+            heartbeat()
+        case .restart:
+            if state == .backoff && !stopping { start() }
+        case .stopGrace:
+            if session != nil { kill() }
+        case nil:
+            break
+        }
+    }
+
+    private var lastAckSeen: UInt64 = 0
+    private var missedSince: ContinuousClock.Instant?
+
+    private func heartbeat() {
+        guard let session, !stopping else { return }
+        // A plugin that answered the previous beat is alive; one that has not answered for longer
+        // than the timeout is hung (spinning, blocked) and gets killed.
+        if session.lastHeartbeatAck == heartbeatSequence || state == .starting && heartbeatSequence == 0 {
+            missedSince = nil
+        } else if missedSince == nil {
+            missedSince = .now
+        }
+        if let since = missedSince, ContinuousClock.now - since > .milliseconds(tuning.heartbeatTimeoutMilliseconds) {
+            reason = "no heartbeat answer for \(tuning.heartbeatTimeoutMilliseconds) ms"
+            logger.error("plugin stopped answering heartbeats; killing it", metadata: ["plugin": "\(name)"])
+            killCause = .hang
+            kill()
+            return
+        }
+        heartbeatSequence &+= 1
+        session.sendHeartbeat(sequence: heartbeatSequence)
+        loop.timeout(handler, nanoseconds: UInt64(tuning.heartbeatIntervalMilliseconds) * 1_000_000, tag: TimerTag.heartbeat.rawValue)
+    }
+
+    private func kill() {
+        guard let process else { return }
+        _ = process.signal(SIGKILL)
+    }
+
+    /// The runner is gone: cancel and drain every operation on its pool, then unmap; restart later.
+    private func exited(_ exit: ProcessExit?, incarnation: UInt64) {
+        guard incarnation == self.incarnation, let session else { return }
+        let cause: RestartCause = killCause ?? (exit.map { $0.exited && $0.code == 0 } == true ? .exit : .crash)
+        let exitText = exit.map { "\($0)" } ?? "unknown exit"
+        if let process { Glibc.close(process.pidfd) }
+        process = nil
+        channel?.close()
+        channel = nil
+        metrics.up(false)
+        retired.add(session.counters)
+        self.session = nil
+        heartbeatSequence = 0
+        missedSince = nil
+        session.shutdown { [rxWake = session.rxWake, txWake = session.txWake] in
+            rxWake.close()
+            txWake.close()
+        }
+        if stopping {
+            state = .stopped
+            logger.info("plugin stopped", metadata: ["plugin": "\(name)", "exit": "\(exitText)"])
+            let callbacks = stoppedCallbacks
+            stoppedCallbacks = []
+            callbacks.forEach { $0() }
+            return
+        }
+        if reason.isEmpty { reason = "runner exited (\(exitText))" }
+        logger.warning("plugin exited", metadata: ["plugin": "\(name)", "exit": "\(exitText)", "cause": "\(cause.rawValue)"])
+        failed(cause: cause)
+    }
+
+    private func failed(cause: RestartCause) {
+        metrics.restart(cause)
+        if let since = runningSince, ContinuousClock.now - since > .seconds(30) { consecutiveFailures = 0 }
+        runningSince = nil
+        consecutiveFailures += 1
+        if tuning.crashLoopLimit > 0 && consecutiveFailures > tuning.crashLoopLimit {
+            state = .failed
+            reason = "crash loop: \(consecutiveFailures - 1) restarts without 30 s of stable running; last: \(reason)"
+            logger.error("plugin keeps failing; leaving it down", metadata: ["plugin": "\(name)", "reason": "\(reason)"])
+            return
+        }
+        restarts += 1
+        state = .backoff
+        let exponent = min(consecutiveFailures - 1, 20)
+        let delayMs = min(tuning.backoffCapMilliseconds, tuning.backoffBaseMilliseconds << exponent)
+        logger.info("restarting plugin after backoff", metadata: ["plugin": "\(name)", "delay_ms": "\(delayMs)"])
+        loop.timeout(handler, nanoseconds: UInt64(delayMs) * 1_000_000, tag: TimerTag.restart.rawValue)
+    }
+
+    /// A plugin that cannot even be spawned (its library is missing): failed, with the reason.
+    func markFailed(reason: String) {
+        state = .failed
+        self.reason = reason
+        metrics.up(false)
+    }
+
+    // MARK: Stop
+
+    /// Asks the plugin to stop (STOP on the ring), then SIGKILLs it after `grace`. `done` runs on
+    /// the loop thread once it is gone.
+    func stop(grace: Duration = .seconds(2), done: @escaping () -> Void) {
+        stopping = true
+        guard let session else {
+            state = .stopped
+            done()
+            return
+        }
+        stoppedCallbacks.append(done)
+        session.sendStop()
+        let ns = UInt64(grace.components.seconds) * 1_000_000_000 + UInt64(grace.components.attoseconds / 1_000_000_000)
+        loop.timeout(handler, nanoseconds: ns, tag: TimerTag.stopGrace.rawValue)
+    }
+
+    // MARK: Control and status
+
+    var controlChannelForCalls: RunnerControlChannel? { state == .running ? channel : nil }
+
+    /// Totals across incarnations plus the live one.
+    var counters: SessionCounters {
+        var total = retired
+        if let session { total.add(session.counters); total.connectionsOpen = session.counters.connectionsOpen }
+        else { total.connectionsOpen = 0 }
+        return total
+    }
+
+    var pid: Int32? { process?.pid }
+}
+
+extension SessionCounters {
+    mutating func add(_ other: SessionCounters) {
+        bytesIn &+= other.bytesIn
+        bytesOut &+= other.bytesOut
+        messagesIn &+= other.messagesIn
+        messagesOut &+= other.messagesOut
+        rxWakeups &+= other.rxWakeups
+        copiedBytes &+= other.copiedBytes
+        connectionsTotal &+= other.connectionsTotal
+    }
+}

@@ -1,0 +1,164 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Paths of the package and its debug build products, found from this file's location.
+enum Products {
+    static let repoRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static var buildDirectory: URL {
+        // `swift build` links .build/debug → .build/<triple>/debug.
+        repoRoot.appendingPathComponent(".build/debug")
+    }
+    static var peerhost: String { buildDirectory.appendingPathComponent("peerhost").path }
+}
+
+/// A `peerhost run` child process on a temporary config and data directory.
+final class HostProcess {
+    let process = Process()
+    let directory: URL
+    let configPath: String
+    let output: Pipe = Pipe()
+    private(set) var runInfo: [String: Any] = [:]
+
+    init(config: String) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("peerhost-it-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        configPath = directory.appendingPathComponent("peerhost.toml").path
+        try config.replacingOccurrences(of: "@DATA@", with: directory.appendingPathComponent("data").path)
+            .replacingOccurrences(of: "@REPO@", with: Products.repoRoot.path)
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
+        process.executableURL = URL(fileURLWithPath: Products.peerhost)
+        process.arguments = ["run", "--config", configPath]
+        process.standardOutput = output
+        process.standardError = output
+    }
+
+    var dataDirectory: String { directory.appendingPathComponent("data").path }
+
+    /// Starts the host and waits for run.json (the host writes it once it serves).
+    func start(timeout: Duration = .seconds(60)) throws {
+        try process.run()
+        let runFile = directory.appendingPathComponent("data/run.json").path
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let data = FileManager.default.contents(atPath: runFile),
+               let info = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+                runInfo = info
+                return
+            }
+            if !process.isRunning { throw TestFailure("peerhost exited early: \(drainOutput())") }
+            usleep(50_000)
+        }
+        throw TestFailure("peerhost did not write run.json within \(timeout): \(drainOutput())")
+    }
+
+    var httpAddress: String { runInfo["http"] as? String ?? "" }
+
+    func drainOutput() -> String {
+        let data = output.fileHandleForReading.availableData
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    func stop() -> Int32 {
+        guard process.isRunning else { return process.terminationStatus }
+        process.terminate()   // SIGTERM: graceful
+        let deadline = ContinuousClock.now + .seconds(15)
+        while process.isRunning && ContinuousClock.now < deadline { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+        return process.terminationStatus
+    }
+
+    /// Runs the CLI against this host and returns (exit status, stdout+stderr).
+    func cli(_ arguments: [String]) throws -> (Int32, String) {
+        try runCLI(arguments + ["--config", configPath])
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+func runCLI(_ arguments: [String]) throws -> (Int32, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: Products.peerhost)
+    p.arguments = arguments
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    try p.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// Minimal blocking TCP client with timeouts, for echo and HTTP checks.
+struct TCPClient {
+    let fd: Int32
+
+    init(host: String = "127.0.0.1", port: UInt16, timeoutSeconds: Int = 5) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure("socket: \(errno)") }
+        var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        inet_pton(AF_INET, host, &addr.sin_addr)
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard rc == 0 else { let e = errno; Glibc.close(fd); throw TestFailure("connect to \(host):\(port): errno \(e)") }
+    }
+
+    func send(_ bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw TestFailure("send: errno \(errno)") }
+            offset += n
+        }
+    }
+
+    func receive(exactly count: Int) throws -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: count)
+        var offset = 0
+        while offset < count {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + offset, count - offset, 0) }
+            guard n > 0 else { throw TestFailure("recv after \(offset)/\(count) bytes: \(n == 0 ? "EOF" : "errno \(errno)")") }
+            offset += n
+        }
+        return buffer
+    }
+
+    func receiveAll() -> [UInt8] {
+        var result: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, 65536, 0) }
+            if n <= 0 { break }
+            result += buffer[0..<n]
+        }
+        return result
+    }
+
+    func close() { Glibc.close(fd) }
+}
+
+/// GET a path over HTTP/1.1 with Connection: close; returns (status line, body).
+func httpGet(_ address: String, _ path: String) throws -> (String, String) {
+    let parts = address.split(separator: ":")
+    guard parts.count == 2, let port = UInt16(parts[1]) else { throw TestFailure("bad http address \(address)") }
+    let client = try TCPClient(host: String(parts[0]), port: port)
+    defer { client.close() }
+    try client.send(Array("GET \(path) HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\n\r\n".utf8))
+    let text = String(decoding: client.receiveAll(), as: UTF8.self)
+    guard let split = text.range(of: "\r\n\r\n") else { throw TestFailure("no HTTP header end in: \(text)") }
+    let statusLine = String(text[..<split.lowerBound].split(separator: "\r\n").first ?? "")
+    return (statusLine, String(text[split.upperBound...]))
+}
