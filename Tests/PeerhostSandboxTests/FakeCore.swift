@@ -4,6 +4,7 @@
 import CPeerhostABI
 import CPeerhostShim
 import Foundation
+import PeerhostRing
 import PeerhostSandbox
 #if canImport(Glibc)
 import Glibc
@@ -47,6 +48,8 @@ final class FakeCore {
     var childControlFD: Int32
     var process: SpawnedProcess?
     var inbox: [UInt8] = []
+    /// Set when the region came from PeerhostRing (the core's own code); it owns fd and mapping.
+    var shared: SharedRegion?
 
     init(entries: UInt32 = FakeCore.entries, slotCount: UInt32 = FakeCore.slotCount,
          recvSlots: UInt32 = FakeCore.recvSlots) throws {
@@ -91,14 +94,37 @@ final class FakeCore {
         childControlFD = sv[1]
     }
 
+    /// The region made by the core's PeerhostRing.SharedRegion instead of by hand: proves the
+    /// runner reads exactly the layout the core writes.
+    init(shared region: SharedRegion) throws {
+        shared = region
+        memfd = region.fd
+        base = region.base
+        header = region.base.load(as: ph_region_header.self)
+        let h = header
+        ph_ring_view_init(rx, base + Int(h.rx_ctl_offset), base + Int(h.rx_desc_offset), h.ring_entries, 1)
+        ph_ring_view_init(tx, base + Int(h.tx_ctl_offset), base + Int(h.tx_desc_offset), h.ring_entries, 0)
+        rxEvent = ph_eventfd(0, 1)
+        txEvent = ph_eventfd(0, 1)
+        var sv: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &sv) == 0 else {
+            throw HarnessError("socketpair: \(errno)")
+        }
+        controlFD = sv[0]
+        childControlFD = sv[1]
+    }
+
     deinit {
         if let p = process {
             _ = p.signal(SIGKILL)
             _ = try? p.wait(timeoutMilliseconds: 2000)
             close(p.pidfd)
         }
-        munmap(base, Int(header.total_size))
-        close(memfd); close(rxEvent); close(txEvent); close(controlFD)
+        if shared == nil {
+            munmap(base, Int(header.total_size))
+            close(memfd)
+        }
+        close(rxEvent); close(txEvent); close(controlFD)
         if childControlFD >= 0 { close(childControlFD) }
     }
 
@@ -116,7 +142,7 @@ final class FakeCore {
     }
 
     func slot(_ s: UInt32) -> UnsafeMutablePointer<UInt8> {
-        (base + Int(header.pool_offset) + Int(s) * Int(FakeCore.slotSize)).assumingMemoryBound(to: UInt8.self)
+        (base + Int(header.pool_offset) + Int(s) * Int(header.slot_size)).assumingMemoryBound(to: UInt8.self)
     }
 
     func write(slot s: UInt32, _ bytes: [UInt8]) { UnsafeMutableRawPointer(slot(s)).copyMemory(from: bytes, byteCount: bytes.count) }

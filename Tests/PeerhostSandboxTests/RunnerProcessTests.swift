@@ -4,6 +4,7 @@
 import CPeerhostABI
 import CPeerhostShim
 import Foundation
+import PeerhostRing
 import PeerhostSandbox
 import Testing
 #if canImport(Glibc)
@@ -296,6 +297,31 @@ struct RunnerFloodTests {
         let json = try #require(Data(base64Encoded: (stats["value"] as? [String: Any])?["bytes"] as? String ?? ""))
         let s = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Any])
         #expect(s["bytes"] as? Int == total * 4)
+        try core.push(desc(PH_MSG_STOP))
+        #expect(try proc.wait(timeoutMilliseconds: 5000) == ProcessExit(exited: true, code: 0))
+        core.process = nil
+        close(proc.pidfd)
+    }
+}
+
+/// The runner on a region created by the core's own PeerhostRing code, default geometry.
+@Suite(.serialized)
+struct RunnerOnCoreRegionTests {
+    @Test func echoCRunsOnARegionFromPeerhostRing() throws {
+        let g = RegionGeometry(ringEntries: 4096, slotSize: 16384, slotCount: 2048, recvSlots: 1024)
+        let core = try FakeCore(shared: try SharedRegion.create(name: "runner-test", geometry: g))
+        let proc = try core.spawn(plugin: "echo-c", library: Products.library("echo-c"))
+        let hello = try core.readFrame()
+        #expect(hello["type"] as? String == "hello")
+        try core.push(desc(PH_MSG_START))
+        let ready = try core.collect(until: PH_MSG_READY)
+        let listen = try #require(ready.first { $0.type == UInt16(PH_MSG_LISTEN.rawValue) })
+        #expect(listen.slot >= 1024 && listen.slot < 2048)
+        #expect(core.text(slot: listen.slot, length: listen.length) == "tcp:127.0.0.1:7001")
+        core.write(slot: 1023, Array("last receive slot".utf8))
+        try core.push(desc(PH_MSG_DATA, id: 5, slot: 1023, length: 17))
+        let send = try core.collect(until: PH_MSG_SEND).last!
+        #expect(send.id == 5 && send.slot == 1023 && send.length == 17)
         try core.push(desc(PH_MSG_STOP))
         #expect(try proc.wait(timeoutMilliseconds: 5000) == ProcessExit(exited: true, code: 0))
         core.process = nil
