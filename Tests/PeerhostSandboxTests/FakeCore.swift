@@ -128,10 +128,12 @@ final class FakeCore {
         if childControlFD >= 0 { close(childControlFD) }
     }
 
-    func spawn(plugin: String, library: String, hostUID: UInt32 = 200_000 + UInt32(getpid() % 1000)) throws -> SpawnedProcess {
+    func spawn(plugin: String, library: String, hostUID: UInt32 = 200_000 + UInt32(getpid() % 1000),
+               environment: [String] = ["SWIFT_BACKTRACE=enable=no"]) throws -> SpawnedProcess {
         let spec = SpawnSpec(
             runnerPath: Products.runner,
             argv: ["peerhost-runner", "--plugin", plugin, "--library", library],
+            environment: environment,
             fds: [memfd, childControlFD, rxEvent, txEvent],
             hostUID: hostUID, hostGID: hostUID)
         let p = try SandboxSpawner.spawn(spec)
@@ -237,4 +239,14 @@ func desc(_ type: ph_msg_type, id: UInt64 = 0, slot: UInt32 = PH_NO_SLOT, offset
     d.arg = arg
     d.status = status
     return d
+}
+
+/// utime + stime of a process in clock ticks (/proc/PID/stat fields 14 and 15).
+func cpuTicks(_ pid: pid_t) throws -> Int {
+    let text = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+    guard let close = text.lastIndex(of: ")") else { throw HarnessError("bad stat") }
+    let fields = text[text.index(after: close)...].split(separator: " ")
+    // fields[0] is state (field 3), so utime (14) is fields[11] and stime (15) fields[12].
+    guard fields.count > 12, let u = Int(fields[11]), let s = Int(fields[12]) else { throw HarnessError("bad stat") }
+    return u + s
 }
