@@ -239,9 +239,15 @@ int ph_spawn(const ph_spawn_args *a, ph_spawn_result *out) {
     }
     close(sync_pipe[1]);
     if (step) {
-        close(err_pipe[0]);
         kill_and_reap(pidfd, (pid_t)pid);
+        /* If the child had already failed on its own (dup_fds, close_range), its report names the
+         * real cause; the parent's uid_map ESRCH would only be the consequence. */
+        int32_t early[2];
+        ssize_t n;
+        while ((n = read(err_pipe[0], early, sizeof early)) < 0 && errno == EINTR) {}
+        close(err_pipe[0]);
         close(pidfd);
+        if (n == (ssize_t)sizeof early) return fail(out, early[0], early[1]);
         return fail(out, step, err);
     }
 

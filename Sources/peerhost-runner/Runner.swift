@@ -8,6 +8,19 @@ import Glibc
 /// Drives one plugin from the rings on one thread: RX events become callbacks, host calls become TX
 /// requests. Reentrancy: callbacks call back into the host table (send, buffer_alloc…) while we are
 /// dispatching, so no Swift inout access to runner state may be open across a plugin call.
+///
+/// Slot conventions the core relies on (beyond ph_ring.h's per-type comments):
+/// - START/ACCEPT carry their text in a receive slot (< recv_slots): the runner gives it back with
+///   FREE once the callback returned. (A plugin-home slot there is ignored: it is already ours.)
+/// - LOG and METRIC carry text in a plugin-home slot and get no COMPLETE: the core returns that slot
+///   with SEND_DONE(id 0, slot), like a finished send. Any SEND_DONE of a plugin-home slot is taken back.
+/// - Requests with text (LISTEN, CONNECT, UDP_BIND, FILE_OPEN, KV_PUT, KV_DELETE) get their slot back
+///   in COMPLETE and the runner recycles it; RESOLVE/KV_GET/KV_SCAN with status OK and FILE_READ
+///   (any status) hand COMPLETE's slot/offset/length to the plugin as the result buffer.
+/// - TIMER_SET: id = timer id, arg = delay ns, arg2 = tag (kept by the runner too; TIMER needs only id).
+/// - on_writable(conn 0) means "the TX ring has room again" for calls that are not per-connection.
+/// - Exit status: 0 after STOP, 1 after a start-up failure (fail frame sent) or EOF on fd 4, 2 when
+///   the RX indices are corrupt.
 final class Runner {
     let region: Region
     let plugin: LoadedPlugin

@@ -4,6 +4,7 @@
 import CPeerhostABI
 import CPeerhostShim
 import Foundation
+import PeerhostRing
 import PeerhostSandbox
 #if canImport(Glibc)
 import Glibc
@@ -47,6 +48,8 @@ final class FakeCore {
     var childControlFD: Int32
     var process: SpawnedProcess?
     var inbox: [UInt8] = []
+    /// Set when the region came from PeerhostRing (the core's own code); it owns fd and mapping.
+    var shared: SharedRegion?
 
     init(entries: UInt32 = FakeCore.entries, slotCount: UInt32 = FakeCore.slotCount,
          recvSlots: UInt32 = FakeCore.recvSlots) throws {
@@ -91,21 +94,46 @@ final class FakeCore {
         childControlFD = sv[1]
     }
 
+    /// The region made by the core's PeerhostRing.SharedRegion instead of by hand: proves the
+    /// runner reads exactly the layout the core writes.
+    init(shared region: SharedRegion) throws {
+        shared = region
+        memfd = region.fd
+        base = region.base
+        header = region.base.load(as: ph_region_header.self)
+        let h = header
+        ph_ring_view_init(rx, base + Int(h.rx_ctl_offset), base + Int(h.rx_desc_offset), h.ring_entries, 1)
+        ph_ring_view_init(tx, base + Int(h.tx_ctl_offset), base + Int(h.tx_desc_offset), h.ring_entries, 0)
+        rxEvent = ph_eventfd(0, 1)
+        txEvent = ph_eventfd(0, 1)
+        var sv: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &sv) == 0 else {
+            throw HarnessError("socketpair: \(errno)")
+        }
+        controlFD = sv[0]
+        childControlFD = sv[1]
+    }
+
     deinit {
         if let p = process {
             _ = p.signal(SIGKILL)
             _ = try? p.wait(timeoutMilliseconds: 2000)
             close(p.pidfd)
         }
-        munmap(base, Int(header.total_size))
-        close(memfd); close(rxEvent); close(txEvent); close(controlFD)
+        if shared == nil {
+            munmap(base, Int(header.total_size))
+            close(memfd)
+        }
+        close(rxEvent); close(txEvent); close(controlFD)
         if childControlFD >= 0 { close(childControlFD) }
     }
 
-    func spawn(plugin: String, library: String, hostUID: UInt32 = 200_000 + UInt32(getpid() % 1000)) throws -> SpawnedProcess {
+    func spawn(plugin: String, library: String, hostUID: UInt32 = 200_000 + UInt32(getpid() % 1000),
+               environment: [String] = ["SWIFT_BACKTRACE=enable=no"]) throws -> SpawnedProcess {
         let spec = SpawnSpec(
             runnerPath: Products.runner,
             argv: ["peerhost-runner", "--plugin", plugin, "--library", library],
+            environment: environment,
             fds: [memfd, childControlFD, rxEvent, txEvent],
             hostUID: hostUID, hostGID: hostUID)
         let p = try SandboxSpawner.spawn(spec)
@@ -116,7 +144,7 @@ final class FakeCore {
     }
 
     func slot(_ s: UInt32) -> UnsafeMutablePointer<UInt8> {
-        (base + Int(header.pool_offset) + Int(s) * Int(FakeCore.slotSize)).assumingMemoryBound(to: UInt8.self)
+        (base + Int(header.pool_offset) + Int(s) * Int(header.slot_size)).assumingMemoryBound(to: UInt8.self)
     }
 
     func write(slot s: UInt32, _ bytes: [UInt8]) { UnsafeMutableRawPointer(slot(s)).copyMemory(from: bytes, byteCount: bytes.count) }
@@ -211,4 +239,14 @@ func desc(_ type: ph_msg_type, id: UInt64 = 0, slot: UInt32 = PH_NO_SLOT, offset
     d.arg = arg
     d.status = status
     return d
+}
+
+/// utime + stime of a process in clock ticks (/proc/PID/stat fields 14 and 15).
+func cpuTicks(_ pid: pid_t) throws -> Int {
+    let text = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+    guard let close = text.lastIndex(of: ")") else { throw HarnessError("bad stat") }
+    let fields = text[text.index(after: close)...].split(separator: " ")
+    // fields[0] is state (field 3), so utime (14) is fields[11] and stime (15) fields[12].
+    guard fields.count > 12, let u = Int(fields[11]), let s = Int(fields[12]) else { throw HarnessError("bad stat") }
+    return u + s
 }

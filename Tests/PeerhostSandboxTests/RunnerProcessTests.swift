@@ -4,6 +4,7 @@
 import CPeerhostABI
 import CPeerhostShim
 import Foundation
+import PeerhostRing
 import PeerhostSandbox
 import Testing
 #if canImport(Glibc)
@@ -298,6 +299,74 @@ struct RunnerFloodTests {
         #expect(s["bytes"] as? Int == total * 4)
         try core.push(desc(PH_MSG_STOP))
         #expect(try proc.wait(timeoutMilliseconds: 5000) == ProcessExit(exited: true, code: 0))
+        core.process = nil
+        close(proc.pidfd)
+    }
+}
+
+/// The runner on a region created by the core's own PeerhostRing code, default geometry.
+@Suite(.serialized)
+struct RunnerOnCoreRegionTests {
+    @Test func echoCRunsOnARegionFromPeerhostRing() throws {
+        let g = RegionGeometry(ringEntries: 4096, slotSize: 16384, slotCount: 2048, recvSlots: 1024)
+        let core = try FakeCore(shared: try SharedRegion.create(name: "runner-test", geometry: g))
+        let proc = try core.spawn(plugin: "echo-c", library: Products.library("echo-c"))
+        let hello = try core.readFrame()
+        #expect(hello["type"] as? String == "hello")
+        try core.push(desc(PH_MSG_START))
+        let ready = try core.collect(until: PH_MSG_READY)
+        let listen = try #require(ready.first { $0.type == UInt16(PH_MSG_LISTEN.rawValue) })
+        #expect(listen.slot >= 1024 && listen.slot < 2048)
+        #expect(core.text(slot: listen.slot, length: listen.length) == "tcp:127.0.0.1:7001")
+        core.write(slot: 1023, Array("last receive slot".utf8))
+        try core.push(desc(PH_MSG_DATA, id: 5, slot: 1023, length: 17))
+        let send = try core.collect(until: PH_MSG_SEND).last!
+        #expect(send.id == 5 && send.slot == 1023 && send.length == 17)
+        try core.push(desc(PH_MSG_STOP))
+        #expect(try proc.wait(timeoutMilliseconds: 5000) == ProcessExit(exited: true, code: 0))
+        core.process = nil
+        close(proc.pidfd)
+    }
+}
+
+/// The adaptive wait: an idle runner sleeps (no CPU), and a descriptor pushed while it sleeps wakes
+/// it through the RX eventfd, with the spin budget off (0) and at its default (50 µs).
+@Suite(.serialized)
+struct RunnerIdleTests {
+    @Test(arguments: ["0", "50"])
+    func idleRunnerSleepsAndWakesOnEventfd(spinMicroseconds: String) throws {
+        let core = try FakeCore()
+        let proc = try core.spawn(plugin: "echo-c", library: Products.library("echo-c"),
+                                  environment: ["SWIFT_BACKTRACE=enable=no", "PEERHOST_SPIN_US=\(spinMicroseconds)"])
+        _ = try core.readFrame()
+        try core.push(desc(PH_MSG_START))
+        _ = try core.collect(until: PH_MSG_READY)
+        usleep(200_000)
+        let before = try cpuTicks(proc.pid)
+        usleep(1_000_000)
+        let used = try cpuTicks(proc.pid) - before
+        #expect(used <= 2, "an idle runner used \(used) ticks in 1 s (100 ticks = a busy core)")
+        for i in 0..<5 {   // each push finds the runner asleep (need_wakeup set) and must wake it
+            core.write(slot: 3, [UInt8(i)])
+            try core.push(desc(PH_MSG_DATA, id: 9, slot: 3, length: 1))
+            let send = try core.collect(until: PH_MSG_SEND, timeout: 2).last!
+            #expect(send.slot == 3)
+            usleep(20_000)
+        }
+        try core.push(desc(PH_MSG_STOP))
+        #expect(try proc.wait(timeoutMilliseconds: 5000) == ProcessExit(exited: true, code: 0))
+        core.process = nil
+        close(proc.pidfd)
+    }
+
+    @Test func runnerExitsWhenTheCoreGoesAway() throws {
+        let core = try FakeCore()
+        let proc = try core.spawn(plugin: "echo-c", library: Products.library("echo-c"))
+        _ = try core.readFrame()
+        try core.push(desc(PH_MSG_START))
+        _ = try core.collect(until: PH_MSG_READY)
+        shutdown(core.controlFD, Int32(SHUT_RDWR))   // EOF on fd 4: nobody left to serve
+        #expect(try proc.wait(timeoutMilliseconds: 5000) == ProcessExit(exited: true, code: 1))
         core.process = nil
         close(proc.pidfd)
     }
