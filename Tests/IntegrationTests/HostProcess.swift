@@ -14,7 +14,7 @@ enum Products {
 }
 
 /// A `peerhost run` child process on a temporary config and data directory.
-final class HostProcess {
+final class HostProcess: @unchecked Sendable {
     let process = Process()
     let directory: URL
     let configPath: String

@@ -67,6 +67,7 @@ static int64_t attack(const char *name) {
     d.id = 1;
     d.length = 1;
     if (!strcmp(name, "slot_out_of_range")) {
+        d.type = PH_MSG_LOG;      /* LOG checks the slot first (SEND checks the connection first) */
         d.slot = m.hdr.slot_count + 7;
     } else if (!strcmp(name, "range_past_pool")) {
         d.type = PH_MSG_LOG;
@@ -88,6 +89,9 @@ static int64_t attack(const char *name) {
         uint64_t one = 1;
         (void)!write(TX_EVENTFD, &one, sizeof one);
         return 0;
+    } else if (!strcmp(name, "spin")) {
+        /* Never return: heartbeats go unanswered and the supervisor must kill us (cause hang). */
+        for (volatile uint64_t i = 0;; i++) { }
     } else if (!strcmp(name, "truncate_region")) {
         /* Sealed: must fail with EPERM, and the core keeps its mapping. Report what happened. */
         if (ftruncate(REGION_FD, 0) == 0) return 1;   /* 1 = the seal did not hold */
