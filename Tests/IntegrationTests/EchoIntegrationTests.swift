@@ -115,6 +115,60 @@ import Glibc
         #expect(host.stop() == 0)
     }
 
+    /// Parses the Prometheus text into series → value.
+    func metrics(_ host: HostProcess) throws -> [String: Double] {
+        let (_, text) = try httpGet(host.httpAddress, "/metrics")
+        var result: [String: Double] = [:]
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
+            result[String(line[..<space])] = value
+        }
+        return result
+    }
+
+    func series(_ m: [String: Double], _ name: String, _ labels: [String]) -> Double {
+        m.filter { key, _ in key.hasPrefix(name + "{") && labels.allSatisfy { key.contains($0) } }.values.reduce(0, +)
+    }
+
+    /// Under load the data path copies no payload and rings the plugin's doorbell far less often than
+    /// it hands it messages (the need-wakeup flag works).
+    @Test func dataPathCopiesNothingAndWakesRarelyUnderLoad() throws {
+        let host = try HostProcess(config: Self.config)
+        try host.start()
+        _ = try echo(port: 7001, Array("warm".utf8))
+        let before = try metrics(host)
+        let client = try TCPClient(port: 7001, timeoutSeconds: 20)
+        defer { client.close() }
+        let total = 64 << 20
+        let chunk = [UInt8](repeating: 0x5a, count: 4096)
+        let writer = Thread {
+            var sent = 0
+            while sent < total { try? client.send(chunk); sent += chunk.count }
+        }
+        writer.start()
+        var received = 0
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while received < total {
+            let n = buffer.withUnsafeMutableBytes { recv(client.fd, $0.baseAddress!, $0.count, 0) }
+            guard n > 0 else { break }
+            received += n
+        }
+        #expect(received == total)
+        let after = try metrics(host)
+        let plugin = "plugin=\"echo-c\""
+        let messages = series(after, "peerhost_plugin_messages_total", [plugin, "direction=\"in\""])
+            - series(before, "peerhost_plugin_messages_total", [plugin, "direction=\"in\""])
+        let wakeups = series(after, "peerhost_ring_wakeups_total", [plugin, "ring=\"rx\""])
+            - series(before, "peerhost_ring_wakeups_total", [plugin, "ring=\"rx\""])
+        let bytesIn = series(after, "peerhost_plugin_bytes_total", [plugin, "direction=\"in\""])
+            - series(before, "peerhost_plugin_bytes_total", [plugin, "direction=\"in\""])
+        #expect(bytesIn == Double(total), "every byte counted once")
+        #expect(series(after, "peerhost_datapath_copied_bytes_total", [plugin]) == 0, "no payload copied")
+        #expect(messages > 1000, "the load produced \(messages) RX messages")
+        #expect(wakeups * 10 < messages, "eventfd writes (\(wakeups)) must be far fewer than messages (\(messages))")
+        #expect(host.stop() == 0)
+    }
+
     @Test func aKilledRunnerIsRestartedAndEchoesAgain() throws {
         let host = try HostProcess(config: Self.config)
         try host.start()
