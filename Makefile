@@ -1,7 +1,7 @@
 # Peerhost — the two commands a new user needs: `make run` and `make test`.
 # Everything this project needs on a fresh Debian 12 machine is installed from here (as root, or with sudo).
 
-SWIFT        ?= swift
+SWIFT        ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 APT_PACKAGES := liburing-dev libseccomp-dev libcap-dev libffi-dev pkg-config iproute2 python3-venv
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CONFIG       ?=
