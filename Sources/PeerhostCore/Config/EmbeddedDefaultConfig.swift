@@ -32,14 +32,12 @@ name = "echo-c"
 manifest = "../plugins/echo-c/manifest.toml"
 enabled = true
 listen = ["tcp:127.0.0.1:7001"]
-config = { greeting = "hello from echo-c" }
 
 [[plugin]]
 name = "echo-swift"
 manifest = "../plugins/echo-swift/manifest.toml"
 enabled = true
 listen = ["tcp:127.0.0.1:7002"]
-config = { greeting = "hello from echo-swift" }
 
 """#
 }
