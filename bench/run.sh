@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${BENCH_SECS:-3}
 CONNS=${BENCH_CONNS:-"1 64 1000"}
-SECTIONS=${SECTIONS:-"tcp_echo rings"}
+SECTIONS=${SECTIONS:-"tcp_echo rings peerhost_ring"}
 BASE=${BASELINES_OUT:-/tmp/peerhost-baselines}
 SHARED=${SHARED_DIR:-$ROOT/../shared}
 OUT=${BENCH_OUT:-$ROOT/bench/BENCHMARKS.md}
@@ -28,8 +28,8 @@ ulimit -n 65536 2>/dev/null || true
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
-echo "== building release (peerhost-bench) and the C baselines in $BASE" >&2
-swift build -c release --product peerhost-bench >&2
+echo "== building release (everything: host, runner, plugins, benches) and the C baselines in $BASE" >&2
+swift build -c release >&2
 BIN=$(swift build -c release --show-bin-path)
 make -s -C "$SHARED/baselines" OUT="$BASE" >&2
 
@@ -41,6 +41,28 @@ ECHO_SERVERS=(
   "peerhost direct io_uring (peerhost-bench uring-echo)|$BIN/peerhost-bench uring-echo @PORT@"
   "SwiftNIO 1 thread (peerhost-bench nio-echo)|$BIN/peerhost-bench nio-echo @PORT@"
 )
+# The plugin path: `peerhost run` with one echo plugin; the client talks to the plugin's granted port
+# (a third field fixes the port: manifests grant 7001/7002 only). Not pinned: the core's loop and
+# the plugin's runner are two processes and need both CPUs, as the client does.
+PLUGIN_CONFIG="$WORK/peerhost-bench.toml"
+cat >"$PLUGIN_CONFIG" <<EOF2
+[host]
+data_dir = "$WORK/data"
+http = "127.0.0.1:0"
+log_level = "warning"
+
+[[plugin]]
+name = "echo-c"
+manifest = "$ROOT/plugins/echo-c/manifest.toml"
+
+[[plugin]]
+name = "echo-swift"
+manifest = "$ROOT/plugins/echo-swift/manifest.toml"
+EOF2
+ECHO_SERVERS+=(
+  "peerhost plugin path: echo-c (C plugin)|$BIN/peerhost run --config $PLUGIN_CONFIG|7001|unpinned"
+  "peerhost plugin path: echo-swift (Swift SDK plugin)|$BIN/peerhost run --config $PLUGIN_CONFIG|7002|unpinned"
+)
 if [[ -n "${EXTRA_ECHO_SERVERS:-}" ]]; then
   while IFS= read -r line; do [[ -n "$line" ]] && ECHO_SERVERS+=("$line"); done <<<"$EXTRA_ECHO_SERVERS"
 fi
@@ -49,9 +71,13 @@ SERVER_PID=""
 stop_server() {
   if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; fi
 }
-start_server() { # $1 command with @PORT@, $2 port
+start_server() { # $1 command with @PORT@, $2 port, $3 "unpinned" to use every CPU
   local cmd=${1//@PORT@/$2}
-  taskset -c "$SERVER_CPU" $cmd 2>>"$WORK/server.log" &
+  if [[ "${3:-}" == unpinned ]]; then
+    $cmd >>"$WORK/server.log" 2>&1 &
+  else
+    taskset -c "$SERVER_CPU" $cmd 2>>"$WORK/server.log" &
+  fi
   SERVER_PID=$!
   for _ in $(seq 1 100); do
     if (exec 3<>/dev/tcp/127.0.0.1/"$2") 2>/dev/null; then return 0; fi
@@ -59,8 +85,12 @@ start_server() { # $1 command with @PORT@, $2 port
   done
   echo "server did not start: $cmd" >&2; return 1
 }
-cpu_ticks() { # utime+stime of a pid, in clock ticks
-  awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
+cpu_ticks() { # utime+stime of a pid and its runner children, in clock ticks
+  local total=0 p
+  for p in $1 $(pgrep -P "$1" 2>/dev/null); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
 }
 field() { # $1 key, stdin: a tcpclient line → value of key=
   tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'
@@ -72,14 +102,16 @@ section_tcp_echo() {
   : >"$TCP_RESULTS"
   local hz; hz=$(getconf CLK_TCK)
   for entry in "${ECHO_SERVERS[@]}"; do
-    local label=${entry%%|*} cmd=${entry#*|}
+    local label cmd fixed pin
+    IFS='|' read -r label cmd fixed pin <<<"$entry"
     port=$((port + 1))
+    local p=${fixed:-$port}
     echo "== $label" >&2
-    start_server "$cmd" "$port" || continue
+    start_server "$cmd" "$p" "$pin" || continue
     for n in $CONNS; do
       local t0 t1 line
       t0=$(cpu_ticks "$SERVER_PID")
-      line=$("$BASE/tcpclient" rr "$port" "$n" "$SECS" "$CLIENT_CPU" 2>&1 | tail -1) || line="FAILED $line"
+      line=$("$BASE/tcpclient" rr "$p" "$n" "$SECS" "$CLIENT_CPU" 2>&1 | tail -1) || line="FAILED $line"
       t1=$(cpu_ticks "$SERVER_PID")
       echo "   rr $n: $line" >&2
       local rps p50 p99
@@ -92,7 +124,7 @@ section_tcp_echo() {
       printf '%s\trr\t%s\t%s\t%s\t%s\t%s\n' "$label" "$n" "${rps:-0}" "${p50:--}" "${p99:--}" "$us" >>"$TCP_RESULTS"
     done
     local line
-    line=$("$BASE/tcpclient" bulk "$port" "$SECS" "$CLIENT_CPU" 2>&1 | tail -1) || true
+    line=$("$BASE/tcpclient" bulk "$p" "$SECS" "$CLIENT_CPU" 2>&1 | tail -1) || true
     echo "   bulk: $line" >&2
     printf '%s\tbulk\t1\t%s\t-\t-\t-\n' "$label" "$(echo "$line" | field echoed_GB_per_s)" >>"$TCP_RESULTS"
     stop_server
@@ -142,6 +174,41 @@ section_rings() {
     if [[ -n "$shm64" && -n "$sock64" && "$sock64" != "0" ]]; then
       awk -v a="$shm64" -v b="$sock64" 'BEGIN { printf "C ring vs socketpair at 64 B one-way: %.1f×\n\n", a / b }'
     fi
+  } >>"$WORK/report.md"
+}
+
+section_peerhost_ring() {
+  echo "== PeerhostRing (peerhost-ringbench) against the C baselines" >&2
+  local rb="$BIN/peerhost-ringbench" lines=()
+  lines+=("$("$rb" tput 2 | tail -1)")
+  lines+=("$("$rb" rtt busy 200000 | tail -1)")
+  lines+=("$("$rb" rtt efd 20000 | tail -1)")
+  local rate spin
+  for spin in 0 20 50 200; do
+    for rate in 1000 10000 50000 100000; do
+      lines+=("$("$rb" rtt adaptive "$rate" 2 "$spin" | tail -1)")
+    done
+  done
+  local sock; sock=$("$BASE/sockbench" tput seqpacket 64 2 2>&1 | tail -1 | field msgs_per_s)
+  local sockpp; sockpp=$("$BASE/sockbench" pp stream 50000 2>&1 | tail -1)
+  local shm; shm=$("$BASE/shmring" tput 64 2 2>&1 | tail -1 | field msgs_per_s)
+  local ours; ours=$(echo "${lines[0]}" | field msgs_per_s)
+  {
+    echo "## PeerhostRing between two processes (64-byte descriptors)"
+    echo
+    echo "One side is this repository's RingView in Swift, the other a forked C peer using the same"
+    echo "ph_ring.h; both pinned to their own CPU. Adaptive = each side spins SPIN_US after its last"
+    echo "message, then sleeps on its eventfd; open loop at RATE requests/s, latency from the scheduled"
+    echo "send time; cpu_percent counts both processes (200 = both cores busy)."
+    echo
+    echo '```'
+    printf '%s\n' "${lines[@]}"
+    echo "socketpair (sockbench pp stream): $sockpp"
+    echo '```'
+    echo
+    awk -v a="$ours" -v b="$sock" -v c="$shm" 'BEGIN {
+      if (b > 0) printf "PeerhostRing one-way vs socketpair (seqpacket, 64 B): %.1f×; ", a / b
+      if (c > 0) printf "vs the C reference ring (shmring tput 64): %.2f×\n\n", a / c }'
   } >>"$WORK/report.md"
 }
 
