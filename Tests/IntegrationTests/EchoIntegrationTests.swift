@@ -115,6 +115,21 @@ import Glibc
         #expect(host.stop() == 0)
     }
 
+    /// Started by an unprivileged user, the host still sandboxes plugins (one-uid map) and says so.
+    @Test func unprivilegedHostRunsPluginsWithAOneUidMap() throws {
+        let host = try HostProcess(config: Self.config, asUser: 65534)
+        try host.start()
+        #expect(try echo(port: 7001, Array("unprivileged".utf8)) == Array("unprivileged".utf8))
+        let (_, body) = try httpGet(host.httpAddress, "/status")
+        let doc = try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])
+        let pid = try #require(((doc["plugins"] as? [[String: Any]])?.first)?["pid"] as? Int)
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        #expect(status.contains("Uid:\t65534"), "the runner maps to the unprivileged user's uid")
+        #expect(status.contains("NoNewPrivs:\t1"))
+        #expect(host.stop() == 0)
+        #expect(host.drainOutput().contains("running unprivileged"), "the weaker mode is announced")
+    }
+
     /// Parses the Prometheus text into series → value.
     func metrics(_ host: HostProcess) throws -> [String: Double] {
         let (_, text) = try httpGet(host.httpAddress, "/metrics")

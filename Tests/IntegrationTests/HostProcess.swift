@@ -21,15 +21,23 @@ final class HostProcess: @unchecked Sendable {
     let output: Pipe = Pipe()
     private(set) var runInfo: [String: Any] = [:]
 
-    init(config: String) throws {
+    /// `asUser`: run the host as this uid/gid through setpriv (tests of the unprivileged mode).
+    init(config: String, asUser: UInt32? = nil) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("peerhost-it-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         configPath = directory.appendingPathComponent("peerhost.toml").path
         try config.replacingOccurrences(of: "@DATA@", with: directory.appendingPathComponent("data").path)
             .replacingOccurrences(of: "@REPO@", with: Products.repoRoot.path)
             .write(toFile: configPath, atomically: true, encoding: .utf8)
-        process.executableURL = URL(fileURLWithPath: Products.peerhost)
-        process.arguments = ["run", "--config", configPath]
+        if let uid = asUser {
+            // The unprivileged host must be able to create its data dir here.
+            chmod(directory.path, 0o777)
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            process.arguments = ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", Products.peerhost, "run", "--config", configPath]
+        } else {
+            process.executableURL = URL(fileURLWithPath: Products.peerhost)
+            process.arguments = ["run", "--config", configPath]
+        }
         process.standardOutput = output
         process.standardError = output
     }

@@ -39,6 +39,9 @@ public final class Host: HostControl, @unchecked Sendable {
             // One clear line: the data path is io_uring and there is no silent fallback.
             throw HostError.ioUringUnavailable("\(error)")
         }
+        if geteuid() != 0 {
+            logger.warning("running unprivileged: each plugin's namespace maps to your own uid \(geteuid()) instead of its own host uid (uid_base + index), so plugins share one host uid with the core; run as root for per-plugin uids")
+        }
         let host = Host(config: config, loop: loop, metrics: metrics, logger: logger)
         host.startLoopThread()
         await host.onLoop { host.startPlugins() }

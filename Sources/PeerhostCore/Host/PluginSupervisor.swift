@@ -94,7 +94,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         let spec = SpawnSpec(runnerPath: runnerPath,
                              argv: ["peerhost-runner", "--plugin", name, "--library", libraryPath],
                              fds: [region.fd, pair[1], rxWake.fd, txWake.fd],
-                             hostUID: uidBase + UInt32(config.index), hostGID: uidBase + UInt32(config.index))
+                             hostUID: hostIdentity.uid, hostGID: hostIdentity.gid)
         let spawned: SpawnedProcess
         do {
             spawned = try SandboxSpawner.spawn(spec)
@@ -115,6 +115,14 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         session.start(configJSON: config.startConfigJSON)
         logger.info("plugin starting", metadata: ["plugin": "\(name)", "pid": "\(spawned.pid)"])
         loop.timeout(handler, nanoseconds: UInt64(tuning.heartbeatIntervalMilliseconds) * 1_000_000, tag: TimerTag.heartbeat.rawValue)
+    }
+
+    /// The host uid/gid the runner's namespace root maps to: its own unprivileged id per plugin
+    /// when the core runs as root; the core's own id otherwise (one-uid map, weaker: plugins share a
+    /// host uid with the core and each other; the host says so at start-up).
+    var hostIdentity: (uid: UInt32, gid: UInt32) {
+        if geteuid() == 0 { return (uidBase + UInt32(config.index), uidBase + UInt32(config.index)) }
+        return (geteuid(), getegid())
     }
 
     // MARK: Events
