@@ -130,28 +130,13 @@ import Glibc
         #expect(host.drainOutput().contains("running unprivileged"), "the weaker mode is announced")
     }
 
-    /// Parses the Prometheus text into series → value.
-    func metrics(_ host: HostProcess) throws -> [String: Double] {
-        let (_, text) = try httpGet(host.httpAddress, "/metrics")
-        var result: [String: Double] = [:]
-        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
-            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
-            result[String(line[..<space])] = value
-        }
-        return result
-    }
-
-    func series(_ m: [String: Double], _ name: String, _ labels: [String]) -> Double {
-        m.filter { key, _ in key.hasPrefix(name + "{") && labels.allSatisfy { key.contains($0) } }.values.reduce(0, +)
-    }
-
     /// Under load the data path copies no payload and rings the plugin's doorbell far less often than
     /// it hands it messages (the need-wakeup flag works).
     @Test func dataPathCopiesNothingAndWakesRarelyUnderLoad() throws {
         let host = try HostProcess(config: Self.config)
         try host.start()
         _ = try echo(port: 7001, Array("warm".utf8))
-        let before = try metrics(host)
+        let before = try host.metrics()
         let client = try TCPClient(port: 7001, timeoutSeconds: 20)
         defer { client.close() }
         let total = 64 << 20
@@ -169,7 +154,7 @@ import Glibc
             received += n
         }
         #expect(received == total)
-        let after = try metrics(host)
+        let after = try host.metrics()
         let plugin = "plugin=\"echo-c\""
         let messages = series(after, "peerhost_plugin_messages_total", [plugin, "direction=\"in\""])
             - series(before, "peerhost_plugin_messages_total", [plugin, "direction=\"in\""])

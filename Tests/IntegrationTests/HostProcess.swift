@@ -82,6 +82,17 @@ final class HostProcess: @unchecked Sendable {
         try runCLI(arguments + ["--config", configPath])
     }
 
+    /// /metrics parsed into series ("name{labels}") → value.
+    func metrics() throws -> [String: Double] {
+        let (_, text) = try httpGet(httpAddress, "/metrics")
+        var result: [String: Double] = [:]
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
+            result[String(line[..<space])] = value
+        }
+        return result
+    }
+
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         try? FileManager.default.removeItem(at: directory)
@@ -169,4 +180,9 @@ func httpGet(_ address: String, _ path: String) throws -> (String, String) {
     guard let split = text.range(of: "\r\n\r\n") else { throw TestFailure("no HTTP header end in: \(text)") }
     let statusLine = String(text[..<split.lowerBound].split(separator: "\r\n").first ?? "")
     return (statusLine, String(text[split.upperBound...]))
+}
+
+/// Sums every series of metric `name` whose labels contain all of `labels` (order-independent).
+func series(_ metrics: [String: Double], _ name: String, _ labels: [String]) -> Double {
+    metrics.filter { key, _ in key.hasPrefix(name + "{") && labels.allSatisfy { key.contains($0) } }.values.reduce(0, +)
 }

@@ -30,22 +30,6 @@ import Glibc
     listen = ["tcp:127.0.0.1:7003"]
     """
 
-    /// Parses `name{labels} value` lines of the Prometheus text into a dictionary.
-    func metrics(_ host: HostProcess) throws -> [String: Double] {
-        let (_, text) = try httpGet(host.httpAddress, "/metrics")
-        var result: [String: Double] = [:]
-        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
-            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
-            result[String(line[..<space])] = value
-        }
-        return result
-    }
-
-    /// Sums every series of `name` whose labels contain all of `labels` (order-independent).
-    func sum(_ m: [String: Double], _ name: String, _ labels: [String]) -> Double {
-        m.filter { key, _ in key.hasPrefix(name + "{") && labels.allSatisfy { key.contains($0) } }.values.reduce(0, +)
-    }
-
     func waitUntil(_ what: String, timeout: Duration = .seconds(20), _ condition: () throws -> Bool) throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
@@ -85,10 +69,10 @@ import Glibc
         for (attack, kind) in Self.attacks {
             let before = try state(host, "hostile-ring").1
             let label = "kind=\"\(kind)\""
-            let violationsBefore = sum(try metrics(host), "peerhost_plugin_violations_total", ["plugin=\"hostile-ring\"", label])
+            let violationsBefore = series(try host.metrics(), "peerhost_plugin_violations_total", ["plugin=\"hostile-ring\"", label])
             _ = try host.cli(["ctl", "hostile-ring", "attack", attack])   // the call dies with the plugin
             try waitUntil("\(attack): violation \(kind) counted") {
-                sum(try metrics(host), "peerhost_plugin_violations_total", ["plugin=\"hostile-ring\"", label]) > violationsBefore
+                series(try host.metrics(), "peerhost_plugin_violations_total", ["plugin=\"hostile-ring\"", label]) > violationsBefore
             }
             try waitUntil("\(attack): hostile-ring restarted") {
                 let (s, restarts) = try state(host, "hostile-ring")
@@ -97,9 +81,9 @@ import Glibc
             #expect(echoes(7001, "still here after \(attack)"), "echo-c keeps serving")
             #expect(echoes(7003, "back after \(attack)"), "the restarted plugin has a fresh, working region")
         }
-        let m = try metrics(host)
-        #expect(sum(m, "peerhost_plugin_restarts_total", ["plugin=\"hostile-ring\"", "cause=\"violation\""]) >= Double(Self.attacks.count))
-        #expect(sum(m, "peerhost_plugin_restarts_total", ["plugin=\"echo-c\""]) == 0)
+        let m = try host.metrics()
+        #expect(series(m, "peerhost_plugin_restarts_total", ["plugin=\"hostile-ring\"", "cause=\"violation\""]) >= Double(Self.attacks.count))
+        #expect(series(m, "peerhost_plugin_restarts_total", ["plugin=\"echo-c\""]) == 0)
         #expect(host.stop() == 0, "the core survived every attack and stops cleanly")
     }
 
@@ -109,7 +93,7 @@ import Glibc
         try waitUntil("hostile-ring running") { try state(host, "hostile-ring").0 == "running" }
         _ = try host.cli(["ctl", "hostile-ring", "attack", "rewrite_after_send"])
         try waitUntil("a violation counted") {
-            sum(try metrics(host), "peerhost_plugin_violations_total", ["plugin=\"hostile-ring\""]) >= 1
+            series(try host.metrics(), "peerhost_plugin_violations_total", ["plugin=\"hostile-ring\""]) >= 1
         }
         try waitUntil("restarted") { try state(host, "hostile-ring") == ("running", 1) }
         #expect(echoes(7001, "alive"))
@@ -139,7 +123,7 @@ import Glibc
         let spinner = Thread { _ = try? host.cli(["ctl", "hostile-ring", "attack", "spin"]) }
         spinner.start()
         try waitUntil("restart with cause hang") {
-            sum(try metrics(host), "peerhost_plugin_restarts_total", ["plugin=\"hostile-ring\"", "cause=\"hang\""]) >= 1
+            series(try host.metrics(), "peerhost_plugin_restarts_total", ["plugin=\"hostile-ring\"", "cause=\"hang\""]) >= 1
         }
         try waitUntil("running again") { try state(host, "hostile-ring").0 == "running" }
         #expect(echoes(7003, "recovered"))
