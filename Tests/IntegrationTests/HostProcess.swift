@@ -1,7 +1,12 @@
 import Foundation
+import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// Every integration suite is nested here: they share fixed plugin ports (the manifests grant
+/// 7001–7003), so they must never run in parallel with each other.
+@Suite(.serialized) struct Integration {}
 
 /// Paths of the package and its debug build products, found from this file's location.
 enum Products {

@@ -100,6 +100,15 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
 /// Socket set-up helpers (plain syscalls; everything after set-up goes through the loop).
 public enum Sockets {
     /// A TCP listening socket with SO_REUSEADDR, non-blocking and close-on-exec.
+    /// A connected AF_UNIX stream pair, close-on-exec (the core ↔ runner control socket).
+    public static func streamPair() throws -> (Int32, Int32) {
+        var pair: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+            throw EventLoopError.syscall(step: "socketpair(AF_UNIX)", errno: errno)
+        }
+        return (pair[0], pair[1])
+    }
+
     public static func tcpListener(_ address: SocketAddress, backlog: Int32 = 4096) throws -> Int32 {
         let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw EventLoopError.syscall(step: "socket(TCP) for \(address)", errno: errno) }

@@ -82,10 +82,13 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         let region = try SharedRegion.create(name: name, geometry: geometry)
         let rxWake = try Wakeup.make(nonBlocking: true)
         let txWake = try Wakeup.make(nonBlocking: true)
-        var pair: [Int32] = [-1, -1]
-        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+        let pair: [Int32]
+        do {
+            let (coreEnd, runnerEnd) = try Sockets.streamPair()
+            pair = [coreEnd, runnerEnd]
+        } catch {
             rxWake.close(); txWake.close()
-            throw RingError.system(call: "socketpair", errno: errno)
+            throw error
         }
         let grants = config.effectiveListen
         let session = try PluginSession(plugin: name, loop: loop, region: region, rxWake: rxWake, txWake: txWake,
