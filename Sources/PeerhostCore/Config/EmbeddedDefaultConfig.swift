@@ -21,6 +21,7 @@ ring_entries = 4096
 slot_size = 16384
 slot_count = 2048
 recv_slots = 1024
+spin_us = 50                      # poll a ring this long after its last message before sleeping
 heartbeat_interval_ms = 1000
 heartbeat_timeout_ms = 5000
 backoff_base_ms = 200

@@ -34,6 +34,7 @@ public struct HostConfig: Sendable {
         public var slotSize = Defaults.slotSize
         public var slotCount = Defaults.slotCount
         public var receiveSlots = Defaults.receiveSlots
+        public var spinMicroseconds = Defaults.spinMicroseconds
         public var heartbeatIntervalMilliseconds = Defaults.heartbeatIntervalMilliseconds
         public var heartbeatTimeoutMilliseconds = Defaults.heartbeatTimeoutMilliseconds
         public var backoffBaseMilliseconds = Defaults.backoffBaseMilliseconds
@@ -112,7 +113,7 @@ extension HostConfig {
     public static let schemaKeys: [String: [String]] = [
         "": ["host", "tuning", "plugin"],
         "host": ["data_dir", "http", "uid_base", "log_level"],
-        "tuning": ["ring_entries", "slot_size", "slot_count", "recv_slots", "heartbeat_interval_ms",
+        "tuning": ["ring_entries", "slot_size", "slot_count", "recv_slots", "spin_us", "heartbeat_interval_ms",
                    "heartbeat_timeout_ms", "backoff_base_ms", "backoff_cap_ms", "crash_loop_limit"],
         "plugin": ["name", "manifest", "enabled", "config", "listen"],
     ]
@@ -193,6 +194,7 @@ extension HostConfig {
                 throw table.error(table.contains("recv_slots") ? "recv_slots" : "slot_count",
                                   .badValue("recv_slots (\(tuning.receiveSlots)) must be below slot_count (\(tuning.slotCount)) so the plugin keeps slots to send from"))
             }
+            if let value = try table.integer("spin_us", in: 0...100_000) { tuning.spinMicroseconds = Int(value) }
             if let value = try table.integer("heartbeat_interval_ms", in: 10...600_000) { tuning.heartbeatIntervalMilliseconds = Int(value) }
             if let value = try table.integer("heartbeat_timeout_ms", in: 10...3_600_000) { tuning.heartbeatTimeoutMilliseconds = Int(value) }
             if tuning.heartbeatTimeoutMilliseconds <= tuning.heartbeatIntervalMilliseconds {

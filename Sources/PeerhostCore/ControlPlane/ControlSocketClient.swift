@@ -94,10 +94,14 @@ public struct ControlSocketClient: Sendable {
         setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
 
         var written = 0
+        var sendFailure: String?
         while written < requestBytes.count {
             let result = requestBytes[written...].withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if result < 0 {
                 if errno == EINTR { continue }
+                // The host may refuse a peer (SO_PEERCRED) and close before our request is out: its
+                // refusal is already in our receive queue, so read it before reporting the send error.
+                if errno == EPIPE || errno == ECONNRESET { sendFailure = Self.errnoText(); break }
                 throw .io(path: path, reason: "sending the request: \(Self.errnoText())")
             }
             written += result
@@ -109,6 +113,7 @@ public struct ControlSocketClient: Sendable {
             let count = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
             if count < 0 {
                 if errno == EINTR { continue }
+                if errno == ECONNRESET && sendFailure != nil { break }
                 let reason = errno == EAGAIN || errno == EWOULDBLOCK
                     ? "no reply within \(timeoutSeconds) s" : Self.errnoText()
                 throw .io(path: path, reason: "reading the reply: \(reason)")
@@ -120,7 +125,10 @@ public struct ControlSocketClient: Sendable {
                 return reply
             }
         }
-        guard !reply.isEmpty else { throw .io(path: path, reason: "the host closed the connection without a reply") }
+        guard !reply.isEmpty else {
+            if let sendFailure { throw .io(path: path, reason: "sending the request: \(sendFailure)") }
+            throw .io(path: path, reason: "the host closed the connection without a reply")
+        }
         return reply
     }
 

@@ -94,8 +94,10 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         let session = try PluginSession(plugin: name, loop: loop, region: region, rxWake: rxWake, txWake: txWake,
                                         groupID: groupID, grants: grants, logger: logger)
         session.delegate = self
+        session.spinBudgetNanoseconds = UInt64(tuning.spinMicroseconds) * 1000
         let spec = SpawnSpec(runnerPath: runnerPath,
                              argv: ["peerhost-runner", "--plugin", name, "--library", libraryPath],
+                             environment: ["SWIFT_BACKTRACE=enable=no", "PEERHOST_SPIN_US=\(tuning.spinMicroseconds)"],
                              fds: [region.fd, pair[1], rxWake.fd, txWake.fd],
                              hostUID: hostIdentity.uid, hostGID: hostIdentity.gid)
         let spawned: SpawnedProcess
