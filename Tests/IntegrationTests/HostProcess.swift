@@ -49,8 +49,19 @@ final class HostProcess: @unchecked Sendable {
 
     var dataDirectory: String { directory.appendingPathComponent("data").path }
 
+    /// The plugin ports the test manifests grant. A test host needs them free: a leftover host (or
+    /// anything else) on them would answer in our place.
+    static let pluginPorts: [UInt16] = [7001, 7002, 7003]
+
     /// Starts the host and waits for run.json (the host writes it once it serves).
     func start(timeout: Duration = .seconds(60)) throws {
+        let portsFree = ContinuousClock.now + .seconds(30)
+        while let busy = Self.pluginPorts.first(where: { !portIsFree($0) }) {
+            guard ContinuousClock.now < portsFree else {
+                throw TestFailure("port \(busy) is in use by another process; the integration tests need 7001-7003 free")
+            }
+            usleep(100_000)
+        }
         try process.run()
         let runFile = directory.appendingPathComponent("data/run.json").path
         let deadline = ContinuousClock.now + timeout
@@ -190,4 +201,20 @@ func httpGet(_ address: String, _ path: String) throws -> (String, String) {
 /// Sums every series of metric `name` whose labels contain all of `labels` (order-independent).
 func series(_ metrics: [String: Double], _ name: String, _ labels: [String]) -> Double {
     metrics.filter { key, _ in key.hasPrefix(name + "{") && labels.allSatisfy { key.contains($0) } }.values.reduce(0, +)
+}
+
+/// True when nothing listens on 127.0.0.1:port (a bind with SO_REUSEADDR succeeds).
+func portIsFree(_ port: UInt16) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { Glibc.close(fd) }
+    var one: Int32 = 1
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = port.bigEndian
+    addr.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+    return withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+    }
 }

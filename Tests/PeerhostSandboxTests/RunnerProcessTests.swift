@@ -275,7 +275,13 @@ struct RunnerFloodTests {
             }
             ph_ring_publish(core.rx)
             if ph_ring_consumer_wants_wakeup(core.rx) != 0 { _ = ph_eventfd_signal(core.rxEvent) }
-            let n = ph_ring_ready(core.tx)
+            var n = ph_ring_ready(core.tx)
+            if sent % 5000 < 64 && sent < total && n < 16 {
+                // Every 5000 messages, stop consuming until the runner has filled TX (or 200 ms
+                // pass): back-pressure is exercised deterministically, not by scheduling luck.
+                let until = Date().addingTimeInterval(0.2)
+                while n < 16 && Date() < until { usleep(200); n = ph_ring_ready(core.tx) }
+            }
             if n == 16 { sawFullTX += 1; usleep(50) }   // linger so the runner meets the full ring
             var d = ph_desc()
             for i in 0..<n {
