@@ -87,9 +87,8 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
             rxWake.close(); txWake.close()
             throw RingError.system(call: "socketpair", errno: errno)
         }
-        let grants = config.effectiveListen
         let session = try PluginSession(plugin: name, loop: loop, region: region, rxWake: rxWake, txWake: txWake,
-                                        groupID: groupID, grants: grants, logger: logger)
+                                        groupID: groupID, access: PluginAccess(config: config), logger: logger)
         session.delegate = self
         let spec = SpawnSpec(runnerPath: runnerPath,
                              argv: ["peerhost-runner", "--plugin", name, "--library", libraryPath],
