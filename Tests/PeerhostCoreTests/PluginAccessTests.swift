@@ -141,6 +141,9 @@ import Glibc
         var st = stat()
         #expect(stat(base + "/p", &st) == 0 && st.st_mode & 0o777 == 0o700)
         #expect(FileManager.default.fileExists(atPath: base + "/p/a/b"))
+        // The data directory itself may not exist yet when the first plugin starts.
+        let deep = try prepareStorage(root: base + "/new/data/p", layout: StorageLayout(grants: []))
+        #expect(deep.isEmpty && FileManager.default.fileExists(atPath: base + "/new/data/p"))
         // A granted path that is a symlink (planted to lead out) is refused, not followed.
         try FileManager.default.createSymbolicLink(atPath: base + "/q", withDestinationPath: "/tmp")
         #expect(throws: StorageSetupError.self) {

@@ -307,9 +307,24 @@ public struct StorageSetupError: Error, Sendable, CustomStringConvertible {
 private let O_PATH_: Int32 = 0o10000000
 
 func prepareStorage(root: String, layout: StorageLayout) throws(StorageSetupError) -> [Int32] {
-    if mkdir(root, 0o700) != 0 && errno != EEXIST {
-        throw StorageSetupError(path: root, step: "mkdir", errno: errno)
+    if mkdir(root, 0o700) != 0 {
+        guard errno == ENOENT else {
+            if errno == EEXIST { return try openGrantedDirectories(root: root, layout: layout) }
+            throw StorageSetupError(path: root, step: "mkdir", errno: errno)
+        }
+        // data_dir itself may not exist yet: plugins start before the host writes run.json there.
+        var path = ""
+        for component in root.split(separator: "/") {
+            path += "/" + component
+            if mkdir(path, 0o700) != 0 && errno != EEXIST {
+                throw StorageSetupError(path: path, step: "mkdir", errno: errno)
+            }
+        }
     }
+    return try openGrantedDirectories(root: root, layout: layout)
+}
+
+private func openGrantedDirectories(root: String, layout: StorageLayout) throws(StorageSetupError) -> [Int32] {
     let rootFD = open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
     guard rootFD >= 0 else { throw StorageSetupError(path: root, step: "open", errno: errno) }
     defer { close(rootFD) }
