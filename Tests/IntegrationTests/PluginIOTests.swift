@@ -155,6 +155,53 @@ import Glibc
         #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/downloads").sorted() == ["a.bin", "etc", "passwd", "up"])
         #expect(deniedCount(try metrics(host), action: "file_open") >= attempts.count)
     }
+
+    /// A plugin that dies holding an open file and a bound UDP socket (with a recvmsg armed into a
+    /// receive slot): the core cancels and closes both before the region goes, and the restarted
+    /// plugin starts clean.
+    @Test func aDeadPluginsSocketsAndFilesAreClosed() throws {
+        let host = try HostProcess(config: Self.config)
+        try host.start()
+        defer { _ = host.stop() }
+        let file = try scenario(host, "hold_file downloads/held.bin")
+        #expect(file["status"] as? Int == 0, "\(file)")
+        let udp = try scenario(host, "hold_udp udp:127.0.0.1:7105")
+        #expect(udp["status"] as? Int == 0, "\(udp)")
+        let held = host.dataDirectory + "/io-probe/downloads/held.bin"
+        #expect(try openFiles(of: host.process.processIdentifier).contains(held), "the core holds the file open")
+        #expect(!udpPortIsFree(7105), "the plugin's socket is bound")
+
+        let (_, statusText) = try host.cli(["status", "--json"])
+        let doc = try #require(try JSONSerialization.jsonObject(with: Data(statusText.utf8)) as? [String: Any])
+        let plugin = try #require((doc["plugins"] as? [[String: Any]])?.first { $0["name"] as? String == "io-probe" })
+        let pid = try #require(plugin["pid"] as? Int)
+        kill(Int32(pid), SIGKILL)
+
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline, (try openFiles(of: host.process.processIdentifier).contains(held) || !udpPortIsFree(7105)) {
+            usleep(50_000)
+        }
+        #expect(try !openFiles(of: host.process.processIdentifier).contains(held), "the file was closed")
+        #expect(udpPortIsFree(7105), "the UDP socket was closed")
+        // The restarted incarnation gets a fresh start: it can bind the same port again.
+        let again = try scenario(host, "hold_udp udp:127.0.0.1:7105")
+        #expect(again["status"] as? Int == 0, "\(again)")
+    }
+
+    func openFiles(of pid: Int32) throws -> Set<String> {
+        let dir = "/proc/\(pid)/fd"
+        var result: Set<String> = []
+        for entry in try FileManager.default.contentsOfDirectory(atPath: dir) {
+            if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + entry) { result.insert(target) }
+        }
+        return result
+    }
+
+    func udpPortIsFree(_ port: UInt16) -> Bool {
+        guard let probe = try? UDPEchoSocket(port: port, serve: false) else { return false }
+        probe.stop()
+        return true
+    }
 }
 
 /// A TCP echo server on 127.0.0.1:port, one thread per connection.
@@ -199,7 +246,7 @@ final class UDPEchoSocket: @unchecked Sendable {
     let fd: Int32
     let received = Locked<[String]>([])
 
-    init(port: UInt16) throws {
+    init(port: UInt16, serve: Bool = true) throws {
         fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
@@ -207,6 +254,7 @@ final class UDPEchoSocket: @unchecked Sendable {
         inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
         let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         guard rc == 0 else { let e = errno; close(fd); throw TestFailure("udp socket on \(port): errno \(e)") }
+        guard serve else { return }
         Thread.detachNewThread { [self] in
             var buf = [UInt8](repeating: 0, count: 2048)
             while true {

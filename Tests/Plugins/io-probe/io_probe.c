@@ -13,6 +13,9 @@
  *   resolve NAME              resolve; reports status, count and the address text
  *   file_rw PATH DATA         open (read|write|create|trunc), write DATA at 0, fsync, read back, close
  *   file_open PATH FLAGS      open with PH_FILE_* FLAGS (decimal); reports the status (then closes)
+ *   hold_file PATH            open (read|write|create) and keep the file open
+ *   hold_udp BIND             udp_bind and keep the socket (tests kill the runner and check the core
+ *                             closed both)
  *
  * A new run() discards the previous report. Statuses are ph_status numbers (PH_EDENIED = -2).
  */
@@ -61,7 +64,8 @@ static void add_str(const char *key, const char *s, size_t len) {
 
 /* ---- scenario state ------------------------------------------------------------------------- */
 
-enum step { IDLE, CONNECTING, ECHOING, BINDING, WAIT_DATAGRAM, RESOLVING, OPENING, WRITING, SYNCING, READING, OPEN_ONLY };
+enum step { IDLE, CONNECTING, ECHOING, BINDING, WAIT_DATAGRAM, RESOLVING, OPENING, WRITING, SYNCING, READING, OPEN_ONLY,
+            HOLDING };
 
 static enum step step;
 static int64_t pending;             /* request id we wait for */
@@ -111,6 +115,12 @@ int64_t io_probe_run(const char *text) {
     } else if (strcmp(name, "file_rw") == 0) {
         step = OPENING;
         r = host->file_open(host->ctx, arg1, strlen(arg1), PH_FILE_READ | PH_FILE_WRITE | PH_FILE_CREATE | PH_FILE_TRUNC);
+    } else if (strcmp(name, "hold_file") == 0) {
+        step = HOLDING;
+        r = host->file_open(host->ctx, arg1, strlen(arg1), PH_FILE_READ | PH_FILE_WRITE | PH_FILE_CREATE);
+    } else if (strcmp(name, "hold_udp") == 0) {
+        step = HOLDING;
+        r = host->udp_bind(host->ctx, arg1, strlen(arg1));
     } else if (strcmp(name, "file_open") == 0) {
         step = OPEN_ONLY;
         r = host->file_open(host->ctx, arg1, strlen(arg1), (uint32_t)strtoul(arg2, NULL, 10));
@@ -173,6 +183,11 @@ static void probe_complete(void *user, ph_request request, ph_status status, int
             host->buffer_free(host->ctx, buf);
             buf = NULL;
         }
+        finish();
+        break;
+    case HOLDING:
+        add_int("status", status);
+        add_int("id", value);
         finish();
         break;
     case OPEN_ONLY:
