@@ -178,7 +178,12 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         sends = Array(repeating: SendState(), count: Int(region.geometry.slotCount))
         var entries: UInt32 = 1
         while entries < region.geometry.recvSlots { entries <<= 1 }
-        group = try loop.makeBufferGroup(id: groupID, entries: entries)
+        do {
+            group = try loop.makeBufferGroup(id: groupID, entries: entries)
+        } catch {
+            for fd in storageDirs { Glibc.close(fd) }   // no session will exist to close them
+            throw error
+        }
         doorbell = .allocate(capacity: 1)
         handler = loop.register(self)
         // Receive slots past the UDP reserve start in the kernel's provided-buffer ring.
