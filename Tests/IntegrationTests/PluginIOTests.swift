@@ -84,6 +84,37 @@ import Glibc
         #expect(deniedCount(try metrics(host), action: "connect") >= 2)
     }
 
+    /// A listener that never accepts, with its accept queue full: the kernel drops further SYNs,
+    /// so the core's connect deadline (10 s) ends the attempt with PH_ETIMEDOUT.
+    @Test func aConnectThatHangsTimesOut() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = UInt16(7104).bigEndian
+        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        try #require(rc == 0 && listen(fd, 0) == 0)
+        // Fill the accept queue (backlog 0 holds one); non-blocking connects so none of them waits.
+        var fillers: [Int32] = []
+        defer { fillers.forEach { close($0) } }
+        for _ in 0..<4 {
+            let c = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(c, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            fillers.append(c)
+        }
+        usleep(200_000)
+        let host = try HostProcess(config: Self.config)
+        try host.start()
+        defer { _ = host.stop() }
+        let started = ContinuousClock.now
+        let r = try scenario(host, "connect tcp:127.0.0.1:7104", within: .seconds(30))
+        #expect(r["connect_status"] as? Int == -11, "PH_ETIMEDOUT: \(r)")
+        #expect(ContinuousClock.now - started >= .seconds(9), "after the core's 10 s deadline")
+    }
+
     @Test func udpBindSendReceiveAndResolve() throws {
         let peer = try UDPEchoSocket(port: 7106)
         defer { peer.stop() }
