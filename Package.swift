@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "echo-swift", type: .dynamic, targets: ["EchoSwiftPlugin"]),
         // Test plugins: hostile behaviour the core must contain.
         .library(name: "hostile-ring", type: .dynamic, targets: ["HostileRingPlugin"]),
+        .library(name: "io-probe", type: .dynamic, targets: ["IOProbePlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -79,6 +80,9 @@ let package = Package(
 
         .target(name: "HostileRingPlugin", dependencies: ["CPeerhostABI", "CPeerhostShim"],
                 path: "Tests/Plugins/hostile-ring", exclude: ["manifest.toml"], sources: ["hostile.c"],
+                publicHeadersPath: "."),
+        .target(name: "IOProbePlugin", dependencies: ["CPeerhostABI"],
+                path: "Tests/Plugins/io-probe", exclude: ["manifest.toml"], sources: ["io_probe.c"],
                 publicHeadersPath: "."),
 
         // ---- Tests (Swift Testing) ----------------------------------------------------------

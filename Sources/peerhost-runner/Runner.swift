@@ -17,6 +17,9 @@ import Glibc
 /// - Requests with text (LISTEN, CONNECT, UDP_BIND, FILE_OPEN, KV_PUT, KV_DELETE) get their slot back
 ///   in COMPLETE and the runner recycles it; RESOLVE/KV_GET/KV_SCAN with status OK and FILE_READ
 ///   (any status) hand COMPLETE's slot/offset/length to the plugin as the result buffer.
+/// - FILE_WRITE gets its slot back in COMPLETE (recycled here like a text request's); UDP_SEND gets
+///   no COMPLETE, its plugin-home slot comes back with SEND_DONE(id = socket). DATAGRAM's sender
+///   text sits in the last `arg` bytes of its slot (protocols/abi/v1/README.md has the full table).
 /// - TIMER_SET: id = timer id, arg = delay ns, arg2 = tag (kept by the runner too; TIMER needs only id).
 /// - on_writable(conn 0) means "the TX ring has room again" for calls that are not per-connection.
 /// - Exit status: 0 after STOP, 1 after a start-up failure (fail frame sent) or EOF on fd 4, 2 when

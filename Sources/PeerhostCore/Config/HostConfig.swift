@@ -54,6 +54,8 @@ public struct HostConfig: Sendable {
         public var settings: JSONValue
         /// The operator's narrowing of the manifest's listen grants; nil = the manifest's list.
         public var listenOverride: [NetGrant]?
+        /// The host's data_dir (absolute): the plugin's storage root is `<dataDirectory>/<name>/`.
+        public var dataDirectory: String = ""
 
         /// The effective grants, one line each, for the status document: the manifest's, with
         /// net.listen narrowed by the config.
@@ -257,7 +259,8 @@ extension HostConfig {
                 listenOverride = grants
             }
             plugins.append(PluginConfig(name: name, index: index, enabled: enabled, manifest: manifest,
-                                        settings: settings, listenOverride: listenOverride))
+                                        settings: settings, listenOverride: listenOverride,
+                                        dataDirectory: (dataDirectory as NSString).standardizingPath))
         }
     }
 

@@ -165,9 +165,11 @@ extension IOUringLoop {
 
     /// Receives one datagram into `buffer`; the sender's address is written to `peer` (which must
     /// hold a sockaddr_storage and stay valid until completion; nil = not wanted).
-    /// result = datagram bytes. Throws when all message contexts are in use.
+    /// result = datagram bytes. `flags` are recvmsg(2) flags: with MSG_TRUNC the result is the
+    /// datagram's real length even when it was longer than `length` (so the caller can tell a
+    /// truncated datagram from a full one). Throws when all message contexts are in use.
     public func recvmsg(_ h: HandlerID, fd: Int32, into buffer: UnsafeMutableRawPointer, length: Int,
-                        peer: UnsafeMutableRawPointer?, tag: UInt32 = 0) throws {
+                        peer: UnsafeMutableRawPointer?, flags: Int32 = 0, tag: UInt32 = 0) throws {
         guard let ctx = freeMessageContexts.popLast() else {
             throw EventLoopError.exhausted("recvmsg contexts (\(freeMessageContexts.capacity) in use)")
         }
@@ -183,7 +185,7 @@ extension IOUringLoop {
         m.msg_iovlen = 1
         c.pointer(to: \.header)!.initialize(to: m)
         let s = sqe()
-        io_uring_prep_recvmsg(s, fd, c.pointer(to: \.header)!, 0)
+        io_uring_prep_recvmsg(s, fd, c.pointer(to: \.header)!, UInt32(bitPattern: flags))
         io_uring_sqe_set_data64(s, ud)
     }
 

@@ -38,6 +38,9 @@ public enum ViolationKind: String, Sendable, CaseIterable {
     case slotNotOwned = "slot_not_owned"
     case rangeOutsideSlot = "range_outside_slot"
     case connectionNotOwned = "connection_not_owned"
+    /// A FILE_* descriptor naming a file id this session did not open (another plugin's, closed,
+    /// or made up).
+    case fileNotOwned = "file_not_owned"
     case badText = "bad_text"
     case badArgument = "bad_argument"
     case ringIndex = "ring_index"
@@ -115,11 +118,17 @@ public struct RequestDecoder {
     }
 
     /// Decodes one descriptor copy. `owns(conn)` says whether a connection/socket id belongs to
-    /// this plugin (the connection table lives in the host).
-    public mutating func decode(_ d: ph_desc, owns: (UInt64) -> Bool) throws(Violation) -> PluginRequest {
+    /// this plugin (the connection table lives in the host); `ownsFile(file)` the same for open
+    /// files. Both are checked before any slot changes hands.
+    public mutating func decode(_ d: ph_desc, owns: (UInt64) -> Bool,
+                                ownsFile: (UInt64) -> Bool = { _ in false }) throws(Violation) -> PluginRequest {
         let type = ph_msg_type(rawValue: UInt32(d.type))
         func ownedConn() throws(Violation) -> UInt64 {
             guard d.id != 0, owns(d.id) else { throw Violation(.connectionNotOwned, "id \(d.id)") }
+            return d.id
+        }
+        func ownedFile() throws(Violation) -> UInt64 {
+            guard d.id != 0, ownsFile(d.id) else { throw Violation(.fileNotOwned, "file id \(d.id)") }
             return d.id
         }
         switch type {
@@ -182,18 +191,20 @@ public struct RequestDecoder {
             let path = try takeText(d, what: "path")
             return .fileOpen(request: d.request, path: path, flags: UInt32(truncatingIfNeeded: d.arg), slot: d.slot)
         case PH_MSG_FILE_READ:
+            let file = try ownedFile()
             guard d.arg >= 0 else { throw Violation(.badArgument, "negative file offset") }
             try takePayload(d, allowEmpty: true)
-            return .fileRead(request: d.request, file: d.id, fileOffset: UInt64(d.arg), slot: d.slot, offset: d.offset)
+            return .fileRead(request: d.request, file: file, fileOffset: UInt64(d.arg), slot: d.slot, offset: d.offset)
         case PH_MSG_FILE_WRITE:
+            let file = try ownedFile()
             guard d.arg >= 0 else { throw Violation(.badArgument, "negative file offset") }
             try takePayload(d)
-            return .fileWrite(request: d.request, file: d.id, fileOffset: UInt64(d.arg), slot: d.slot,
+            return .fileWrite(request: d.request, file: file, fileOffset: UInt64(d.arg), slot: d.slot,
                               offset: d.offset, length: d.length)
         case PH_MSG_FILE_SYNC:
-            return .fileSync(request: d.request, file: d.id)
+            return .fileSync(request: d.request, file: try ownedFile())
         case PH_MSG_FILE_CLOSE:
-            return .fileClose(file: d.id)
+            return .fileClose(file: try ownedFile())
         case PH_MSG_KV_GET, PH_MSG_KV_PUT, PH_MSG_KV_DELETE, PH_MSG_KV_SCAN:
             try checkSlot(d)
             if type == PH_MSG_KV_PUT, d.arg < 1 || d.arg > Int64(d.length) {

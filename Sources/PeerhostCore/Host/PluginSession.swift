@@ -26,19 +26,66 @@ struct SessionCounters {
     var connectionsTotal: UInt64 = 0
 }
 
-/// The core's side of one running plugin incarnation: its region, rings, slots, connections and
-/// timers. Loop thread only. A new incarnation (after a restart) gets a new session and a fresh
-/// region; this one is cancelled and drained before its region is unmapped.
+/// The core's side of one running plugin incarnation: its region, rings, slots, connections,
+/// UDP sockets, files and timers. Loop thread only. A new incarnation (after a restart) gets a new
+/// session and a fresh region; this one is cancelled and drained before its region is unmapped.
+///
+/// Receive slots: slots [0, udpReserve) are a small core-owned reserve for UDP (one recvmsg per
+/// socket is armed into one of them); the rest, [udpReserve, recv_slots), are the kernel's
+/// provided-buffer ring for TCP. A slot always returns to the pool its index belongs to, so the
+/// two never mix. The reserve exists only when the plugin has a UDP listen grant.
 final class PluginSession: IOHandler, @unchecked Sendable {
-    enum ConnKind { case stream, listener }
+    enum ConnKind { case stream, listener, connecting, udp }
 
     struct Conn {
         var id: UInt64
         var fd: Int32
         var kind: ConnKind
         var closed = false
-        var recvArmed = false
+        var recvArmed = false           // TCP: multishot recv; UDP: one recvmsg into `udpSlot`
         var sendsInFlight = 0
+        var connectInFlight = false
+        var udpSlot: UInt32 = PH_NO_SLOT
+        var family: Int32 = 0
+        /// UDP: where recvmsg writes the sender (private memory; must outlive the recvmsg).
+        var peer: UnsafeMutablePointer<sockaddr_storage>? = nil
+    }
+
+    /// An outbound TCP connect between CONNECT and its COMPLETE. The request's slot is held by
+    /// the core until then.
+    struct ConnectState {
+        var request: UInt64
+        var slot: UInt32
+        var candidates: [SocketAddress]
+        var next: Int
+        var timerTag: UInt32
+        var timedOut = false
+    }
+
+    struct FileState {
+        var fd: Int32
+        var readable: Bool
+        var writable: Bool
+        var inFlight = 0
+        var closed = false
+    }
+
+    /// A FILE_READ or FILE_WRITE in flight, indexed by its slot (like `sends`).
+    struct FileIO {
+        var request: UInt64 = 0
+        var file: UInt64 = 0
+        var fileOffset: UInt64 = 0
+        var offset: UInt32 = 0
+        var remaining: UInt32 = 0
+        var done: UInt32 = 0
+    }
+
+    struct OpenState {
+        var request: UInt64
+        var slot: UInt32
+        var path: String
+        var readable: Bool
+        var writable: Bool
     }
 
     /// A send in flight, indexed by its slot (a slot is in exactly one operation at a time).
@@ -53,7 +100,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     let region: SharedRegion
     let rxWake: Wakeup
     let txWake: Wakeup
-    let grants: [NetGrant]
+    let access: PluginAccess
     let logger: Logger
     weak var delegate: PluginSessionDelegate?
 
@@ -78,28 +125,70 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     private var lastActivity: UInt64 = 0
     var spinBudgetNanoseconds: UInt64 = 50_000
 
+    // Outbound connects (by conn index) and their deadline timers (timer tag → conn index).
+    private var connecting: [UInt32: ConnectState] = [:]
+    private var connectTimers: [UInt32: UInt32] = [:]
+    private var nextConnectTimer: UInt32 = 0
+    private let resolver: Resolver
+    private let localAddresses = LocalAddresses()
+    // UDP receive reserve (see the type comment).
+    private let udpReserve: UInt32
+    private var udpFreeSlots: [UInt32] = []
+    private var udpWaiting: [UInt32] = []        // sockets with no recvmsg armed for lack of a slot
+    // Files: one O_PATH directory per storage grant, open files, operations in flight.
+    private var storageDirs: [Int32]
+    private var files: [UInt64: FileState] = [:]
+    private var fileIO: [FileIO]
+    private var opens: [UInt32: OpenState] = [:]
+    private var nextOpenTag: UInt32 = 0
+    private var syncs: [UInt32: (request: UInt64, file: UInt64)] = [:]
+    private var nextSyncTag: UInt32 = 0
+    private(set) var shuttingDown = false
+
+    /// A connect that neither succeeds nor fails within this time completes with PH_ETIMEDOUT.
+    static let connectTimeoutNanoseconds: UInt64 = 10_000_000_000
+    /// Timer tags with this bit are connect deadlines; plugin timers use tags below it.
+    private static let connectTimerBit: UInt32 = 1 << 31
+    /// Bytes kept free at the end of a UDP receive slot for the "udp:[v6]:port" sender text.
+    static let udpAddressRoom: UInt32 = 64
+
     nonisolated(unsafe) private static var nextConnID: UInt64 = 1
+    /// File ids are global too, so a file id of another plugin is never valid in this session.
+    nonisolated(unsafe) private static var nextFileID: UInt64 = 1
 
     init(plugin: String, loop: IOUringLoop, region: SharedRegion, rxWake: Wakeup, txWake: Wakeup,
-         groupID: UInt16, grants: [NetGrant], logger: Logger) throws {
+         groupID: UInt16, access: PluginAccess, logger: Logger) throws {
+        // The storage root and granted directories first: nothing else to undo if that fails.
+        storageDirs = try prepareStorage(root: access.storageRoot, layout: access.storage)
         self.plugin = plugin
         self.loop = loop
         self.region = region
         self.rxWake = rxWake
         self.txWake = txWake
-        self.grants = grants
+        self.access = access
         self.logger = logger
+        resolver = Resolver(loop: loop)
+        fileIO = Array(repeating: FileIO(), count: Int(region.geometry.slotCount))
+        let recvSlots = region.geometry.recvSlots
+        let wantsUDP = access.listen.contains { $0.transport == .udp }
+        udpReserve = wantsUDP && recvSlots >= 2 ? min(16, max(1, recvSlots / 8)) : 0
         rx = region.rxRing(as: .core)
         tx = region.txRing(as: .core)
         decoder = RequestDecoder(region: region)
         sends = Array(repeating: SendState(), count: Int(region.geometry.slotCount))
         var entries: UInt32 = 1
         while entries < region.geometry.recvSlots { entries <<= 1 }
-        group = try loop.makeBufferGroup(id: groupID, entries: entries)
+        do {
+            group = try loop.makeBufferGroup(id: groupID, entries: entries)
+        } catch {
+            for fd in storageDirs { Glibc.close(fd) }   // no session will exist to close them
+            throw error
+        }
         doorbell = .allocate(capacity: 1)
         handler = loop.register(self)
-        // Every receive slot starts in the kernel's provided-buffer ring.
-        for slot in 0..<region.geometry.recvSlots { giveToKernel(slot) }
+        // Receive slots past the UDP reserve start in the kernel's provided-buffer ring.
+        for slot in udpReserve..<region.geometry.recvSlots { giveToKernel(slot) }
+        udpFreeSlots = (0..<udpReserve).reversed()
         group.commit()
         armDoorbell()
     }
@@ -128,8 +217,16 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     /// Cancels every operation, closes every socket, and calls `done` once nothing in flight can
     /// touch the pool any more: only then may the region be unmapped.
     func shutdown(done: @escaping () -> Void) {
+        shuttingDown = true
+        // Sockets of every kind: streams, listeners, pending connects, UDP sockets.
         for i in conns.indices { if conns[i] != nil { closeConn(UInt32(i), notify: false) } }
         loop.cancelAll(handler) { [self] in
+            // Nothing is in flight any more: files and the granted directories (which pending
+            // openat2 calls used as their base) can be closed without racing an operation.
+            for f in files.values { Glibc.close(f.fd) }
+            files.removeAll()
+            for fd in storageDirs { Glibc.close(fd) }
+            storageDirs.removeAll()
             loop.removeBufferGroup(group)
             loop.unregister(handler)
             done()
@@ -164,7 +261,8 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         for i in 0..<ready {
             let desc = tx.copy(at: i)   // the one read of plugin-written memory
             do {
-                let request = try decoder.decode(desc) { [connIndexByID] id in connIndexByID[id] != nil }
+                let request = try decoder.decode(desc, owns: { [connIndexByID] id in connIndexByID[id] != nil },
+                                                 ownsFile: { [files] id in files[id].map { !$0.closed } ?? false })
                 handle(request)
             } catch {
                 tx.consume(i + 1)
@@ -226,12 +324,14 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         case .metric(_, _, let slot):
             returnSlot(slot, to: 0)
         case .free(let slot):
-            giveToKernel(slot, from: .core)
+            recycleReceiveSlot(slot)
         case .listen(let request, let address, let slot):
             listen(request: request, address: address, slot: slot)
         case .send(let conn, let slot, let offset, let length):
             guard let index = connIndexByID[conn], let c = conns[Int(index)], c.kind == .stream, !c.closed else {
-                complete(request: 0, status: PH_ENOTCONN, slot: slot); return
+                // Not a connected stream (a listener, a UDP socket, a connect still pending):
+                // the payload slot simply goes home.
+                payloadSlotHome(slot, conn: conn); return
             }
             sends[Int(slot)] = SendState(connIndex: index, offset: offset, remaining: length)
             conns[Int(index)]!.sendsInFlight += 1
@@ -242,6 +342,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             let tag = nextTimerTag
             nextTimerTag &+= 1
             if nextTimerTag == 0 { nextTimerTag = 1 }
+            if nextTimerTag >= Self.connectTimerBit { nextTimerTag = 1 }   // keep clear of connect deadlines
             timerIDsByTag[tag] = timer
             timerTagsByID[timer] = tag
             loop.timeout(handler, nanoseconds: delay, tag: tag)
@@ -250,29 +351,41 @@ final class PluginSession: IOHandler, @unchecked Sendable {
                 timerIDsByTag[tag] = nil
                 loop.cancelTimeout(handler, tag: tag)
             }
-        case .connect(let request, _, let slot), .udpBind(let request, _, let slot),
-             .resolve(let request, _, let slot), .fileOpen(let request, _, _, let slot):
-            complete(request: request, status: PH_ENOTSUP, slot: slot)
-        case .udpSend(_, let slot, _, _, _), .fileWrite(_, _, _, let slot, _, _):
-            _ = decoder.owners.transfer(slot, from: .inFlight, to: .core)
-            returnSlot(slot, to: 0)
-        case .fileRead(let request, _, _, let slot, _):
-            _ = decoder.owners.transfer(slot, from: .inFlight, to: .core)
-            complete(request: request, status: PH_ENOTSUP, slot: slot)
+        case .connect(let request, let address, let slot):
+            connect(request: request, address: address, slot: slot)
+        case .udpBind(let request, let address, let slot):
+            udpBind(request: request, address: address, slot: slot)
+        case .udpSend(let socket, let slot, let offset, let length, let to):
+            udpSend(socket: socket, slot: slot, offset: offset, length: length, to: to)
+        case .resolve(let request, let name, let slot):
+            resolve(request: request, name: name, slot: slot)
+        case .fileOpen(let request, let path, let flags, let slot):
+            fileOpen(request: request, path: path, flags: flags, slot: slot)
+        case .fileRead(let request, let file, let fileOffset, let slot, let offset):
+            fileRead(request: request, file: file, fileOffset: fileOffset, slot: slot, offset: offset)
+        case .fileWrite(let request, let file, let fileOffset, let slot, let offset, let length):
+            fileWrite(request: request, file: file, fileOffset: fileOffset, slot: slot, offset: offset, length: length)
+        case .fileSync(let request, let file):
+            fileSync(request: request, file: file)
+        case .fileClose(let file):
+            fileClose(file)
         case .kv(let request, _, let slot, _, _, _):
-            complete(request: request, status: PH_ENOTSUP, slot: slot)
-        case .fileSync(let request, _):
-            complete(request: request, status: PH_ENOTSUP, slot: PH_NO_SLOT)
-        case .fileClose, .connRate, .connWeight, .controlDone:
+            complete(request: request, status: PH_ENOTSUP, slot: slot)   // the store lands in another issue
+        case .connRate, .connWeight, .controlDone:
             break
         }
+    }
+
+    /// A refused request: counted and logged by the delegate, answered with PH_EDENIED.
+    private func deny(request: UInt64, action: String, object: String, slot: UInt32) {
+        delegate?.sessionDenied(self, action: action, object: object)
+        complete(request: request, status: PH_EDENIED, slot: slot)
     }
 
     var lastHeartbeatAck: UInt64 = 0
 
     private func listen(request: UInt64, address: String, slot: UInt32) {
-        guard let wanted = try? NetGrant(parsing: address), wanted.transport == .tcp, wanted.ports.count == 1,
-              grants.contains(where: { $0.covers(wanted) }) else {
+        guard let wanted = try? NetGrant(parsing: address), wanted.transport == .tcp, access.mayBind(wanted) else {
             delegate?.sessionDenied(self, action: "listen", object: address)
             complete(request: request, status: PH_EDENIED, slot: slot)
             return
@@ -294,14 +407,32 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     func complete(_ c: IOCompletion) {
         switch c.op {
         case .read:
-            // The TX doorbell rang; the drain happens in poll(). Re-arm unless we are shutting down.
-            if c.result >= 0 { armDoorbell() }
+            if c.tag == 0 {
+                // The TX doorbell rang; the drain happens in poll(). Re-arm unless we are shutting down.
+                if c.result >= 0 { armDoorbell() }
+            } else {
+                fileReadCompleted(slot: c.tag - 1, result: c.result)
+            }
+        case .write:
+            fileWriteCompleted(slot: c.tag, result: c.result)
+        case .fsync:
+            fileSyncCompleted(tag: c.tag, result: c.result)
+        case .openat:
+            fileOpenCompleted(tag: c.tag, result: c.result)
+        case .connect:
+            connectCompleted(index: c.tag, result: c.result)
+        case .recvmsg:
+            datagramReceived(socketIndex: c.tag, result: c.result)
+        case .sendmsg:
+            datagramSent(slot: c.tag, result: c.result)
         case .accept:
             acceptCompleted(listenerIndex: c.tag, result: c.result)
         case .recv:
             recvCompleted(connIndex: c.tag, c)
         case .send:
             sendCompleted(slot: c.tag, result: c.result)
+        case .timeout where c.tag & Self.connectTimerBit != 0:
+            connectDeadline(tag: c.tag, result: c.result)
         case .timeout:
             if let timer = timerIDsByTag.removeValue(forKey: c.tag) {
                 timerTagsByID[timer] = nil
@@ -382,17 +513,33 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             push(ph_desc(type: PH_MSG_CLOSED, id: conn.id, status: Int16(PH_ERESET.rawValue)))
             closeConn(index, notify: false)
         }
-        // The slot goes home: receive slots to the kernel, plugin slots back to the plugin.
-        _ = decoder.owners.transfer(slot, from: .inFlight, to: .core)
-        if decoder.owners.isReceiveSlot(slot) {
-            giveToKernel(slot, from: .core)
-        } else {
-            returnSlot(slot, to: connID)
-        }
+        payloadSlotHome(slot, conn: connID)
         releaseIfDone(index)
     }
 
     // MARK: Slots
+
+    /// A payload slot whose operation is over (or never started): receive slots go back to their
+    /// pool silently, plugin slots back to the plugin with SEND_DONE(id).
+    private func payloadSlotHome(_ slot: UInt32, conn: UInt64) {
+        guard decoder.owners.transfer(slot, from: .inFlight, to: .core) else { return }
+        if decoder.owners.isReceiveSlot(slot) {
+            recycleReceiveSlot(slot)
+        } else {
+            returnSlot(slot, to: conn)
+        }
+    }
+
+    /// A core-owned receive slot goes back to the pool its index belongs to: the UDP reserve or
+    /// the kernel's buffer ring.
+    private func recycleReceiveSlot(_ slot: UInt32) {
+        if slot < udpReserve {
+            udpFreeSlots.append(slot)
+            armWaitingSockets()
+        } else {
+            giveToKernel(slot, from: .core)
+        }
+    }
 
     /// Hands a core-owned receive slot to the kernel's buffer ring (committed once per iteration).
     private func giveToKernel(_ slot: UInt32, from: SlotOwnership.Owner = .core) {
@@ -406,11 +553,15 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         push(ph_desc(type: PH_MSG_SEND_DONE, id: conn, slot: slot))
     }
 
-    /// Completes a request, handing its argument slot back.
-    private func complete(request: UInt64, status: ph_status, value: Int64 = 0, slot: UInt32) {
+    /// Completes a request, handing its argument slot back (with a result range for RESOLVE and
+    /// FILE_READ).
+    private func complete(request: UInt64, status: ph_status, value: Int64 = 0, slot: UInt32,
+                          offset: UInt32 = 0, length: UInt32 = 0) {
         var desc = ph_desc(type: PH_MSG_COMPLETE, request: request, arg: value, status: Int16(status.rawValue))
         if slot != PH_NO_SLOT, decoder.owners.transfer(slot, from: .core, to: .plugin) {
             desc.slot = slot
+            desc.offset = offset
+            desc.length = length
         }
         push(desc)
     }
@@ -447,7 +598,9 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     }
 
     private func releaseIfDone(_ index: UInt32) {
-        guard let conn = conns[Int(index)], conn.closed, !conn.recvArmed, conn.sendsInFlight == 0 else { return }
+        guard let conn = conns[Int(index)], conn.closed, !conn.recvArmed, conn.sendsInFlight == 0,
+              !conn.connectInFlight else { return }
+        conn.peer?.deallocate()
         conns[Int(index)] = nil
         freeConnIndices.append(index)
     }
@@ -480,6 +633,481 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         guard !violated else { return }
         violated = true
         delegate?.sessionViolated(self, violation)
+    }
+}
+
+// MARK: - Outbound TCP, UDP, DNS and files
+
+extension PluginSession {
+    // MARK: Connect
+
+    /// CONNECT "tcp:HOST:PORT": checked against net.connect (loopback rule included), a name is
+    /// resolved by the core, then connected on the loop. The request's slot comes back in COMPLETE.
+    fileprivate func connect(request: UInt64, address: String, slot: UInt32) {
+        guard let target = try? NetGrant(parsing: address), target.transport == .tcp, target.ports.count == 1,
+              target.ports.lowerBound != 0, target.host != "*" else {
+            complete(request: request, status: PH_EINVAL, slot: slot)
+            return
+        }
+        let port = target.ports.lowerBound
+        // Refuse before resolving: a denied plugin must not get DNS lookups done for it.
+        guard access.connect.mayCover(transport: .tcp, host: target.host, port: port) else {
+            deny(request: request, action: "connect", object: address, slot: slot)
+            return
+        }
+        if let literal = try? SocketAddress(ip: target.host, port: port) {
+            connectResolved(request: request, slot: slot, address: address, host: target.host, port: port, .success([literal]))
+        } else {
+            resolver.resolve(host: target.host, port: port) { [self] result in
+                connectResolved(request: request, slot: slot, address: address, host: target.host, port: port, result)
+            }
+        }
+    }
+
+    fileprivate func connectResolved(request: UInt64, slot: UInt32, address: String, host: String, port: UInt16,
+                                     _ result: Result<[SocketAddress], EventLoopError>) {
+        guard !shuttingDown else { return }   // the region may be gone: touch nothing
+        switch result {
+        case .failure(let error):
+            logger.info("connect: cannot resolve", metadata: ["plugin": "\(plugin)", "address": "\(address)", "error": "\(error)"])
+            complete(request: request, status: PH_ENOENT, slot: slot)
+        case .success(let addresses):
+            let local = localAddresses.current()
+            let allowed = addresses.filter {
+                access.connect.allows(transport: .tcp, requestedHost: host, address: IPAddress($0), port: port, local: local)
+            }
+            guard !allowed.isEmpty else {
+                deny(request: request, action: "connect", object: address, slot: slot)
+                return
+            }
+            startConnect(request: request, slot: slot, candidates: allowed)
+        }
+    }
+
+    fileprivate func startConnect(request: UInt64, slot: UInt32, candidates: [SocketAddress]) {
+        let fd: Int32
+        do {
+            fd = try Sockets.tcpSocket(family: candidates[0].family)
+        } catch {
+            logger.warning("connect: socket failed", metadata: ["plugin": "\(plugin)", "error": "\(error)"])
+            complete(request: request, status: PH_EIO, slot: slot)
+            return
+        }
+        let index = addConn(fd: fd, kind: .connecting)
+        let timerTag = Self.connectTimerBit | (nextConnectTimer & ~Self.connectTimerBit)
+        nextConnectTimer &+= 1
+        connectTimers[timerTag] = index
+        connecting[index] = ConnectState(request: request, slot: slot, candidates: candidates, next: 1, timerTag: timerTag)
+        conns[Int(index)]!.connectInFlight = true
+        loop.connect(handler, fd: fd, to: candidates[0], tag: index)
+        loop.timeout(handler, nanoseconds: Self.connectTimeoutNanoseconds, tag: timerTag)
+    }
+
+    fileprivate func connectDeadline(tag: UInt32, result: Int32) {
+        guard let index = connectTimers.removeValue(forKey: tag) else { return }   // stale or cancelled
+        guard result == -ETIME, var state = connecting[index], let conn = conns[Int(index)], conn.connectInFlight else { return }
+        state.timedOut = true
+        connecting[index] = state
+        loop.cancel(handler, fd: conn.fd)   // the connect completes with -ECANCELED → PH_ETIMEDOUT
+    }
+
+    fileprivate func connectCompleted(index: UInt32, result: Int32) {
+        guard var state = connecting[index], var conn = conns[Int(index)] else { return }
+        conns[Int(index)]!.connectInFlight = false
+        if conn.closed {
+            // Shut down (or closed by a plugin that guessed the id) while connecting.
+            finishConnect(index: index, state)
+            complete(request: state.request, status: shuttingDown ? PH_ESTOPPING : PH_ECLOSED, slot: state.slot)
+            releaseIfDone(index)
+            return
+        }
+        if result == 0 {
+            finishConnect(index: index, state)
+            // From here on it is exactly an accepted connection.
+            conn.kind = .stream
+            conn.recvArmed = true
+            conns[Int(index)] = conn
+            Sockets.setNoDelay(conn.fd)
+            counters.connectionsOpen += 1
+            counters.connectionsTotal &+= 1
+            complete(request: state.request, status: PH_OK, value: Int64(bitPattern: conn.id), slot: state.slot)
+            loop.recv(handler, fd: conn.fd, group: group, tag: index)
+            return
+        }
+        // Try the next allowed address of the name, within the same deadline.
+        if !state.timedOut, state.next < state.candidates.count,
+           let fd = try? Sockets.tcpSocket(family: state.candidates[state.next].family) {
+            Glibc.close(conn.fd)   // nothing is in flight on it: its connect just completed
+            let next = state.candidates[state.next]
+            state.next += 1
+            connecting[index] = state
+            conns[Int(index)]!.fd = fd
+            conns[Int(index)]!.connectInFlight = true
+            loop.connect(handler, fd: fd, to: next, tag: index)
+            return
+        }
+        let status: ph_status
+        if state.timedOut || result == -ETIMEDOUT {
+            status = PH_ETIMEDOUT
+        } else if result == -ECONNREFUSED {
+            status = PH_ECONNREFUSED
+        } else if result == -EACCES || result == -EPERM {
+            status = PH_EDENIED      // a local firewall rule
+        } else {
+            status = PH_EIO          // unreachable network or host, and the rest
+        }
+        logger.info("connect failed", metadata: ["plugin": "\(plugin)", "errno": "\(errnoName(-result))",
+                                                 "timed_out": "\(state.timedOut)"])
+        finishConnect(index: index, state)
+        closeConn(index, notify: false)
+        complete(request: state.request, status: status, slot: state.slot)
+    }
+
+    /// Forgets the connect state and its deadline timer.
+    fileprivate func finishConnect(index: UInt32, _ state: ConnectState) {
+        connecting[index] = nil
+        if connectTimers.removeValue(forKey: state.timerTag) != nil {
+            loop.cancelTimeout(handler, tag: state.timerTag)
+        }
+    }
+
+    // MARK: UDP
+
+    fileprivate func udpBind(request: UInt64, address: String, slot: UInt32) {
+        guard let wanted = try? NetGrant(parsing: address), wanted.transport == .udp, access.mayBind(wanted) else {
+            deny(request: request, action: "udp_bind", object: address, slot: slot)
+            return
+        }
+        do {
+            let local = try SocketAddress(ip: wanted.host, port: wanted.ports.lowerBound)
+            let fd = try Sockets.udpSocket(bound: local)
+            let index = addConn(fd: fd, kind: .udp)
+            let peer = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)   // per socket, not per datagram
+            peer.initialize(to: sockaddr_storage())
+            conns[Int(index)]!.peer = peer
+            conns[Int(index)]!.family = local.family
+            logger.info("plugin bound UDP", metadata: ["plugin": "\(plugin)", "address": "\(address)"])
+            complete(request: request, status: PH_OK, value: Int64(bitPattern: conns[Int(index)]!.id), slot: slot)
+            armDatagramReceive(index)
+        } catch {
+            logger.warning("udp_bind failed", metadata: ["plugin": "\(plugin)", "address": "\(address)", "error": "\(error)"])
+            complete(request: request, status: errnoStatus(error), slot: slot)
+        }
+    }
+
+    /// Arms one recvmsg for a UDP socket into a reserve slot, or queues the socket until a slot
+    /// comes back (the plugin holds them all: back-pressure, the kernel buffers or drops).
+    fileprivate func armDatagramReceive(_ index: UInt32) {
+        guard let conn = conns[Int(index)], conn.kind == .udp, !conn.closed, !conn.recvArmed, let peer = conn.peer else { return }
+        guard let slot = udpFreeSlots.popLast() else {
+            if !udpWaiting.contains(index) { udpWaiting.append(index) }
+            return
+        }
+        _ = decoder.owners.transfer(slot, from: .core, to: .kernel)
+        do {
+            // The payload may fill the slot except the last udpAddressRoom bytes, where the sender
+            // text goes. MSG_TRUNC: a longer datagram reports its real length and is dropped.
+            try loop.recvmsg(handler, fd: conn.fd, into: region.slotAddress(slot),
+                             length: Int(region.geometry.slotSize - Self.udpAddressRoom),
+                             peer: UnsafeMutableRawPointer(peer), flags: Int32(MSG_TRUNC), tag: index)
+            conns[Int(index)]!.recvArmed = true
+            conns[Int(index)]!.udpSlot = slot
+        } catch {
+            _ = decoder.owners.transfer(slot, from: .kernel, to: .core)
+            udpFreeSlots.append(slot)
+            if !udpWaiting.contains(index) { udpWaiting.append(index) }
+            logger.warning("udp receive not armed", metadata: ["plugin": "\(plugin)", "error": "\(error)"])
+        }
+    }
+
+    fileprivate func armWaitingSockets() {
+        var budget = udpWaiting.count   // a socket that cannot be armed re-queues itself: stop after one pass
+        while budget > 0, !udpFreeSlots.isEmpty, !udpWaiting.isEmpty {
+            budget -= 1
+            armDatagramReceive(udpWaiting.removeFirst())
+        }
+    }
+
+    fileprivate func datagramReceived(socketIndex index: UInt32, result: Int32) {
+        guard var conn = conns[Int(index)] else { return }
+        let slot = conn.udpSlot
+        conn.recvArmed = false
+        conn.udpSlot = PH_NO_SLOT
+        conns[Int(index)] = conn
+        guard slot != PH_NO_SLOT else { return }
+        let room = Int32(region.geometry.slotSize - Self.udpAddressRoom)
+        if result >= 0, result <= room, !conn.closed, let peer = conn.peer,
+           let textLength = writeSender(peer, toEndOf: slot) {
+            _ = decoder.owners.transfer(slot, from: .kernel, to: .plugin)
+            counters.bytesIn &+= UInt64(result)
+            push(ph_desc(type: PH_MSG_DATAGRAM, id: conn.id, arg: Int64(textLength), slot: slot, length: UInt32(result)))
+            armDatagramReceive(index)
+        } else {
+            // Cancelled, closed, an error (ICMP unreachable shows up here) or a datagram too big
+            // for a slot: the slot stays with the core and the socket keeps receiving.
+            _ = decoder.owners.transfer(slot, from: .kernel, to: .core)
+            udpFreeSlots.append(slot)
+            if result > room {
+                logger.debug("datagram larger than a slot dropped", metadata: ["plugin": "\(plugin)", "bytes": "\(result)"])
+            }
+            if !conn.closed && result != -ECANCELED { armDatagramReceive(index) }
+            armWaitingSockets()
+        }
+        releaseIfDone(index)
+    }
+
+    /// Writes "udp:IP:PORT" (IPv6 in brackets) for the sender into the last bytes of `slot`;
+    /// returns its length. No heap: the text is built in a stack buffer.
+    fileprivate func writeSender(_ peer: UnsafeMutablePointer<sockaddr_storage>, toEndOf slot: UInt32) -> Int? {
+        let family = Int32(peer.pointee.ss_family)
+        guard family == AF_INET || family == AF_INET6 else { return nil }
+        let raw = UnsafeRawPointer(peer)
+        let port = UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+        let capacity = 96
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: capacity) { buf -> Int? in
+            let b = buf.baseAddress!
+            var n = 0
+            for c in "udp:".utf8 { b[n] = CChar(bitPattern: c); n += 1 }
+            if family == AF_INET6 { b[n] = 0x5b; n += 1 }   // [
+            guard inet_ntop(family, raw + (family == AF_INET ? 4 : 8), b + n, socklen_t(capacity - n - 8)) != nil else { return nil }
+            n += strlen(b + n)
+            if family == AF_INET6 { b[n] = 0x5d; n += 1 }   // ]
+            b[n] = 0x3a; n += 1                              // :
+            var divisor = 10000, value = Int(port), started = false
+            while divisor > 0 {
+                let digit = value / divisor
+                value %= divisor
+                if digit != 0 || started || divisor == 1 { b[n] = CChar(48 + digit); n += 1; started = true }
+                divisor /= 10
+            }
+            guard n <= Int(Self.udpAddressRoom) else { return nil }
+            (region.slotAddress(slot) + Int(region.geometry.slotSize) - n).copyMemory(from: b, byteCount: n)
+            return n
+        }
+    }
+
+    /// UDP_SEND: the destination (already copied out and checked as text by the decoder) must be
+    /// a numeric address a net.connect udp grant covers. There is no COMPLETE: the payload slot
+    /// goes home when the send is over (plugin slot → SEND_DONE(id = socket)); a refused one is
+    /// counted as a denial.
+    fileprivate func udpSend(socket: UInt64, slot: UInt32, offset: UInt32, length: UInt32, to: String) {
+        guard let index = connIndexByID[socket], let conn = conns[Int(index)], conn.kind == .udp, !conn.closed else {
+            payloadSlotHome(slot, conn: socket)
+            return
+        }
+        guard let dest = try? NetGrant(parsing: to), dest.transport == .udp, dest.ports.count == 1,
+              dest.ports.lowerBound != 0, let ip = IPAddress(dest.host),
+              let address = try? SocketAddress(ip: dest.host, port: dest.ports.lowerBound) else {
+            logger.debug("udp_send to a malformed destination dropped", metadata: ["plugin": "\(plugin)", "to": "\(to)"])
+            payloadSlotHome(slot, conn: socket)
+            return
+        }
+        guard access.connect.allows(transport: .udp, requestedHost: dest.host, address: ip, port: dest.ports.lowerBound,
+                                    local: localAddresses.current()) else {
+            delegate?.sessionDenied(self, action: "udp_send", object: to)
+            payloadSlotHome(slot, conn: socket)
+            return
+        }
+        guard address.family == conn.family else {
+            logger.debug("udp_send across address families dropped", metadata: ["plugin": "\(plugin)", "to": "\(to)"])
+            payloadSlotHome(slot, conn: socket)
+            return
+        }
+        sends[Int(slot)] = SendState(connIndex: index, offset: offset, remaining: length)
+        conns[Int(index)]!.sendsInFlight += 1
+        loop.sendmsg(handler, fd: conn.fd, from: region.slotAddress(slot) + Int(offset), length: Int(length),
+                     to: address, tag: slot)
+    }
+
+    fileprivate func datagramSent(slot: UInt32, result: Int32) {
+        let index = sends[Int(slot)].connIndex
+        conns[Int(index)]?.sendsInFlight -= 1
+        if result > 0 { counters.bytesOut &+= UInt64(result) }
+        payloadSlotHome(slot, conn: conns[Int(index)]?.id ?? 0)
+        releaseIfDone(index)
+    }
+
+    // MARK: Resolve
+
+    /// RESOLVE name → COMPLETE(status OK, value = number of addresses) with the numeric addresses
+    /// one per line ("\n"-terminated) at offset 0 of the request's slot, or PH_ENOENT.
+    fileprivate func resolve(request: UInt64, name: String, slot: UInt32) {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:")
+        guard name.utf8.count <= 253, name.allSatisfy({ allowed.contains($0) }) else {
+            complete(request: request, status: PH_EINVAL, slot: slot)
+            return
+        }
+        resolver.resolve(host: name, port: 0) { [self] result in
+            guard !shuttingDown else { return }   // the region may be gone
+            guard case .success(let addresses) = result else {
+                complete(request: request, status: PH_ENOENT, slot: slot)
+                return
+            }
+            var text: [UInt8] = []
+            var seen: Set<String> = []
+            for address in addresses where seen.insert(address.ip).inserted {
+                let line = Array((address.ip + "\n").utf8)
+                if text.count + line.count > Int(region.geometry.slotSize) { break }   // whole lines only
+                text += line
+            }
+            let count = text.reduce(0) { $0 + ($1 == 10 ? 1 : 0) }
+            text.withUnsafeBytes { region.slotAddress(slot).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            complete(request: request, status: PH_OK, value: Int64(count), slot: slot, offset: 0, length: UInt32(text.count))
+        }
+    }
+
+    // MARK: Files
+
+    fileprivate func fileOpen(request: UInt64, path: String, flags: UInt32, slot: UInt32) {
+        guard let openFlags = StorageLayout.openFlags(flags) else {
+            complete(request: request, status: PH_EINVAL, slot: slot)
+            return
+        }
+        switch access.storage.resolve(path: path, write: StorageLayout.writes(flags)) {
+        case .denied(let reason):
+            logger.debug("file_open denied", metadata: ["plugin": "\(plugin)", "path": "\(path)", "reason": "\(reason)"])
+            deny(request: request, action: "file_open", object: path, slot: slot)
+        case .beneath(let grant, let remainder):
+            nextOpenTag &+= 1
+            let tag = nextOpenTag
+            opens[tag] = OpenState(request: request, slot: slot, path: path,
+                                   readable: flags & UInt32(PH_FILE_READ) != 0, writable: flags & UInt32(PH_FILE_WRITE) != 0)
+            do {
+                // openat2(RESOLVE_BENEATH|RESOLVE_NO_MAGICLINKS) under the granted directory: "..",
+                // absolute symlinks and links leading out fail in the kernel (EXDEV/ELOOP).
+                try loop.openBeneath(handler, directory: storageDirs[grant], path: remainder, flags: openFlags,
+                                     mode: 0o600, tag: tag)
+            } catch {
+                opens[tag] = nil
+                complete(request: request, status: PH_EINVAL, slot: slot)
+            }
+        }
+    }
+
+    fileprivate func fileOpenCompleted(tag: UInt32, result: Int32) {
+        guard let state = opens.removeValue(forKey: tag), !shuttingDown else {
+            if result >= 0 { Glibc.close(result) }
+            return
+        }
+        guard result >= 0 else {
+            let status = fileStatus(result)
+            if result == -EXDEV || result == -ELOOP {
+                // The path left the granted directory: a denial, counted like any other.
+                delegate?.sessionDenied(self, action: "file_open", object: state.path)
+            }
+            complete(request: state.request, status: status, slot: state.slot)
+            return
+        }
+        let id = Self.nextFileID
+        Self.nextFileID &+= 1
+        files[id] = FileState(fd: result, readable: state.readable, writable: state.writable)
+        complete(request: state.request, status: PH_OK, value: Int64(bitPattern: id), slot: state.slot)
+    }
+
+    fileprivate func fileRead(request: UInt64, file: UInt64, fileOffset: UInt64, slot: UInt32, offset: UInt32) {
+        let room = region.geometry.slotSize - offset
+        guard let f = files[file], !f.closed, f.readable, room > 0 else {
+            // Not opened for reading, or no room after offset: the buffer comes straight back.
+            _ = decoder.owners.transfer(slot, from: .inFlight, to: .core)
+            let readable = files[file]?.readable ?? false
+            complete(request: request, status: readable ? PH_OK : PH_EINVAL, slot: slot, offset: offset, length: 0)
+            return
+        }
+        fileIO[Int(slot)] = FileIO(request: request, file: file, fileOffset: fileOffset, offset: offset, remaining: room)
+        files[file]!.inFlight += 1
+        // Straight into the slot: no copy. tag = slot + 1 (tag 0 is the TX doorbell's read).
+        loop.read(handler, fd: f.fd, into: region.slotAddress(slot) + Int(offset), length: room, offset: fileOffset, tag: slot + 1)
+    }
+
+    fileprivate func fileReadCompleted(slot: UInt32, result: Int32) {
+        guard slot < UInt32(fileIO.count) else { return }
+        let io = fileIO[Int(slot)]
+        fileOperationDone(io.file)
+        _ = decoder.owners.transfer(slot, from: .inFlight, to: .core)
+        if result >= 0 {
+            complete(request: io.request, status: PH_OK, value: Int64(result), slot: slot, offset: io.offset, length: UInt32(result))
+        } else {
+            complete(request: io.request, status: fileStatus(result), slot: slot, offset: io.offset, length: 0)
+        }
+    }
+
+    fileprivate func fileWrite(request: UInt64, file: UInt64, fileOffset: UInt64, slot: UInt32, offset: UInt32, length: UInt32) {
+        guard let f = files[file], !f.closed, f.writable else {
+            _ = decoder.owners.transfer(slot, from: .inFlight, to: .core)
+            complete(request: request, status: PH_EINVAL, slot: slot)
+            return
+        }
+        fileIO[Int(slot)] = FileIO(request: request, file: file, fileOffset: fileOffset, offset: offset, remaining: length)
+        files[file]!.inFlight += 1
+        loop.write(handler, fd: f.fd, from: region.slotAddress(slot) + Int(offset), length: length, offset: fileOffset, tag: slot)
+    }
+
+    fileprivate func fileWriteCompleted(slot: UInt32, result: Int32) {
+        guard slot < UInt32(fileIO.count) else { return }
+        var io = fileIO[Int(slot)]
+        if result > 0, UInt32(result) < io.remaining, !shuttingDown, let f = files[io.file] {
+            // Short write (disk nearly full, a signal): continue from where it stopped.
+            io.done += UInt32(result)
+            io.offset += UInt32(result)
+            io.remaining -= UInt32(result)
+            io.fileOffset += UInt64(result)
+            fileIO[Int(slot)] = io
+            loop.write(handler, fd: f.fd, from: region.slotAddress(slot) + Int(io.offset), length: io.remaining,
+                       offset: io.fileOffset, tag: slot)
+            return
+        }
+        fileOperationDone(io.file)
+        _ = decoder.owners.transfer(slot, from: .inFlight, to: .core)
+        if result >= 0 {
+            complete(request: io.request, status: PH_OK, value: Int64(io.done) + Int64(result), slot: slot)
+        } else {
+            complete(request: io.request, status: fileStatus(result), value: Int64(io.done), slot: slot)
+        }
+    }
+
+    fileprivate func fileSync(request: UInt64, file: UInt64) {
+        guard let f = files[file], !f.closed else {
+            complete(request: request, status: PH_EINVAL, slot: PH_NO_SLOT)
+            return
+        }
+        nextSyncTag &+= 1
+        syncs[nextSyncTag] = (request, file)
+        files[file]!.inFlight += 1
+        loop.fsync(handler, fd: f.fd, tag: nextSyncTag)
+    }
+
+    fileprivate func fileSyncCompleted(tag: UInt32, result: Int32) {
+        guard let sync = syncs.removeValue(forKey: tag) else { return }
+        fileOperationDone(sync.file)
+        complete(request: sync.request, status: result >= 0 ? PH_OK : fileStatus(result), slot: PH_NO_SLOT)
+    }
+
+    /// FILE_CLOSE: the id is dead for the plugin at once; the descriptor closes once nothing of
+    /// it is in flight (a read still running would otherwise target a reused fd number).
+    fileprivate func fileClose(_ file: UInt64) {
+        guard files[file] != nil else { return }
+        files[file]!.closed = true
+        fileOperationDone(file, finished: false)
+    }
+
+    fileprivate func fileOperationDone(_ file: UInt64, finished: Bool = true) {
+        guard var f = files[file] else { return }
+        if finished { f.inFlight -= 1 }
+        files[file] = f
+        // While shutting down, the drain callback closes whatever is left.
+        if f.closed, f.inFlight == 0, !shuttingDown {
+            files[file] = nil
+            loop.close(handler, fd: f.fd)
+        }
+    }
+
+    fileprivate func fileStatus(_ result: Int32) -> ph_status {
+        switch -result {
+        case ENOENT, ENOTDIR: return PH_ENOENT
+        case EACCES, EPERM, EROFS, EXDEV, ELOOP: return PH_EDENIED
+        case EINVAL, EBADF, EISDIR, ENAMETOOLONG: return PH_EINVAL
+        default: return PH_EIO
+        }
     }
 }
 

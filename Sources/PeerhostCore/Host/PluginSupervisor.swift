@@ -90,9 +90,8 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
             rxWake.close(); txWake.close()
             throw error
         }
-        let grants = config.effectiveListen
         let session = try PluginSession(plugin: name, loop: loop, region: region, rxWake: rxWake, txWake: txWake,
-                                        groupID: groupID, grants: grants, logger: logger)
+                                        groupID: groupID, access: PluginAccess(config: config), logger: logger)
         session.delegate = self
         session.spinBudgetNanoseconds = UInt64(tuning.spinMicroseconds) * 1000
         let spec = SpawnSpec(runnerPath: runnerPath,
