@@ -4,234 +4,236 @@ import Testing
 import Glibc
 #endif
 
-/// The host calls the core performs for a plugin (connect, UDP, resolve, files), driven through the
-/// io-probe test plugin (Tests/Plugins/io-probe) in a real `peerhost run`. Ports 7101–7107 only.
-@Suite(.serialized) struct PluginIOTests {
-    static let config = """
-    [host]
-    data_dir = "@DATA@"
-    http = "127.0.0.1:0"
+extension Integration {
+    /// The host calls the core performs for a plugin (connect, UDP, resolve, files), driven through the
+    /// io-probe test plugin (Tests/Plugins/io-probe) in a real `peerhost run`. Ports 7101–7107 only.
+    @Suite(.serialized) struct PluginIOTests {
+        static let config = """
+        [host]
+        data_dir = "@DATA@"
+        http = "127.0.0.1:0"
 
-    [[plugin]]
-    name = "io-probe"
-    manifest = "@REPO@/Tests/Plugins/io-probe/manifest.toml"
-    """
+        [[plugin]]
+        name = "io-probe"
+        manifest = "@REPO@/Tests/Plugins/io-probe/manifest.toml"
+        """
 
-    /// Starts one scenario (retrying while the plugin is still starting) and polls its report
-    /// until the plugin says it is done.
-    func scenario(_ host: HostProcess, _ text: String, within: Duration = .seconds(20)) throws -> [String: Any] {
-        let deadline = ContinuousClock.now + within
-        var started = false
-        var last = ""
-        while ContinuousClock.now < deadline {
-            if !started {
-                let (status, out) = try host.cli(["ctl", "io-probe", "run", text])
-                last = out
-                if status == 0, out.trimmingCharacters(in: .whitespacesAndNewlines) == "0" {
-                    started = true
-                } else {
-                    usleep(100_000)
-                    continue
+        /// Starts one scenario (retrying while the plugin is still starting) and polls its report
+        /// until the plugin says it is done.
+        func scenario(_ host: HostProcess, _ text: String, within: Duration = .seconds(20)) throws -> [String: Any] {
+            let deadline = ContinuousClock.now + within
+            var started = false
+            var last = ""
+            while ContinuousClock.now < deadline {
+                if !started {
+                    let (status, out) = try host.cli(["ctl", "io-probe", "run", text])
+                    last = out
+                    if status == 0, out.trimmingCharacters(in: .whitespacesAndNewlines) == "0" {
+                        started = true
+                    } else {
+                        usleep(100_000)
+                        continue
+                    }
                 }
+                let (status, out) = try host.cli(["ctl", "io-probe", "report"])
+                last = out
+                if status == 0, let doc = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any],
+                   doc["done"] as? Bool == true {
+                    return doc
+                }
+                usleep(50_000)
             }
-            let (status, out) = try host.cli(["ctl", "io-probe", "report"])
-            last = out
-            if status == 0, let doc = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any],
-               doc["done"] as? Bool == true {
-                return doc
+            throw TestFailure("scenario '\(text)' did not finish (started: \(started)); last output: \(last)\n\(host.drainOutput())")
+        }
+
+        func metrics(_ host: HostProcess) throws -> String { try httpGet(host.httpAddress, "/metrics").1 }
+
+        func deniedCount(_ metrics: String, action: String) -> Int {
+            for line in metrics.split(separator: "\n") where line.hasPrefix("peerhost_plugin_denials_total")
+                && line.contains("action=\"\(action)\"") && line.contains("plugin=\"io-probe\"") {
+                return Int(Double(line.split(separator: " ").last ?? "") ?? 0)
             }
-            usleep(50_000)
+            return 0
         }
-        throw TestFailure("scenario '\(text)' did not finish (started: \(started)); last output: \(last)\n\(host.drainOutput())")
-    }
 
-    func metrics(_ host: HostProcess) throws -> String { try httpGet(host.httpAddress, "/metrics").1 }
+        @Test func tcpConnectEchoesRefusesAndDenies() throws {
+            let server = try TCPEchoServer(port: 7101)
+            defer { server.stop() }
+            let host = try HostProcess(config: Self.config)
+            try host.start()
+            defer { _ = host.stop() }
 
-    func deniedCount(_ metrics: String, action: String) -> Int {
-        for line in metrics.split(separator: "\n") where line.hasPrefix("peerhost_plugin_denials_total")
-            && line.contains("action=\"\(action)\"") && line.contains("plugin=\"io-probe\"") {
-            return Int(Double(line.split(separator: " ").last ?? "") ?? 0)
+            let echo = try scenario(host, "tcp_echo tcp:127.0.0.1:7101 hello-through-the-core")
+            #expect(echo["connect_status"] as? Int == 0, "\(echo)")
+            #expect(echo["echoed"] as? String == "hello-through-the-core", "\(echo)")
+
+            // A name is resolved by the core; only its granted address (127.0.0.1) may be used.
+            let byName = try scenario(host, "tcp_echo tcp:localhost:7101 by-name")
+            #expect(byName["connect_status"] as? Int == 0, "\(byName)")
+            #expect(byName["echoed"] as? String == "by-name", "\(byName)")
+            #expect(server.connections.value >= 2)
+
+            // tcp:*:1-65535 is granted, but a wildcard never reaches loopback: only explicit grants do.
+            let denied = try scenario(host, "connect tcp:127.0.0.1:7103")
+            #expect(denied["connect_status"] as? Int == -2, "PH_EDENIED: \(denied)")
+            let deniedV6 = try scenario(host, "connect tcp:[::1]:7101")
+            #expect(deniedV6["connect_status"] as? Int == -2, "PH_EDENIED: \(deniedV6)")
+            // Granted, but nothing listens there.
+            let refused = try scenario(host, "connect tcp:127.0.0.1:7102")
+            #expect(refused["connect_status"] as? Int == -12, "PH_ECONNREFUSED: \(refused)")
+
+            #expect(deniedCount(try metrics(host), action: "connect") >= 2)
         }
-        return 0
-    }
 
-    @Test func tcpConnectEchoesRefusesAndDenies() throws {
-        let server = try TCPEchoServer(port: 7101)
-        defer { server.stop() }
-        let host = try HostProcess(config: Self.config)
-        try host.start()
-        defer { _ = host.stop() }
-
-        let echo = try scenario(host, "tcp_echo tcp:127.0.0.1:7101 hello-through-the-core")
-        #expect(echo["connect_status"] as? Int == 0, "\(echo)")
-        #expect(echo["echoed"] as? String == "hello-through-the-core", "\(echo)")
-
-        // A name is resolved by the core; only its granted address (127.0.0.1) may be used.
-        let byName = try scenario(host, "tcp_echo tcp:localhost:7101 by-name")
-        #expect(byName["connect_status"] as? Int == 0, "\(byName)")
-        #expect(byName["echoed"] as? String == "by-name", "\(byName)")
-        #expect(server.connections.value >= 2)
-
-        // tcp:*:1-65535 is granted, but a wildcard never reaches loopback: only explicit grants do.
-        let denied = try scenario(host, "connect tcp:127.0.0.1:7103")
-        #expect(denied["connect_status"] as? Int == -2, "PH_EDENIED: \(denied)")
-        let deniedV6 = try scenario(host, "connect tcp:[::1]:7101")
-        #expect(deniedV6["connect_status"] as? Int == -2, "PH_EDENIED: \(deniedV6)")
-        // Granted, but nothing listens there.
-        let refused = try scenario(host, "connect tcp:127.0.0.1:7102")
-        #expect(refused["connect_status"] as? Int == -12, "PH_ECONNREFUSED: \(refused)")
-
-        #expect(deniedCount(try metrics(host), action: "connect") >= 2)
-    }
-
-    /// A listener that never accepts, with its accept queue full: the kernel drops further SYNs,
-    /// so the core's connect deadline (10 s) ends the attempt with PH_ETIMEDOUT.
-    @Test func aConnectThatHangsTimesOut() throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = UInt16(7104).bigEndian
-        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        try #require(rc == 0 && listen(fd, 0) == 0)
-        // Fill the accept queue (backlog 0 holds one); non-blocking connects so none of them waits.
-        var fillers: [Int32] = []
-        defer { fillers.forEach { close($0) } }
-        for _ in 0..<4 {
-            let c = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-            _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(c, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-            fillers.append(c)
+        /// A listener that never accepts, with its accept queue full: the kernel drops further SYNs,
+        /// so the core's connect deadline (10 s) ends the attempt with PH_ETIMEDOUT.
+        @Test func aConnectThatHangsTimesOut() throws {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = UInt16(7104).bigEndian
+            inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
+            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            try #require(rc == 0 && listen(fd, 0) == 0)
+            // Fill the accept queue (backlog 0 holds one); non-blocking connects so none of them waits.
+            var fillers: [Int32] = []
+            defer { fillers.forEach { close($0) } }
+            for _ in 0..<4 {
+                let c = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+                _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(c, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+                fillers.append(c)
+            }
+            usleep(200_000)
+            let host = try HostProcess(config: Self.config)
+            try host.start()
+            defer { _ = host.stop() }
+            let started = ContinuousClock.now
+            let r = try scenario(host, "connect tcp:127.0.0.1:7104", within: .seconds(30))
+            #expect(r["connect_status"] as? Int == -11, "PH_ETIMEDOUT: \(r)")
+            #expect(ContinuousClock.now - started >= .seconds(9), "after the core's 10 s deadline")
         }
-        usleep(200_000)
-        let host = try HostProcess(config: Self.config)
-        try host.start()
-        defer { _ = host.stop() }
-        let started = ContinuousClock.now
-        let r = try scenario(host, "connect tcp:127.0.0.1:7104", within: .seconds(30))
-        #expect(r["connect_status"] as? Int == -11, "PH_ETIMEDOUT: \(r)")
-        #expect(ContinuousClock.now - started >= .seconds(9), "after the core's 10 s deadline")
-    }
 
-    @Test func udpBindSendReceiveAndResolve() throws {
-        let peer = try UDPEchoSocket(port: 7106)
-        defer { peer.stop() }
-        let host = try HostProcess(config: Self.config)
-        try host.start()
-        defer { _ = host.stop() }
+        @Test func udpBindSendReceiveAndResolve() throws {
+            let peer = try UDPEchoSocket(port: 7106)
+            defer { peer.stop() }
+            let host = try HostProcess(config: Self.config)
+            try host.start()
+            defer { _ = host.stop() }
 
-        let udp = try scenario(host, "udp udp:127.0.0.1:7105 udp:127.0.0.1:7106 ping-over-udp")
-        #expect(udp["bind_status"] as? Int == 0, "\(udp)")
-        #expect(udp["datagram"] as? String == "pong:ping-over-udp", "\(udp)")
-        #expect(udp["from"] as? String == "udp:127.0.0.1:7106", "\(udp)")
-        #expect(peer.received.value == ["127.0.0.1:7105 ping-over-udp"], "the plugin's datagram left from its bound socket")
+            let udp = try scenario(host, "udp udp:127.0.0.1:7105 udp:127.0.0.1:7106 ping-over-udp")
+            #expect(udp["bind_status"] as? Int == 0, "\(udp)")
+            #expect(udp["datagram"] as? String == "pong:ping-over-udp", "\(udp)")
+            #expect(udp["from"] as? String == "udp:127.0.0.1:7106", "\(udp)")
+            #expect(peer.received.value == ["127.0.0.1:7105 ping-over-udp"], "the plugin's datagram left from its bound socket")
 
-        let notGranted = try scenario(host, "udp udp:127.0.0.1:7107 udp:127.0.0.1:7106 x")
-        #expect(notGranted["bind_status"] as? Int == -2, "\(notGranted)")
-        #expect(deniedCount(try metrics(host), action: "udp_bind") >= 1)
+            let notGranted = try scenario(host, "udp udp:127.0.0.1:7107 udp:127.0.0.1:7106 x")
+            #expect(notGranted["bind_status"] as? Int == -2, "\(notGranted)")
+            #expect(deniedCount(try metrics(host), action: "udp_bind") >= 1)
 
-        let resolved = try scenario(host, "resolve localhost")
-        #expect(resolved["resolve_status"] as? Int == 0, "\(resolved)")
-        let lines = (resolved["addresses"] as? String ?? "").split(separator: "\n").map(String.init)
-        #expect(lines.contains("127.0.0.1") || lines.contains("::1"), "\(resolved)")
-        #expect(resolved["count"] as? Int == lines.count)
-        let missing = try scenario(host, "resolve no-such-host.invalid")
-        #expect(missing["resolve_status"] as? Int == -10, "PH_ENOENT: \(missing)")
-    }
-
-    @Test func filesStayBeneathTheGrantedDirectory() throws {
-        let host = try HostProcess(config: Self.config)
-        try host.start()
-        defer { _ = host.stop() }
-        let root = host.dataDirectory + "/io-probe"
-
-        let rw = try scenario(host, "file_rw downloads/a.bin hello-disk")
-        #expect(rw["open_status"] as? Int == 0, "\(rw)")
-        #expect(rw["write_status"] as? Int == 0 && rw["written"] as? Int == 10, "\(rw)")
-        #expect(rw["sync_status"] as? Int == 0, "\(rw)")
-        #expect(rw["read_status"] as? Int == 0 && rw["read"] as? Int == 10, "\(rw)")
-        #expect(rw["data"] as? String == "hello-disk", "\(rw)")
-        #expect(rw["close_status"] as? Int == 0, "\(rw)")
-        #expect(FileManager.default.contents(atPath: root + "/downloads/a.bin") == Data("hello-disk".utf8))
-        var st = stat()
-        #expect(stat(root, &st) == 0 && st.st_mode & 0o777 == 0o700, "the storage root is private")
-
-        // Ways out, each refused: planted symlinks first (the root exists once the plugin started).
-        try FileManager.default.createSymbolicLink(atPath: root + "/downloads/etc", withDestinationPath: "/etc")
-        try FileManager.default.createSymbolicLink(atPath: root + "/downloads/passwd", withDestinationPath: "/etc/passwd")
-        try FileManager.default.createSymbolicLink(atPath: root + "/downloads/up", withDestinationPath: "../..")
-        let attempts: [(String, Int)] = [
-            ("../escape", 6),                  // WRITE|CREATE outside every grant
-            ("/etc/passwd", 1),                // absolute
-            ("downloads/../../escape", 6),     // ".." beneath the grant
-            ("downloads/etc/passwd", 1),       // symlink to a directory outside
-            ("downloads/passwd", 1),           // symlink to a file outside
-            ("downloads/up/escape", 6),        // relative symlink leading out
-            ("seeds/new.bin", 6),              // read-only grant
-        ]
-        for (path, flags) in attempts {
-            let r = try scenario(host, "file_open \(path) \(flags)")
-            #expect(r["open_status"] as? Int == -2, "PH_EDENIED for \(path): \(r)")
+            let resolved = try scenario(host, "resolve localhost")
+            #expect(resolved["resolve_status"] as? Int == 0, "\(resolved)")
+            let lines = (resolved["addresses"] as? String ?? "").split(separator: "\n").map(String.init)
+            #expect(lines.contains("127.0.0.1") || lines.contains("::1"), "\(resolved)")
+            #expect(resolved["count"] as? Int == lines.count)
+            let missing = try scenario(host, "resolve no-such-host.invalid")
+            #expect(missing["resolve_status"] as? Int == -10, "PH_ENOENT: \(missing)")
         }
-        let missing = try scenario(host, "file_open downloads/none.bin 1")
-        #expect(missing["open_status"] as? Int == -10, "PH_ENOENT: \(missing)")
 
-        #expect(!FileManager.default.fileExists(atPath: host.dataDirectory + "/escape"))
-        #expect(!FileManager.default.fileExists(atPath: root + "/escape"))
-        #expect(!FileManager.default.fileExists(atPath: host.directory.path + "/escape"))
-        #expect(!FileManager.default.fileExists(atPath: root + "/seeds/new.bin"))
-        #expect(try FileManager.default.contentsOfDirectory(atPath: root).sorted() == ["downloads", "seeds"])
-        #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/downloads").sorted() == ["a.bin", "etc", "passwd", "up"])
-        #expect(deniedCount(try metrics(host), action: "file_open") >= attempts.count)
-    }
+        @Test func filesStayBeneathTheGrantedDirectory() throws {
+            let host = try HostProcess(config: Self.config)
+            try host.start()
+            defer { _ = host.stop() }
+            let root = host.dataDirectory + "/io-probe"
 
-    /// A plugin that dies holding an open file and a bound UDP socket (with a recvmsg armed into a
-    /// receive slot): the core cancels and closes both before the region goes, and the restarted
-    /// plugin starts clean.
-    @Test func aDeadPluginsSocketsAndFilesAreClosed() throws {
-        let host = try HostProcess(config: Self.config)
-        try host.start()
-        defer { _ = host.stop() }
-        let file = try scenario(host, "hold_file downloads/held.bin")
-        #expect(file["status"] as? Int == 0, "\(file)")
-        let udp = try scenario(host, "hold_udp udp:127.0.0.1:7105")
-        #expect(udp["status"] as? Int == 0, "\(udp)")
-        let held = host.dataDirectory + "/io-probe/downloads/held.bin"
-        #expect(try openFiles(of: host.process.processIdentifier).contains(held), "the core holds the file open")
-        #expect(!udpPortIsFree(7105), "the plugin's socket is bound")
+            let rw = try scenario(host, "file_rw downloads/a.bin hello-disk")
+            #expect(rw["open_status"] as? Int == 0, "\(rw)")
+            #expect(rw["write_status"] as? Int == 0 && rw["written"] as? Int == 10, "\(rw)")
+            #expect(rw["sync_status"] as? Int == 0, "\(rw)")
+            #expect(rw["read_status"] as? Int == 0 && rw["read"] as? Int == 10, "\(rw)")
+            #expect(rw["data"] as? String == "hello-disk", "\(rw)")
+            #expect(rw["close_status"] as? Int == 0, "\(rw)")
+            #expect(FileManager.default.contents(atPath: root + "/downloads/a.bin") == Data("hello-disk".utf8))
+            var st = stat()
+            #expect(stat(root, &st) == 0 && st.st_mode & 0o777 == 0o700, "the storage root is private")
 
-        let (_, statusText) = try host.cli(["status", "--json"])
-        let doc = try #require(try JSONSerialization.jsonObject(with: Data(statusText.utf8)) as? [String: Any])
-        let plugin = try #require((doc["plugins"] as? [[String: Any]])?.first { $0["name"] as? String == "io-probe" })
-        let pid = try #require(plugin["pid"] as? Int)
-        kill(Int32(pid), SIGKILL)
+            // Ways out, each refused: planted symlinks first (the root exists once the plugin started).
+            try FileManager.default.createSymbolicLink(atPath: root + "/downloads/etc", withDestinationPath: "/etc")
+            try FileManager.default.createSymbolicLink(atPath: root + "/downloads/passwd", withDestinationPath: "/etc/passwd")
+            try FileManager.default.createSymbolicLink(atPath: root + "/downloads/up", withDestinationPath: "../..")
+            let attempts: [(String, Int)] = [
+                ("../escape", 6),                  // WRITE|CREATE outside every grant
+                ("/etc/passwd", 1),                // absolute
+                ("downloads/../../escape", 6),     // ".." beneath the grant
+                ("downloads/etc/passwd", 1),       // symlink to a directory outside
+                ("downloads/passwd", 1),           // symlink to a file outside
+                ("downloads/up/escape", 6),        // relative symlink leading out
+                ("seeds/new.bin", 6),              // read-only grant
+            ]
+            for (path, flags) in attempts {
+                let r = try scenario(host, "file_open \(path) \(flags)")
+                #expect(r["open_status"] as? Int == -2, "PH_EDENIED for \(path): \(r)")
+            }
+            let missing = try scenario(host, "file_open downloads/none.bin 1")
+            #expect(missing["open_status"] as? Int == -10, "PH_ENOENT: \(missing)")
 
-        let deadline = ContinuousClock.now + .seconds(20)
-        while ContinuousClock.now < deadline, (try openFiles(of: host.process.processIdentifier).contains(held) || !udpPortIsFree(7105)) {
-            usleep(50_000)
+            #expect(!FileManager.default.fileExists(atPath: host.dataDirectory + "/escape"))
+            #expect(!FileManager.default.fileExists(atPath: root + "/escape"))
+            #expect(!FileManager.default.fileExists(atPath: host.directory.path + "/escape"))
+            #expect(!FileManager.default.fileExists(atPath: root + "/seeds/new.bin"))
+            #expect(try FileManager.default.contentsOfDirectory(atPath: root).sorted() == ["downloads", "seeds"])
+            #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/downloads").sorted() == ["a.bin", "etc", "passwd", "up"])
+            #expect(deniedCount(try metrics(host), action: "file_open") >= attempts.count)
         }
-        #expect(try !openFiles(of: host.process.processIdentifier).contains(held), "the file was closed")
-        #expect(udpPortIsFree(7105), "the UDP socket was closed")
-        // The restarted incarnation gets a fresh start: it can bind the same port again.
-        let again = try scenario(host, "hold_udp udp:127.0.0.1:7105")
-        #expect(again["status"] as? Int == 0, "\(again)")
-    }
 
-    func openFiles(of pid: Int32) throws -> Set<String> {
-        let dir = "/proc/\(pid)/fd"
-        var result: Set<String> = []
-        for entry in try FileManager.default.contentsOfDirectory(atPath: dir) {
-            if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + entry) { result.insert(target) }
+        /// A plugin that dies holding an open file and a bound UDP socket (with a recvmsg armed into a
+        /// receive slot): the core cancels and closes both before the region goes, and the restarted
+        /// plugin starts clean.
+        @Test func aDeadPluginsSocketsAndFilesAreClosed() throws {
+            let host = try HostProcess(config: Self.config)
+            try host.start()
+            defer { _ = host.stop() }
+            let file = try scenario(host, "hold_file downloads/held.bin")
+            #expect(file["status"] as? Int == 0, "\(file)")
+            let udp = try scenario(host, "hold_udp udp:127.0.0.1:7105")
+            #expect(udp["status"] as? Int == 0, "\(udp)")
+            let held = host.dataDirectory + "/io-probe/downloads/held.bin"
+            #expect(try openFiles(of: host.process.processIdentifier).contains(held), "the core holds the file open")
+            #expect(!udpPortIsFree(7105), "the plugin's socket is bound")
+
+            let (_, statusText) = try host.cli(["status", "--json"])
+            let doc = try #require(try JSONSerialization.jsonObject(with: Data(statusText.utf8)) as? [String: Any])
+            let plugin = try #require((doc["plugins"] as? [[String: Any]])?.first { $0["name"] as? String == "io-probe" })
+            let pid = try #require(plugin["pid"] as? Int)
+            kill(Int32(pid), SIGKILL)
+
+            let deadline = ContinuousClock.now + .seconds(20)
+            while ContinuousClock.now < deadline, (try openFiles(of: host.process.processIdentifier).contains(held) || !udpPortIsFree(7105)) {
+                usleep(50_000)
+            }
+            #expect(try !openFiles(of: host.process.processIdentifier).contains(held), "the file was closed")
+            #expect(udpPortIsFree(7105), "the UDP socket was closed")
+            // The restarted incarnation gets a fresh start: it can bind the same port again.
+            let again = try scenario(host, "hold_udp udp:127.0.0.1:7105")
+            #expect(again["status"] as? Int == 0, "\(again)")
         }
-        return result
-    }
 
-    func udpPortIsFree(_ port: UInt16) -> Bool {
-        guard let probe = try? UDPEchoSocket(port: port, serve: false) else { return false }
-        probe.stop()
-        return true
+        func openFiles(of pid: Int32) throws -> Set<String> {
+            let dir = "/proc/\(pid)/fd"
+            var result: Set<String> = []
+            for entry in try FileManager.default.contentsOfDirectory(atPath: dir) {
+                if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + entry) { result.insert(target) }
+            }
+            return result
+        }
+
+        func udpPortIsFree(_ port: UInt16) -> Bool {
+            guard let probe = try? UDPEchoSocket(port: port, serve: false) else { return false }
+            probe.stop()
+            return true
+        }
     }
 }
 
