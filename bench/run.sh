@@ -59,8 +59,12 @@ manifest = "$ROOT/plugins/echo-c/manifest.toml"
 name = "echo-swift"
 manifest = "$ROOT/plugins/echo-swift/manifest.toml"
 EOF2
+# The same with spin_us = 50 (default 5): what spinning costs when the load shares the cores.
+PLUGIN_CONFIG_SPIN50="$WORK/peerhost-bench-spin50.toml"
+sed -e 's/^log_level = "warning"$/log_level = "warning"\n\n[tuning]\nspin_us = 50/' -e "s#$WORK/data#$WORK/data50#" "$PLUGIN_CONFIG" >"$PLUGIN_CONFIG_SPIN50"
 ECHO_SERVERS+=(
   "peerhost plugin path: echo-c (C plugin)|$BIN/peerhost run --config $PLUGIN_CONFIG|7001|unpinned"
+  "peerhost plugin path: echo-c, spin_us = 50|$BIN/peerhost run --config $PLUGIN_CONFIG_SPIN50|7001|unpinned"
   "peerhost plugin path: echo-swift (Swift SDK plugin)|$BIN/peerhost run --config $PLUGIN_CONFIG|7002|unpinned"
 )
 if [[ -n "${EXTRA_ECHO_SERVERS:-}" ]]; then
@@ -164,8 +168,7 @@ section_rings() {
   {
     echo "## Ring limits of this machine (C baselines: memfd SPSC ring vs socketpair)"
     echo
-    echo "The lead adds Peerhost's own ring rows here (PeerhostRing one-way, busy / eventfd / adaptive RTT)"
-    echo "with ratios against these lines."
+    echo "PeerhostRing's own figures follow in the next section, with ratios against these lines."
     echo
     echo '```'
     printf '%s\n' "${lines[@]}"
@@ -179,36 +182,50 @@ section_rings() {
 
 section_peerhost_ring() {
   echo "== PeerhostRing (peerhost-ringbench) against the C baselines" >&2
-  local rb="$BIN/peerhost-ringbench" lines=()
-  lines+=("$("$rb" tput 2 | tail -1)")
-  lines+=("$("$rb" rtt busy 200000 | tail -1)")
-  lines+=("$("$rb" rtt efd 20000 | tail -1)")
-  local rate spin
-  for spin in 0 20 50 200; do
-    for rate in 1000 10000 50000 100000; do
-      lines+=("$("$rb" rtt adaptive "$rate" 2 "$spin" | tail -1)")
-    done
-  done
-  local sock; sock=$("$BASE/sockbench" tput seqpacket 64 2 2>&1 | tail -1 | field msgs_per_s)
-  local sockpp; sockpp=$("$BASE/sockbench" pp stream 50000 2>&1 | tail -1)
-  local shm; shm=$("$BASE/shmring" tput 64 2 2>&1 | tail -1 | field msgs_per_s)
-  local ours; ours=$(echo "${lines[0]}" | field msgs_per_s)
+  local rb="$BIN/peerhost-ringbench" secs=2
+  local tput busy efd
+  tput=$("$rb" tput 2 | tail -1); busy=$("$rb" rtt busy 200000 | tail -1); efd=$("$rb" rtt efd 20000 | tail -1)
+  local sock shm sockpp ours
+  sock=$("$BASE/sockbench" tput seqpacket 64 2 2>&1 | tail -1 | field msgs_per_s)
+  shm=$("$BASE/shmring" tput 64 2 2>&1 | tail -1 | field msgs_per_s)
+  sockpp=$("$BASE/sockbench" pp stream 50000 2>&1 | tail -1)
+  ours=$(echo "$tput" | field msgs_per_s)
   {
     echo "## PeerhostRing between two processes (64-byte descriptors)"
     echo
     echo "One side is this repository's RingView in Swift, the other a forked C peer using the same"
-    echo "ph_ring.h; both pinned to their own CPU. Adaptive = each side spins SPIN_US after its last"
-    echo "message, then sleeps on its eventfd; open loop at RATE requests/s, latency from the scheduled"
-    echo "send time; cpu_percent counts both processes (200 = both cores busy)."
+    echo "ph_ring.h, each pinned to its own CPU."
     echo
     echo '```'
-    printf '%s\n' "${lines[@]}"
-    echo "socketpair (sockbench pp stream): $sockpp"
+    echo "$tput"; echo "$busy"; echo "$efd"
+    echo "socketpair closed loop (sockbench pp stream): $sockpp"
     echo '```'
     echo
     awk -v a="$ours" -v b="$sock" -v c="$shm" 'BEGIN {
-      if (b > 0) printf "PeerhostRing one-way vs socketpair (seqpacket, 64 B): %.1f×; ", a / b
-      if (c > 0) printf "vs the C reference ring (shmring tput 64): %.2f×\n\n", a / c }'
+      if (b > 0) printf "One-way: PeerhostRing %.1f M msgs/s = %.0f× the socketpair (seqpacket, 64 B, %.2f M/s)", a / 1e6, a / b, b / 1e6
+      if (c > 0) printf " and %.1f× the C reference ring (shmring tput 64, %.1f M/s; it copies 64 B payloads per message, ours moves 64 B descriptors).\n\n", a / c, c / 1e6 }'
+    echo "### Adaptive wait: open loop, p50 / p99 µs and CPU % of both processes (200 = both cores)"
+    echo
+    echo "Each side spins SPIN_US after its last message, then sleeps on its eventfd. Latency is from"
+    echo "publishing a request to reading its answer. The socketpair column runs the same open loop over"
+    echo "a Unix socketpair with both sides blocking in the kernel."
+    echo
+    echo "| rate req/s | socketpair | spin 0 | spin 5 (default) | spin 50 | spin 200 |"
+    echo "|---:|---|---|---|---|---|"
+    local rate spin line row
+    for rate in 1000 10000 50000 100000; do
+      line=$("$rb" rtt socketpair "$rate" "$secs" | tail -1)
+      row="| $rate | $(echo "$line" | field p50_us) / $(echo "$line" | field p99_us), $(echo "$line" | field cpu_percent)%"
+      for spin in 0 5 50 200; do
+        line=$("$rb" rtt adaptive "$rate" "$secs" "$spin" | tail -1)
+        row="$row | $(echo "$line" | field p50_us) / $(echo "$line" | field p99_us), $(echo "$line" | field cpu_percent)%"
+      done
+      echo "$row |"
+    done
+    echo
+    echo "Idle (one message, then nothing for 2 s), CPU % of both processes:"
+    for spin in 5 50; do echo "- spin $spin: $("$rb" idle 2 "$spin" | tail -1 | field cpu_percent)%"; done
+    echo
   } >>"$WORK/report.md"
 }
 

@@ -3,6 +3,9 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -25,6 +28,24 @@ static int sleep_on(int fd) {
         if (n < 0 && errno == EAGAIN) return 0;
         return -1;
     }
+}
+
+int ph_test_set_timerslack_ns(unsigned long ns) { return prctl(PR_SET_TIMERSLACK, ns, 0, 0, 0); }
+
+double ph_test_process_cpu_seconds(pid_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p) return -1;
+    unsigned long utime = 0, stime = 0;
+    /* after ") ": state(3) ... utime(14) stime(15) */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2) return -1;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
 
 int ph_test_pin_cpu(int cpu) {
@@ -112,9 +133,25 @@ pid_t ph_test_fork_ring_peer(const ph_peer_config *cfg) {
     pid_t pid = fork();
     if (pid == 0) {
         if (cfg->pin_cpu > 0) ph_test_pin_cpu(cfg->pin_cpu - 1);
+        ph_test_set_timerslack_ns(1);
         _exit(run_peer(cfg));
     }
     return pid;
+}
+
+pid_t ph_test_fork_socket_echo(int fd, int close_fd, int pin_cpu) {
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    close(close_fd);
+    if (pin_cpu > 0) ph_test_pin_cpu(pin_cpu - 1);
+    ph_test_set_timerslack_ns(1);
+    uint64_t v;
+    for (;;) {
+        ssize_t n = read(fd, &v, sizeof v);
+        if (n == 0) _exit(0);
+        if (n < 0) { if (errno == EINTR) continue; _exit(1); }
+        if (write(fd, &v, (size_t)n) != n) _exit(1);
+    }
 }
 
 int ph_test_wait(pid_t pid) {

@@ -10,6 +10,7 @@
 // Output: one line of key=value pairs (parsed by bench/run.sh).
 import CPeerhostShim
 import CPeerhostTestSupport
+import Foundation
 import Glibc
 import PeerhostRing
 
@@ -119,7 +120,9 @@ func roundTrips(mode: String, count: Int) throws {
     print("mode=rtt-\(mode) count=\(count) p50_us=\(percentile(samples, 0.5)) p99_us=\(percentile(samples, 0.99)) cpu_percent=\(Int((selfCPU + peerCPU) / wall * 100)) peer_exit=\(status)")
 }
 
-/// Open-loop: requests at a fixed rate; latency from the scheduled send time to the answer.
+/// Open-loop: requests at a fixed rate. Latency is measured from the moment a request is published
+/// (the round trip through the ring and the peer); `sched_p50_us` adds how late the sender itself
+/// woke for its scheduled send time.
 func adaptive(rate: Int, seconds: Double, spinMicroseconds: UInt64) throws {
     let region = try SharedRegion.create(name: "bench", geometry: geometry)
     let rxWake = try Wakeup.make(nonBlocking: false)
@@ -130,12 +133,14 @@ func adaptive(rate: Int, seconds: Double, spinMicroseconds: UInt64) throws {
                             spinNs: max(spinNs, 1))
     let pid = ph_test_fork_ring_peer(&config)
     pin(0)
+    _ = ph_test_set_timerslack_ns(1)
     var rx = region.rxRing(as: .core)
     var tx = region.txRing(as: .core)
     let interval = UInt64(1_000_000_000 / rate)
-    var samples = [UInt64]()
+    var samples = [UInt64](), late = [UInt64]()
     samples.reserveCapacity(count)
-    var scheduled = [UInt64](repeating: 0, count: count)
+    late.reserveCapacity(count)
+    var sentAt = [UInt64](repeating: 0, count: count)
     let cpu0 = cpuSeconds(RUSAGE_SELF)
     let start = ph_test_now_ns()
     var next = 0
@@ -143,8 +148,10 @@ func adaptive(rate: Int, seconds: Double, spinMicroseconds: UInt64) throws {
     var lastWork = start
     while received < count {
         let now = ph_test_now_ns()
-        if next < count, now >= start + UInt64(next) * interval {
-            scheduled[next] = start + UInt64(next) * interval
+        let due = start + UInt64(next) * interval
+        if next < count, now >= due {
+            sentAt[next] = now
+            late.append(now - due)
             rx.put(ph_desc(type: PH_MSG_DATA, id: UInt64(next), arg: ph_test_check(UInt64(next), 0)))
             rx.publish()
             if rx.consumerWantsWakeup() { rxWake.signal() }
@@ -153,37 +160,100 @@ func adaptive(rate: Int, seconds: Double, spinMicroseconds: UInt64) throws {
         }
         if let n = tx.ready(), n > 0 {
             let t = ph_test_now_ns()
-            for i in 0..<n { samples.append(t - scheduled[Int(tx.copy(at: i).id)]) }
+            for i in 0..<n { samples.append(t - sentAt[Int(tx.copy(at: i).id)]) }
             tx.consume(n)
             received += Int(n)
             lastWork = t
             continue
         }
-        if now - lastWork < spinNs { ph_cpu_relax(); continue }
+        if now &- lastWork < spinNs { ph_cpu_relax(); continue }
         // Sleep until the next send is due or the peer rings.
         if let n = tx.prepareSleep(), n > 0 { tx.awake(); continue }
-        let due = next < count ? Int64(start + UInt64(next) * interval) - Int64(ph_test_now_ns()) : -1
-        if due != 0 { _ = ph_poll2(txWake.fd, -1, due < 0 && next < count ? 0 : due) }
+        let wait: Int64 = next < count ? max(0, Int64(start + UInt64(next) * interval) - Int64(ph_test_now_ns())) : -1
+        if wait != 0 { _ = ph_poll2(txWake.fd, -1, wait) }
         _ = txWake.drain()
         tx.awake()
     }
     let wall = Double(ph_test_now_ns() - start) / 1e9
     let selfCPU = cpuSeconds(RUSAGE_SELF) - cpu0
+    let peerCPU = ph_test_process_cpu_seconds(pid)
     let status = ph_test_wait(pid)
-    let peerCPU = cpuSeconds(RUSAGE_CHILDREN)
     samples.sort()
-    print("mode=adaptive rate=\(rate) spin_us=\(spinMicroseconds) p50_us=\(percentile(samples, 0.5)) p99_us=\(percentile(samples, 0.99)) cpu_percent=\(Int((selfCPU + peerCPU) / wall * 100)) peer_exit=\(status)")
+    late.sort()
+    print("mode=adaptive rate=\(rate) spin_us=\(spinMicroseconds) p50_us=\(percentile(samples, 0.5)) p99_us=\(percentile(samples, 0.99)) sched_p50_us=\(percentile(late, 0.5)) cpu_percent=\(Int((selfCPU + peerCPU) / wall * 100)) peer_exit=\(status)")
+}
+
+/// The same open loop over a socketpair (both sides block in the kernel): the baseline the adaptive
+/// ring is compared with at low rates.
+func socketpairOpenLoop(rate: Int, seconds: Double) throws {
+    var fds: [Int32] = [-1, -1]
+    guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else { throw RingError.system(call: "socketpair", errno: errno) }
+    let pid = ph_test_fork_socket_echo(fds[1], fds[0], 2)
+    close(fds[1])
+    pin(0)
+    _ = ph_test_set_timerslack_ns(1)
+    let count = Int(Double(rate) * seconds)
+    let interval = UInt64(1_000_000_000 / rate)
+    var samples = [UInt64]()
+    samples.reserveCapacity(count)
+    let cpu0 = cpuSeconds(RUSAGE_SELF)
+    let start = ph_test_now_ns()
+    for i in 0..<count {
+        let due = start + UInt64(i) * interval
+        while ph_test_now_ns() < due { _ = ph_poll2(-1, -1, max(1, Int64(due) - Int64(ph_test_now_ns()))) }
+        var v = UInt64(i)
+        let t0 = ph_test_now_ns()
+        _ = write(fds[0], &v, 8)
+        _ = read(fds[0], &v, 8)
+        samples.append(ph_test_now_ns() - t0)
+    }
+    let wall = Double(ph_test_now_ns() - start) / 1e9
+    let used = cpuSeconds(RUSAGE_SELF) - cpu0 + ph_test_process_cpu_seconds(pid)
+    close(fds[0])
+    let status = ph_test_wait(pid)
+    samples.sort()
+    print("mode=socketpair-open-loop rate=\(rate) p50_us=\(percentile(samples, 0.5)) p99_us=\(percentile(samples, 0.99)) cpu_percent=\(Int(used / wall * 100)) peer_exit=\(status)")
+}
+
+/// CPU both sides burn while the ring is idle (after one message), with a given spin budget.
+func idle(seconds: Double, spinMicroseconds: UInt64) throws {
+    let region = try SharedRegion.create(name: "bench", geometry: geometry)
+    let rxWake = try Wakeup.make(nonBlocking: false)
+    let txWake = try Wakeup.make(nonBlocking: true)
+    var config = peerConfig(region, receive: 2, rxWake: rxWake.fd, txWake: txWake.fd, echo: true,
+                            spinNs: max(spinMicroseconds * 1000, 1))
+    let pid = ph_test_fork_ring_peer(&config)
+    var rx = region.rxRing(as: .core)
+    func send(_ id: UInt64) {
+        rx.put(ph_desc(type: PH_MSG_DATA, id: id, arg: ph_test_check(id, 0)))
+        rx.publish()
+        if rx.consumerWantsWakeup() { rxWake.signal() }
+    }
+    send(0)
+    usleep(200_000)   // the peer answers, spins its budget, and goes to sleep
+    let cpu0 = cpuSeconds(RUSAGE_SELF), peer0 = ph_test_process_cpu_seconds(pid)
+    let t0 = ph_test_now_ns()
+    usleep(UInt32(seconds * 1e6))
+    let wall = Double(ph_test_now_ns() - t0) / 1e9
+    let used = cpuSeconds(RUSAGE_SELF) - cpu0 + ph_test_process_cpu_seconds(pid) - peer0
+    send(1)
+    let status = ph_test_wait(pid)
+    print("mode=idle spin_us=\(spinMicroseconds) seconds=\(seconds) cpu_percent=\(String(format: "%.2f", used / wall * 100)) peer_exit=\(status)")
 }
 
 let args = CommandLine.arguments
 func usage() -> Never {
-    print("usage: peerhost-ringbench tput SECONDS | rtt busy|efd COUNT | rtt adaptive RATE SECONDS SPIN_US")
+    print("usage: peerhost-ringbench tput SECONDS | rtt busy|efd COUNT | rtt adaptive RATE SECONDS SPIN_US | rtt socketpair RATE SECONDS | idle SECONDS SPIN_US")
     exit(2)
 }
 do {
     switch (args.count > 1 ? args[1] : "", args.count > 2 ? args[2] : "") {
     case ("tput", let s): try throughput(seconds: Double(s) ?? 1)
     case ("rtt", "busy"), ("rtt", "efd"): try roundTrips(mode: args[2], count: args.count > 3 ? Int(args[3]) ?? 100_000 : 100_000)
+    case ("idle", let secs): try idle(seconds: Double(secs) ?? 2, spinMicroseconds: args.count > 3 ? UInt64(args[3]) ?? 5 : 5)
+    case ("rtt", "socketpair"):
+        guard args.count > 4, let rate = Int(args[3]), let secs = Double(args[4]) else { usage() }
+        try socketpairOpenLoop(rate: rate, seconds: secs)
     case ("rtt", "adaptive"):
         guard args.count > 5, let rate = Int(args[3]), let secs = Double(args[4]), let spin = UInt64(args[5]) else { usage() }
         try adaptive(rate: rate, seconds: secs, spinMicroseconds: spin)

@@ -27,6 +27,13 @@ typedef struct ph_peer_config {
 /* Pins the calling thread to one CPU (benchmarks: producer and consumer on different cores). */
 int ph_test_pin_cpu(int cpu);
 
+/* Timer slack of the calling thread (benchmarks: a 50 µs default slack would add to every timed
+ * sleep). */
+int ph_test_set_timerslack_ns(unsigned long ns);
+
+/* utime+stime of a process in seconds, from /proc (benchmarks: a forked peer's CPU while alive). */
+double ph_test_process_cpu_seconds(pid_t pid);
+
 /* Monotonic nanoseconds. */
 uint64_t ph_test_now_ns(void);
 
@@ -38,6 +45,10 @@ static inline int64_t ph_test_check(uint64_t seq, uint32_t length) {
 /* Forks; the child runs the peer and _exits: 0 = every message in order with a good checksum,
  * 2 = out of order, 3 = bad checksum, 4 = corrupt index, 5 = wake-up read failed. */
 pid_t ph_test_fork_ring_peer(const ph_peer_config *cfg);
+
+/* Forks a child that echoes 8-byte messages on `fd` (blocking reads) until EOF: the socketpair
+ * baseline for the ring's open-loop benchmark. The child closes `close_fd` (the parent's end). */
+pid_t ph_test_fork_socket_echo(int fd, int close_fd, int pin_cpu);
 
 /* Waits for a child; returns its exit status, or 128+signal. */
 int ph_test_wait(pid_t pid);

@@ -33,10 +33,12 @@ public enum Defaults {
     public static let receiveSlots = 1024
 
     /// After its last message, each side of a ring keeps polling this long before it sleeps on its
-    /// eventfd. Waking an idle vCPU costs about 20 µs here, so a sleeping round trip is about 40 µs;
-    /// with 50 µs of spinning, load above ~20k messages/s never sleeps (sub-µs hand-offs) while an
-    /// idle host spends no CPU. The sweep behind the choice is in bench/BENCHMARKS.md.
-    public static let spinMicroseconds = 50
+    /// eventfd. 5 µs catches back-to-back messages of a busy connection without stealing the CPU
+    /// that the kernel's TCP work and the host's peers need: on these 2-core machines, 50 µs of
+    /// spinning cost 10–30% of plugin-path echo throughput, and the network's own latency (hundreds
+    /// of µs) dwarfs the ~20 µs a sleeping side takes to wake. Operators with spare cores set 50 for
+    /// sub-µs hand-offs above ~20k messages/s. Both sweeps are in bench/BENCHMARKS.md.
+    public static let spinMicroseconds = 5
 
     // ---- [tuning]: supervision --------------------------------------------------------------------
 

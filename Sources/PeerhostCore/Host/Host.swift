@@ -118,7 +118,8 @@ public final class Host: HostControl, @unchecked Sendable {
                 m.messages(.inbound, Int(now.messagesIn &- before.messagesIn))
                 m.messages(.outbound, Int(now.messagesOut &- before.messagesOut))
                 m.copiedBytes(Int(now.copiedBytes &- before.copiedBytes))
-                for _ in 0..<(now.rxWakeups &- before.rxWakeups) { m.wakeup(.rx) }
+                m.wakeups(.rx, Int(now.rxWakeups &- before.rxWakeups))
+                m.wakeups(.tx, Int(now.txWakeups &- before.txWakeups))
                 m.connections(now.connectionsOpen)
                 if let session = supervisor.session {
                     m.ringDepth(.rx, Int(session.region.depth(rx: true)))

@@ -21,6 +21,7 @@ struct SessionCounters {
     var messagesIn: UInt64 = 0       // RX descriptors delivered
     var messagesOut: UInt64 = 0      // TX descriptors consumed
     var rxWakeups: UInt64 = 0        // eventfd writes towards the plugin
+    var txWakeups: UInt64 = 0        // doorbell reads: the plugin woke the core
     var copiedBytes: UInt64 = 0      // payload bytes the core copied (0 on the zero-copy path)
     var connectionsOpen: Int = 0
     var connectionsTotal: UInt64 = 0
@@ -409,7 +410,10 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         case .read:
             if c.tag == 0 {
                 // The TX doorbell rang; the drain happens in poll(). Re-arm unless we are shutting down.
-                if c.result >= 0 { armDoorbell() }
+                if c.result >= 0 {
+                counters.txWakeups &+= 1
+                armDoorbell()
+            }
             } else {
                 fileReadCompleted(slot: c.tag - 1, result: c.result)
             }

@@ -315,6 +315,7 @@ extension SessionCounters {
         messagesIn &+= other.messagesIn
         messagesOut &+= other.messagesOut
         rxWakeups &+= other.rxWakeups
+        txWakeups &+= other.txWakeups
         copiedBytes &+= other.copiedBytes
         connectionsTotal &+= other.connectionsTotal
     }

@@ -137,6 +137,7 @@ public final class PluginMetrics: Sendable {
     public func bytes(_ direction: TrafficDirection, _ count: Int) { bytes[direction]!.increment(by: Int64(count)) }
     public func messages(_ direction: TrafficDirection, _ count: Int = 1) { messages[direction]!.increment(by: Int64(count)) }
     public func wakeup(_ ring: RingName) { wakeups[ring]!.increment() }
+    public func wakeups(_ ring: RingName, _ count: Int) { if count > 0 { wakeups[ring]!.increment(by: Int64(count)) } }
     public func copiedBytes(_ count: Int) { copiedBytes.increment(by: Int64(count)) }
     public func ringDepth(_ ring: RingName, _ depth: Int) { ringDepth[ring]!.set(Int64(depth)) }
     public func connections(_ open: Int) { connections.set(Int64(open)) }
