@@ -411,9 +411,9 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             if c.tag == 0 {
                 // The TX doorbell rang; the drain happens in poll(). Re-arm unless we are shutting down.
                 if c.result >= 0 {
-                counters.txWakeups &+= 1
-                armDoorbell()
-            }
+                    counters.txWakeups &+= 1
+                    armDoorbell()
+                }
             } else {
                 fileReadCompleted(slot: c.tag - 1, result: c.result)
             }
