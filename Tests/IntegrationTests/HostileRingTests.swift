@@ -31,7 +31,7 @@ extension Integration {
         listen = ["tcp:127.0.0.1:7003"]
         """
 
-        func waitUntil(_ what: String, timeout: Duration = .seconds(20), _ condition: () throws -> Bool) throws {
+        func waitUntil(_ what: String, timeout: Duration = .seconds(60), _ condition: () throws -> Bool) throws {
             let deadline = ContinuousClock.now + timeout
             while ContinuousClock.now < deadline {
                 if (try? condition()) == true { return }
@@ -71,7 +71,12 @@ extension Integration {
                 let before = try state(host, "hostile-ring").1
                 let label = "kind=\"\(kind)\""
                 let violationsBefore = series(try host.metrics(), "peerhost_plugin_violations_total", ["plugin=\"hostile-ring\"", label])
-                _ = try host.cli(["ctl", "hostile-ring", "attack", attack])   // the call dies with the plugin
+                // The call dies with the plugin. If the plugin was between incarnations the host says
+            // "not running": wait for it and try again.
+            try waitUntil("\(attack): attack delivered") {
+                let (_, out) = try host.cli(["ctl", "hostile-ring", "attack", attack])
+                return !out.contains("is not running: state")
+            }
                 try waitUntil("\(attack): violation \(kind) counted") {
                     series(try host.metrics(), "peerhost_plugin_violations_total", ["plugin=\"hostile-ring\"", label]) > violationsBefore
                 }
