@@ -29,6 +29,7 @@ static int64_t g_listen_request;
 static uint64_t g_connections;   /* accepted since start */
 static uint64_t g_open;          /* currently open */
 static uint64_t g_bytes;         /* bytes received (and echoed) */
+static char g_listen_addr[256];      /* the address start() asked for, for the log */
 static char *g_greeting;         /* malloc'd, NUL-terminated; NULL = none */
 static queued_send *g_queue;     /* sends that met PH_EAGAIN, oldest first */
 static size_t g_queue_len, g_queue_cap;
@@ -133,9 +134,7 @@ static ph_status echo_start(const ph_host *host, const char *config, size_t conf
     int64_t r = host->listen(host->ctx, addr, strlen(addr));
     if (r < 0) return (ph_status)r;
     g_listen_request = r;
-    char msg[320];
-    snprintf(msg, sizeof msg, "echo-c: listening on %s", addr);
-    echo_log(PH_LOG_INFO, msg);
+    snprintf(g_listen_addr, sizeof g_listen_addr, "%s", addr);  /* logged once the core answers */
     return PH_OK;
 }
 
@@ -181,10 +180,11 @@ static void echo_on_closed(void *user, ph_conn conn, ph_status reason) {
 
 static void echo_on_complete(void *user, ph_request request, ph_status status, int64_t value, ph_buffer *buf) {
     (void)user; (void)value;
-    if ((int64_t)request == g_listen_request && status != PH_OK) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "echo-c: listen failed with status %d", (int)status);
-        echo_log(PH_LOG_ERROR, msg);
+    if ((int64_t)request == g_listen_request) {
+        char msg[352];
+        if (status == PH_OK) snprintf(msg, sizeof msg, "echo-c: listening on %s", g_listen_addr);
+        else snprintf(msg, sizeof msg, "echo-c: listen on %s failed with status %d", g_listen_addr, (int)status);
+        echo_log(status == PH_OK ? PH_LOG_INFO : PH_LOG_ERROR, msg);
     }
     if (buf) g_host->buffer_free(g_host->ctx, buf);
 }

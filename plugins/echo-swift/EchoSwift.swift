@@ -20,6 +20,7 @@ public final class EchoSwift: Plugin {
     public static let defaultListen = "tcp:127.0.0.1:7002"
     public let host: Host
     var listenRequest: Request = 0
+    var listenAddress = ""
     /// Sends that met PH_EAGAIN, oldest first; per-connection order is kept.
     var queue: [(conn: Connection, buffer: Buffer)] = []
 
@@ -31,7 +32,7 @@ public final class EchoSwift: Plugin {
         echoStats.bytes = 0
         let address = EchoSwift.listenAddress(inConfig: config) ?? EchoSwift.defaultListen
         listenRequest = try host.listen(address)
-        host.log(.info, "echo-swift: listening on \(address)")
+        listenAddress = address   // logged once the core answers
     }
 
     public func stop() {
@@ -63,8 +64,11 @@ public final class EchoSwift: Plugin {
     }
 
     public func onComplete(request: Request, result: Result<Int64, PluginError>, buffer: Buffer?) {
-        if request == listenRequest, case .failure(let e) = result {
-            host.log(.error, "echo-swift: listen failed: \(e)")
+        if request == listenRequest {
+            switch result {
+            case .success: host.log(.info, "echo-swift: listening on \(listenAddress)")
+            case .failure(let e): host.log(.error, "echo-swift: listen on \(listenAddress) failed: \(e)")
+            }
         }
         if let buffer { host.free(buffer) }
     }

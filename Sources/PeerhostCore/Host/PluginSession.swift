@@ -11,6 +11,8 @@ protocol PluginSessionDelegate: AnyObject {
     func sessionReady(_ session: PluginSession, status: Int16, features: UInt64)
     func sessionViolated(_ session: PluginSession, _ violation: Violation)
     func sessionDenied(_ session: PluginSession, action: String, object: String)
+    /// Something the operator should see in `peerhost status` while the plugin keeps running.
+    func sessionNote(_ session: PluginSession, _ note: String)
 }
 
 /// Counters of one session, read by status and metrics (loop thread writes, others read through
@@ -399,6 +401,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             complete(request: request, status: PH_OK, value: Int64(conns[Int(index)]!.id), slot: slot)
         } catch {
             logger.warning("listen failed", metadata: ["plugin": "\(plugin)", "address": "\(address)", "error": "\(error)"])
+            delegate?.sessionNote(self, "listen \(address) failed: \(error)")
             complete(request: request, status: errnoStatus(error), slot: slot)
         }
     }

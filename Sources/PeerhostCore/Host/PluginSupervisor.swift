@@ -177,6 +177,10 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         logger.warning("denied", metadata: ["plugin": "\(name)", "action": "\(action)", "object": "\(object)"])
     }
 
+    func sessionNote(_ session: PluginSession, _ note: String) {
+        reason = note
+    }
+
     func complete(_ c: IOCompletion) {
         switch TimerTag(rawValue: c.tag) {
         case .heartbeat:
@@ -245,7 +249,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
             callbacks.forEach { $0() }
             return
         }
-        if reason.isEmpty { reason = "runner exited (\(exitText))" }
+        if killCause == nil || reason.isEmpty { reason = "runner exited (\(exitText))" }
         logger.warning("plugin exited", metadata: ["plugin": "\(name)", "exit": "\(exitText)", "cause": "\(cause.rawValue)"])
         failed(cause: cause)
     }
