@@ -18,6 +18,8 @@ public final class Host: HostControl, @unchecked Sendable {
     /// Loop thread only.
     private var supervisors: [PluginSupervisor] = []
     private var published: [String: SessionCounters] = [:]
+    /// CPU already added to the counter, per plugin: the runner's pid and its CPU µs at the last scrape.
+    private var publishedCPU: [String: (pid: Int32, microseconds: UInt64)] = [:]
 
     init(config: HostConfig, loop: IOUringLoop, metrics: HostMetrics, logger: Logger) {
         self.config = config
@@ -127,12 +129,12 @@ public final class Host: HostControl, @unchecked Sendable {
                 }
                 if let pid = supervisor.pid, let usage = ProcessUsage.read(pid: pid) {
                     m.residentMemory(usage.residentBytes)
-                    let previous = published[supervisor.name + "#cpu"]?.bytesIn ?? 0
+                    // A restarted runner (new pid) starts from 0 again.
+                    let last = publishedCPU[supervisor.name]
+                    let previous = last?.pid == pid ? last!.microseconds : 0
                     let micros = UInt64(usage.cpuSeconds * 1e6)
                     if micros > previous { m.addCPUSeconds(Double(micros - previous) / 1e6) }
-                    var cpu = SessionCounters()
-                    cpu.bytesIn = micros
-                    published[supervisor.name + "#cpu"] = cpu
+                    publishedCPU[supervisor.name] = (pid, micros)
                 }
                 published[supervisor.name] = now
             }
