@@ -17,6 +17,8 @@ let package = Package(
         // Test plugins: hostile behaviour the core must contain.
         .library(name: "hostile-ring", type: .dynamic, targets: ["HostileRingPlugin"]),
         .library(name: "io-probe", type: .dynamic, targets: ["IOProbePlugin"]),
+        .library(name: "hostile-syscall", type: .dynamic, targets: ["HostileSyscallPlugin"]),
+        .library(name: "hostile-ctor", type: .dynamic, targets: ["HostileCtorPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -67,7 +69,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .executableTarget(name: "peerhost-runner", dependencies: [
-            "PeerhostRing", "PeerhostSandbox", "CPeerhostABI", "CPeerhostShim", "CFFI",
+            "PeerhostRing", "PeerhostSandbox", "CPeerhostABI", "CPeerhostShim", "CFFI", "CSeccomp", "CCap",
         ]),
 
         .executableTarget(name: "peerhost-ringbench", dependencies: ["PeerhostRing", "CPeerhostShim", "CPeerhostTestSupport"]),
@@ -80,6 +82,12 @@ let package = Package(
 
         .target(name: "HostileRingPlugin", dependencies: ["CPeerhostABI", "CPeerhostShim"],
                 path: "Tests/Plugins/hostile-ring", exclude: ["manifest.toml"], sources: ["hostile.c"],
+                publicHeadersPath: "."),
+        .target(name: "HostileSyscallPlugin", dependencies: ["CPeerhostABI"],
+                path: "Tests/Plugins/hostile-syscall", exclude: ["manifest.toml"], sources: ["hostile_syscall.c"],
+                publicHeadersPath: "."),
+        .target(name: "HostileCtorPlugin", dependencies: ["CPeerhostABI"],
+                path: "Tests/Plugins/hostile-ctor", exclude: ["manifest.toml"], sources: ["hostile_ctor.c"],
                 publicHeadersPath: "."),
         .target(name: "IOProbePlugin", dependencies: ["CPeerhostABI"],
                 path: "Tests/Plugins/io-probe", exclude: ["manifest.toml"], sources: ["io_probe.c"],

@@ -15,6 +15,13 @@ public struct ProcessStatus: Sendable, Equatable {
     public var threads: Int = -1
     /// CapEff as a bit mask (capabilities in the process's own user namespace).
     public var effectiveCapabilities: UInt64 = 0
+    /// CapPrm, CapInh, CapBnd, CapAmb as bit masks (the runner drops all of them).
+    public var permittedCapabilities: UInt64 = 0
+    public var inheritableCapabilities: UInt64 = 0
+    public var boundingCapabilities: UInt64 = 0
+    public var ambientCapabilities: UInt64 = 0
+    /// Seccomp: 0 none, 1 strict, 2 filter (the runner's allowlist).
+    public var seccompMode: Int = -1
     /// NSpid: the pid in each nested pid namespace, outermost first ([hostPid, 1] for a runner).
     public var nsPids: [Int32] = []
     /// ns name ("user", "pid", "net", "mnt", "ipc", "uts") → link target ("net:[4026531840]").
@@ -47,6 +54,11 @@ public struct ProcessStatus: Sendable, Equatable {
             case "NSpid": s.nsPids = fields.compactMap { Int32($0) }
             case "Threads": s.threads = fields.first.flatMap { Int($0) } ?? -1
             case "CapEff": s.effectiveCapabilities = fields.first.flatMap { UInt64($0, radix: 16) } ?? 0
+            case "CapPrm": s.permittedCapabilities = fields.first.flatMap { UInt64($0, radix: 16) } ?? 0
+            case "CapInh": s.inheritableCapabilities = fields.first.flatMap { UInt64($0, radix: 16) } ?? 0
+            case "CapBnd": s.boundingCapabilities = fields.first.flatMap { UInt64($0, radix: 16) } ?? 0
+            case "CapAmb": s.ambientCapabilities = fields.first.flatMap { UInt64($0, radix: 16) } ?? 0
+            case "Seccomp": s.seccompMode = fields.first.flatMap { Int($0) } ?? -1
             default: break
             }
         }

@@ -14,7 +14,8 @@ enum RunnerFD {
 }
 
 /// A start-up failure: becomes {"type":"fail","step":…,"message":…} on fd 4 and exit status 1.
-/// Steps: args, region, dlopen, entry, abi, features, start (Contract 3 plus args/region).
+/// Steps: args, region, rlimits, capabilities, no_new_privs, seccomp, dlopen, entry, abi, features,
+/// seccomp_after_load, hello, start (Contract 3 plus the start-up sequence of RunnerMain.startUp).
 struct StartupError: Error, CustomStringConvertible {
     let step: String
     let message: String
@@ -23,28 +24,68 @@ struct StartupError: Error, CustomStringConvertible {
 
 enum RunnerMain {
     static func run(_ argv: [String]) -> Never {
-        // The core may have left SIGPIPE ignored or not; we never want it (writes use MSG_NOSIGNAL,
-        // but a plugin's own write to a closed fd must not kill pid 1 of the namespace silently).
-        signal(SIGPIPE, SIG_IGN)
         let control = ControlChannel(fd: RunnerFD.control)
         do {
-            let opts = try Options.parse(argv)
-            let region = try Region.map(fd: RunnerFD.region)
-            let plugin = try LoadedPlugin.load(name: opts.plugin, library: opts.library)
+            let (region, plugin) = try startUp(argv, control: control)
+            let runner = Runner(region: region, plugin: plugin, control: control)
+            runner.loop()
+        } catch {
+            fail(control, error)
+        }
+    }
+
+    /// The runner's half of DESIGN.md "The runner's start-up sequence", in order. The clone helper
+    /// (ph_spawn.c) already did: namespaces, uid/gid maps, setgroups/setresgid/setresuid, setsid,
+    /// fds 3–6, close_range, no_new_privs, a private `/`. Each step below that fails throws a
+    /// StartupError naming it: a `fail` frame on fd 4 with that step, exit status 1.
+    /// No plugin code runs before step 8 (dlopen), and from step 7 on every system call is filtered.
+    static func startUp(_ argv: [String], control: ControlChannel) throws(StartupError) -> (Region, LoadedPlugin) {
+        // 1. args: --plugin NAME --library PATH [--rlimit-nofile N] [--rlimit-nproc N]
+        //    [--rlimit-as BYTES] [--seccomp on|off] ("off" is for debugging only; the core never passes it).
+        let opts = try Options.parse(argv)
+
+        // 2. signals: SIGPIPE ignored (writes use MSG_NOSIGNAL, but a plugin's own write to a closed
+        //    fd must not kill pid 1 of the namespace silently). rt_sigaction is not on the allowlist,
+        //    so every disposition is set here, before the filter.
+        signal(SIGPIPE, SIG_IGN)
+
+        // 3. region: map fd 3 and check its header (mmap stays allowed; failing early is clearer).
+        let region = try Region.map(fd: RunnerFD.region)
+
+        // 4. rlimits: core size 0, open files, processes, address space if the core gives one.
+        try Confinement.setResourceLimits(opts.limits)
+
+        // 5. capabilities: bounding set, ambient set, then effective/permitted/inheritable → empty.
+        try Confinement.dropCapabilities()
+
+        // 6. no_new_privs: set by the clone helper already; set again so this function alone holds
+        //    the whole guarantee (seccomp without CAP_SYS_ADMIN requires it anyway).
+        try Confinement.setNoNewPrivs()
+
+        // 7. seccomp allowlist (SyscallAllowlist.swift), default kill-process, x86_64 only. Before
+        //    dlopen: dlopen runs the library's constructors, and plugin code never runs unfiltered.
+        if opts.seccomp { try Confinement.installAllowlist() }
+
+        // 8. dlopen: the plugin library and its entry point, ABI and features checked.
+        let plugin = try LoadedPlugin.load(name: opts.plugin, library: opts.library)
+
+        // 9. seccomp after load: a stacked filter takes openat away (EACCES) — only the loader needed it.
+        if opts.seccomp { try Confinement.installAfterLoadFilter() }
+
+        // 10. hello: the core may now send START (the plugin's start runs in the ring loop).
+        do {
             try control.writeFrame([
                 "type": "hello", "name": plugin.name, "version": plugin.version,
                 "abi": plugin.abiString, "features": NSNumber(value: plugin.descriptor.features),
             ])
-            let runner = Runner(region: region, plugin: plugin, control: control)
-            runner.loop()
-        } catch let e as StartupError {
-            fail(control, e)
         } catch {
-            fail(control, StartupError(step: "args", message: "\(error)"))
+            throw StartupError(step: "hello", message: "\(error)")
         }
+        return (region, plugin)
     }
 
-    static func fail(_ control: ControlChannel, _ e: StartupError) -> Never {
+    static func fail(_ control: ControlChannel, _ error: Error) -> Never {
+        let e = error as? StartupError ?? StartupError(step: "args", message: "\(error)")
         let line = "peerhost-runner: \(e.step): \(e.message)\n"
         _ = line.withCString { write(2, $0, strlen($0)) }
         try? control.writeFrame(["type": "fail", "step": e.step, "message": e.message])
@@ -55,6 +96,9 @@ enum RunnerMain {
 struct Options {
     var plugin = ""
     var library = ""
+    var limits = ResourceLimits()
+    /// false only with `--seccomp off`: for debugging a plugin under strace; never used by the core.
+    var seccomp = true
 
     static func parse(_ argv: [String]) throws(StartupError) -> Options {
         var o = Options()
@@ -65,6 +109,15 @@ struct Options {
             switch a {
             case "--plugin": o.plugin = argv[i + 1]
             case "--library": o.library = argv[i + 1]
+            case "--rlimit-nofile": o.limits.nofile = try number(a, argv[i + 1])
+            case "--rlimit-nproc": o.limits.nproc = try number(a, argv[i + 1])
+            case "--rlimit-as": o.limits.addressSpace = try number(a, argv[i + 1])
+            case "--seccomp":
+                switch argv[i + 1] {
+                case "on": o.seccomp = true
+                case "off": o.seccomp = false
+                default: throw StartupError(step: "args", message: "--seccomp takes on or off, not \(argv[i + 1])")
+                }
             default: throw StartupError(step: "args", message: "unknown argument \(a)")
             }
             i += 2
@@ -73,6 +126,11 @@ struct Options {
             throw StartupError(step: "args", message: "usage: peerhost-runner --plugin NAME --library PATH")
         }
         return o
+    }
+
+    private static func number(_ flag: String, _ text: String) throws(StartupError) -> UInt64 {
+        guard let v = UInt64(text), v > 0 else { throw StartupError(step: "args", message: "\(flag) needs a positive number, not \(text)") }
+        return v
     }
 }
 

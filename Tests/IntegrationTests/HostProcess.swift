@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// Every integration suite is nested here: they share fixed plugin ports (the manifests grant
-/// 7001–7003), so they must never run in parallel with each other.
+/// 7001–7004), so they must never run in parallel with each other.
 @Suite(.serialized) struct Integration {}
 
 /// Paths of the package and its debug build products, found from this file's location.
@@ -51,14 +51,14 @@ final class HostProcess: @unchecked Sendable {
 
     /// The plugin ports the test manifests grant. A test host needs them free: a leftover host (or
     /// anything else) on them would answer in our place.
-    static let pluginPorts: [UInt16] = [7001, 7002, 7003]
+    static let pluginPorts: [UInt16] = [7001, 7002, 7003, 7004]
 
     /// Starts the host and waits for run.json (the host writes it once it serves).
     func start(timeout: Duration = .seconds(60)) throws {
         let portsFree = ContinuousClock.now + .seconds(30)
         while let busy = Self.pluginPorts.first(where: { !portIsFree($0) }) {
             guard ContinuousClock.now < portsFree else {
-                throw TestFailure("port \(busy) is in use by another process; the integration tests need 7001-7003 free")
+                throw TestFailure("port \(busy) is in use by another process; the integration tests need 7001-7004 free")
             }
             usleep(100_000)
         }

@@ -129,10 +129,10 @@ final class FakeCore {
     }
 
     func spawn(plugin: String, library: String, hostUID: UInt32 = 200_000 + UInt32(getpid() % 1000),
-               environment: [String] = ["SWIFT_BACKTRACE=enable=no"]) throws -> SpawnedProcess {
+               environment: [String] = ["SWIFT_BACKTRACE=enable=no"], arguments: [String] = []) throws -> SpawnedProcess {
         let spec = SpawnSpec(
             runnerPath: Products.runner,
-            argv: ["peerhost-runner", "--plugin", plugin, "--library", library],
+            argv: ["peerhost-runner", "--plugin", plugin, "--library", library] + arguments,
             environment: environment,
             fds: [memfd, childControlFD, rxEvent, txEvent],
             hostUID: hostUID, hostGID: hostUID)

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "peerhost.h"
@@ -56,6 +57,27 @@ static void inject(region_map *m, const ph_desc *d) {
     (void)!write(TX_EVENTFD, &one, sizeof one);
 }
 
+/* Holds the runner (single-threaded: it is inside this call) until the core has consumed TX up to
+ * `target` or killed us, for at most a second. Without this the runner's next TX publish — from its
+ * own cached tail, e.g. a heartbeat ack — could overwrite the injected entry or index before the
+ * core looked, and the attack would silently not happen. Spins on the vDSO clock: no syscalls. */
+static void wait_for_core(region_map *m, uint32_t target) {
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        if ((int32_t)(atomic_load_explicit(&m->tx_ctl->head, memory_order_acquire) - target) >= 0) return;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > 1000000000L) return;
+    }
+}
+
+/* inject, then wait until the core has read it (it kills us then). */
+static void inject_and_wait(region_map *m, const ph_desc *d) {
+    uint32_t tail = atomic_load_explicit(&m->tx_ctl->tail, memory_order_acquire);
+    inject(m, d);
+    wait_for_core(m, tail + 1);
+}
+
 /* Runs one named attack; returns 0 if it was carried out (the core should kill us shortly). */
 static int64_t attack(const char *name) {
     region_map m;
@@ -88,6 +110,7 @@ static int64_t attack(const char *name) {
         atomic_store_explicit(&m.tx_ctl->tail, head + m.hdr.ring_entries * 4 + 3, memory_order_release);
         uint64_t one = 1;
         (void)!write(TX_EVENTFD, &one, sizeof one);
+        wait_for_core(&m, head + 1);   /* never consumed: the core kills us first (or 1 s passes) */
         return 0;
     } else if (!strcmp(name, "spin")) {
         /* Never return: heartbeats go unanswered and the supervisor must kill us (cause hang). */
@@ -116,12 +139,12 @@ static int64_t attack(const char *name) {
         /* Whatever the core read, it used its own copy. Finish with a descriptor it must refuse,
          * so the test can tell the core noticed this plugin at all. */
         d.type = 999;
-        inject(&m, &d);
+        inject_and_wait(&m, &d);
         return 0;
     } else {
         return -2;
     }
-    inject(&m, &d);
+    inject_and_wait(&m, &d);
     return 0;
 }
 
