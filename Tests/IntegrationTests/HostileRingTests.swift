@@ -122,6 +122,30 @@ extension Integration {
             #expect(host.stop() == 0)
         }
 
+        /// crash_loop_limit = 2: the third failure in a row leaves the plugin down, state failed,
+        /// with the reason in status; the other plugin never notices.
+        @Test func aCrashLoopLeavesThePluginFailedWithItsReason() throws {
+            let host = try HostProcess(config: Self.config.replacingOccurrences(
+                of: "backoff_cap_ms = 200", with: "backoff_cap_ms = 200\ncrash_loop_limit = 2"))
+            try host.start()
+            for round in 1...3 {
+                try waitUntil("hostile-ring running before attack \(round)") { try state(host, "hostile-ring").0 == "running" }
+                _ = try host.cli(["ctl", "hostile-ring", "attack", "garbage_type"])
+                try waitUntil("failure \(round) noticed") {
+                    series(try host.metrics(), "peerhost_plugin_violations_total", ["plugin=\"hostile-ring\""]) >= Double(round)
+                }
+            }
+            try waitUntil("state failed") { try state(host, "hostile-ring").0 == "failed" }
+            #expect(series(try host.metrics(), "peerhost_plugin_restarts_total", ["plugin=\"hostile-ring\""]) == 2,
+                    "two restarts, then left down")
+            let (_, body) = try httpGet(host.httpAddress, "/status")
+            #expect(body.contains("crash loop"), "the reason says why it stays down: \(body)")
+            usleep(500_000)
+            #expect(try state(host, "hostile-ring").0 == "failed", "and it stays down")
+            #expect(echoes(7001, "unaffected"))
+            #expect(host.stop() == 0)
+        }
+
         @Test func aPluginThatStopsAnsweringHeartbeatsIsKilledAsHung() throws {
             let host = try HostProcess(config: Self.config)
             try host.start()

@@ -255,7 +255,6 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     }
 
     private func failed(cause: RestartCause) {
-        metrics.restart(cause)
         if let since = runningSince, ContinuousClock.now - since > .seconds(30) { consecutiveFailures = 0 }
         runningSince = nil
         consecutiveFailures += 1
@@ -266,6 +265,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
             return
         }
         restarts += 1
+        metrics.restart(cause)   // counted when a restart is scheduled, not when the plugin is left down
         state = .backoff
         let exponent = min(consecutiveFailures - 1, 20)
         let delayMs = min(tuning.backoffCapMilliseconds, tuning.backoffBaseMilliseconds << exponent)
