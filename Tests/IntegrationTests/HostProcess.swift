@@ -218,3 +218,21 @@ func portIsFree(_ port: UInt16) -> Bool {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
     }
 }
+
+/// Polls `condition` every 50 ms until it holds (errors count as "not yet"), or fails naming `what`.
+func waitUntil(_ what: String, timeout: Duration = .seconds(20), _ condition: () throws -> Bool) throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if (try? condition()) == true { return }
+        usleep(50_000)
+    }
+    throw TestFailure("timed out waiting for \(what)")
+}
+
+/// True when a fresh connection to 127.0.0.1:port echoes `text` back.
+func echoes(_ port: UInt16, _ text: String) -> Bool {
+    guard let client = try? TCPClient(port: port, timeoutSeconds: 2) else { return false }
+    defer { client.close() }
+    let bytes = Array(text.utf8)
+    return (try? client.send(bytes)) != nil && (try? client.receive(exactly: bytes.count)) == bytes
+}

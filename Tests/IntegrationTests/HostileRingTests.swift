@@ -31,22 +31,6 @@ extension Integration {
         listen = ["tcp:127.0.0.1:7003"]
         """
 
-        func waitUntil(_ what: String, timeout: Duration = .seconds(60), _ condition: () throws -> Bool) throws {
-            let deadline = ContinuousClock.now + timeout
-            while ContinuousClock.now < deadline {
-                if (try? condition()) == true { return }
-                usleep(50_000)
-            }
-            throw TestFailure("timed out waiting for \(what)")
-        }
-
-        func echoes(_ port: UInt16, _ text: String) -> Bool {
-            guard let client = try? TCPClient(port: port, timeoutSeconds: 2) else { return false }
-            defer { client.close() }
-            let bytes = Array(text.utf8)
-            return (try? client.send(bytes)) != nil && (try? client.receive(exactly: bytes.count)) == bytes
-        }
-
         func state(_ host: HostProcess, _ plugin: String) throws -> (String, Int) {
             let (_, body) = try httpGet(host.httpAddress, "/status")
             let doc = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
@@ -66,21 +50,21 @@ extension Integration {
         @Test func everyAttackIsRefusedCountedAndRestarted() throws {
             let host = try HostProcess(config: Self.config)
             try host.start()
-            try waitUntil("hostile-ring running") { try state(host, "hostile-ring").0 == "running" }
+            try waitUntil("hostile-ring running", timeout: .seconds(60)) { try state(host, "hostile-ring").0 == "running" }
             for (attack, kind) in Self.attacks {
                 let before = try state(host, "hostile-ring").1
                 let label = "kind=\"\(kind)\""
                 let violationsBefore = series(try host.metrics(), "peerhost_plugin_violations_total", ["plugin=\"hostile-ring\"", label])
                 // The call dies with the plugin. If the plugin was between incarnations the host says
             // "not running": wait for it and try again.
-            try waitUntil("\(attack): attack delivered") {
+            try waitUntil("\(attack): attack delivered", timeout: .seconds(60)) {
                 let (_, out) = try host.cli(["ctl", "hostile-ring", "attack", attack])
                 return !out.contains("is not running: state")
             }
-                try waitUntil("\(attack): violation \(kind) counted") {
+                try waitUntil("\(attack): violation \(kind) counted", timeout: .seconds(60)) {
                     series(try host.metrics(), "peerhost_plugin_violations_total", ["plugin=\"hostile-ring\"", label]) > violationsBefore
                 }
-                try waitUntil("\(attack): hostile-ring restarted") {
+                try waitUntil("\(attack): hostile-ring restarted", timeout: .seconds(60)) {
                     let (s, restarts) = try state(host, "hostile-ring")
                     return s == "running" && restarts > before
                 }
@@ -96,12 +80,12 @@ extension Integration {
         @Test func rewritingADescriptorAfterSendingItCannotHurtTheCore() throws {
             let host = try HostProcess(config: Self.config)
             try host.start()
-            try waitUntil("hostile-ring running") { try state(host, "hostile-ring").0 == "running" }
+            try waitUntil("hostile-ring running", timeout: .seconds(60)) { try state(host, "hostile-ring").0 == "running" }
             _ = try host.cli(["ctl", "hostile-ring", "attack", "rewrite_after_send"])
-            try waitUntil("a violation counted") {
+            try waitUntil("a violation counted", timeout: .seconds(60)) {
                 series(try host.metrics(), "peerhost_plugin_violations_total", ["plugin=\"hostile-ring\""]) >= 1
             }
-            try waitUntil("restarted") { try state(host, "hostile-ring") == ("running", 1) }
+            try waitUntil("restarted", timeout: .seconds(60)) { try state(host, "hostile-ring") == ("running", 1) }
             #expect(echoes(7001, "alive"))
             #expect(host.stop() == 0)
         }
@@ -109,7 +93,7 @@ extension Integration {
         @Test func sealedRegionAndSaturatedEventfdsAreHarmless() throws {
             let host = try HostProcess(config: Self.config)
             try host.start()
-            try waitUntil("hostile-ring running") { try state(host, "hostile-ring").0 == "running" }
+            try waitUntil("hostile-ring running", timeout: .seconds(60)) { try state(host, "hostile-ring").0 == "running" }
             let (status, out) = try host.cli(["ctl", "hostile-ring", "attack", "truncate_region"])
             #expect(status == 0 && out.trimmingCharacters(in: .whitespacesAndNewlines) == "0",
                     "ftruncate on the sealed region fails with EPERM (0 = refused as expected): \(out)")
@@ -129,13 +113,13 @@ extension Integration {
                 of: "backoff_cap_ms = 200", with: "backoff_cap_ms = 200\ncrash_loop_limit = 2"))
             try host.start()
             for round in 1...3 {
-                try waitUntil("hostile-ring running before attack \(round)") { try state(host, "hostile-ring").0 == "running" }
+                try waitUntil("hostile-ring running before attack \(round)", timeout: .seconds(60)) { try state(host, "hostile-ring").0 == "running" }
                 _ = try host.cli(["ctl", "hostile-ring", "attack", "garbage_type"])
-                try waitUntil("failure \(round) noticed") {
+                try waitUntil("failure \(round) noticed", timeout: .seconds(60)) {
                     series(try host.metrics(), "peerhost_plugin_violations_total", ["plugin=\"hostile-ring\""]) >= Double(round)
                 }
             }
-            try waitUntil("state failed") { try state(host, "hostile-ring").0 == "failed" }
+            try waitUntil("state failed", timeout: .seconds(60)) { try state(host, "hostile-ring").0 == "failed" }
             #expect(series(try host.metrics(), "peerhost_plugin_restarts_total", ["plugin=\"hostile-ring\""]) == 2,
                     "two restarts, then left down")
             let (_, body) = try httpGet(host.httpAddress, "/status")
@@ -149,13 +133,13 @@ extension Integration {
         @Test func aPluginThatStopsAnsweringHeartbeatsIsKilledAsHung() throws {
             let host = try HostProcess(config: Self.config)
             try host.start()
-            try waitUntil("hostile-ring running") { try state(host, "hostile-ring").0 == "running" }
+            try waitUntil("hostile-ring running", timeout: .seconds(60)) { try state(host, "hostile-ring").0 == "running" }
             let spinner = Thread { _ = try? host.cli(["ctl", "hostile-ring", "attack", "spin"]) }
             spinner.start()
-            try waitUntil("restart with cause hang") {
+            try waitUntil("restart with cause hang", timeout: .seconds(60)) {
                 series(try host.metrics(), "peerhost_plugin_restarts_total", ["plugin=\"hostile-ring\"", "cause=\"hang\""]) >= 1
             }
-            try waitUntil("running again") { try state(host, "hostile-ring").0 == "running" }
+            try waitUntil("running again", timeout: .seconds(60)) { try state(host, "hostile-ring").0 == "running" }
             #expect(echoes(7003, "recovered"))
             #expect(echoes(7001, "never stopped"))
             #expect(host.stop() == 0)

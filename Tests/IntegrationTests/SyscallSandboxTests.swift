@@ -39,22 +39,6 @@ extension Integration {
                 .replacingOccurrences(of: "@CRASHLOOP@", with: crashLoopLimit.map { "crash_loop_limit = \($0)" } ?? "")
         }
 
-        func waitUntil(_ what: String, timeout: Duration = .seconds(20), _ condition: () throws -> Bool) throws {
-            let deadline = ContinuousClock.now + timeout
-            while ContinuousClock.now < deadline {
-                if (try? condition()) == true { return }
-                usleep(50_000)
-            }
-            throw TestFailure("timed out waiting for \(what)")
-        }
-
-        func echoes(_ port: UInt16, _ text: String) -> Bool {
-            guard let client = try? TCPClient(port: port, timeoutSeconds: 2) else { return false }
-            defer { client.close() }
-            let bytes = Array(text.utf8)
-            return (try? client.send(bytes)) != nil && (try? client.receive(exactly: bytes.count)) == bytes
-        }
-
         func status(_ host: HostProcess, _ plugin: String) throws -> [String: Any] {
             let (_, body) = try httpGet(host.httpAddress, "/status")
             let doc = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
