@@ -56,4 +56,15 @@ public enum Defaults {
     /// 0 = no limit: keep restarting with capped backoff. Giving up (state `failed`) needs an operator
     /// decision we have not made yet; the key exists so configs written now stay valid.
     public static let crashLoopLimit = 0
+
+    // ---- audit log --------------------------------------------------------------------------
+
+    /// 16 MiB per file holds about 80 000 lines: days of a busy host's grants and restarts, small
+    /// enough to open in an editor.
+    public static let auditLogMaxBytes: UInt64 = 16 << 20
+    /// Five rotated files besides the live one: a bounded 96 MiB, enough history for an incident.
+    public static let auditLogKeep = 5
+    /// Denials and ring violations are written at most 50 lines/s per plugin (burst 100): a plugin
+    /// that probes in a loop cannot fill the disk; counters still count every attempt.
+    public static let auditLinesPerSecond = 50.0
 }

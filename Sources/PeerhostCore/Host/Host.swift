@@ -14,6 +14,8 @@ public final class Host: HostControl, @unchecked Sendable {
     let loop: IOUringLoop
     let metrics: HostMetrics
     let logger: Logger
+    /// `<data_dir>/audit.log`: grants, denials, violations, kills, restarts (AuditLog.swift).
+    let audit: AuditLog
     let started = ContinuousClock.now
     /// Loop thread only.
     private var supervisors: [PluginSupervisor] = []
@@ -26,6 +28,7 @@ public final class Host: HostControl, @unchecked Sendable {
         self.loop = loop
         self.metrics = metrics
         self.logger = logger
+        self.audit = AuditLog(path: (config.host.dataDirectory as NSString).appendingPathComponent("audit.log"))
     }
 
     /// Starts everything, serves until SIGTERM/SIGINT, stops everything.
@@ -44,6 +47,9 @@ public final class Host: HostControl, @unchecked Sendable {
         if geteuid() != 0 {
             logger.warning("running unprivileged: each plugin's namespace maps to your own uid \(geteuid()) instead of its own host uid (uid_base + index), so plugins share one host uid with the core; run as root for per-plugin uids")
         }
+        // The audit log and the plugins' storage live in the data dir from the first spawn on.
+        try? FileManager.default.createDirectory(atPath: config.host.dataDirectory, withIntermediateDirectories: true,
+                                                 attributes: [.posixPermissions: 0o700])
         let host = Host(config: config, loop: loop, metrics: metrics, logger: logger)
         host.startLoopThread()
         await host.onLoop { host.startPlugins() }
@@ -87,7 +93,7 @@ public final class Host: HostControl, @unchecked Sendable {
             }
             let supervisor = PluginSupervisor(config: plugin, tuning: config.tuning, runnerPath: runnerPath,
                                               libraryPath: library, uidBase: config.host.uidBase, loop: loop,
-                                              metrics: metrics.plugin(named: plugin.name), logger: logger)
+                                              metrics: metrics.plugin(named: plugin.name), logger: logger, audit: audit)
             supervisors.append(supervisor)
             if library.isEmpty {
                 supervisor.markFailed(reason: "library \(plugin.manifest.library) not found")

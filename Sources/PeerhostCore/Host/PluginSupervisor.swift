@@ -22,6 +22,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     let loop: IOUringLoop
     let metrics: PluginMetrics
     let logger: Logger
+    let audit: AuditLog
     let groupID: UInt16
 
     private(set) var handler: HandlerID!
@@ -46,7 +47,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     var name: String { config.name }
 
     init(config: HostConfig.PluginConfig, tuning: HostConfig.Tuning, runnerPath: String, libraryPath: String,
-         uidBase: UInt32, loop: IOUringLoop, metrics: PluginMetrics, logger: Logger) {
+         uidBase: UInt32, loop: IOUringLoop, metrics: PluginMetrics, logger: Logger, audit: AuditLog) {
         self.config = config
         self.tuning = tuning
         self.runnerPath = runnerPath
@@ -55,6 +56,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         self.loop = loop
         self.metrics = metrics
         self.logger = logger
+        self.audit = audit
         self.groupID = UInt16(1 + config.index)
         handler = loop.register(self)
     }
@@ -72,6 +74,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         } catch {
             reason = "\(error)"
             logger.error("plugin failed to start", metadata: ["plugin": "\(name)", "error": "\(error)"])
+            audit.record(plugin: name, pid: 0, action: "spawn", object: name, decision: .failed, reason: reason)
             failed(cause: .startFailure)
         }
     }
@@ -118,6 +121,8 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         }
         session.start(configJSON: config.startConfigJSON)
         logger.info("plugin starting", metadata: ["plugin": "\(name)", "pid": "\(spawned.pid)"])
+        audit.record(plugin: name, pid: spawned.pid, action: "spawn", object: name, decision: .allowed,
+                     reason: "grants: " + (config.grantSummary.isEmpty ? "none" : config.grantSummary.joined(separator: "; ")))
         loop.timeout(handler, nanoseconds: UInt64(tuning.heartbeatIntervalMilliseconds) * 1_000_000, tag: TimerTag.heartbeat.rawValue)
     }
 
@@ -169,12 +174,16 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         logger.error("plugin violated the ring protocol; killing it", metadata: ["plugin": "\(name)", "violation": "\(violation)"])
         reason = "violation: \(violation)"
         killCause = .violation
+        audit.record(plugin: name, pid: pid ?? 0, action: "ring", object: violation.kind.rawValue, decision: .killed,
+                     reason: "\(violation)")
         kill()
     }
 
     func sessionDenied(_ session: PluginSession, action: String, object: String) {
         metrics.denial(action)
         logger.warning("denied", metadata: ["plugin": "\(name)", "action": "\(action)", "object": "\(object)"])
+        audit.record(plugin: name, pid: pid ?? 0, action: action, object: object, decision: .denied,
+                     reason: "not covered by the plugin's grants")
     }
 
     func sessionNote(_ session: PluginSession, _ note: String) {
@@ -210,6 +219,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
             reason = "no heartbeat answer for \(tuning.heartbeatTimeoutMilliseconds) ms"
             logger.error("plugin stopped answering heartbeats; killing it", metadata: ["plugin": "\(name)"])
             killCause = .hang
+            audit.record(plugin: name, pid: pid ?? 0, action: "kill", object: "heartbeat", decision: .killed, reason: reason)
             kill()
             return
         }
@@ -228,6 +238,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         guard incarnation == self.incarnation, let session else { return }
         let cause: RestartCause = killCause ?? (exit.map { $0.exited && $0.code == 0 } == true ? .exit : .crash)
         let exitText = exit.map { "\($0)" } ?? "unknown exit"
+        let exitedPID = process?.pid ?? 0
         if let process { Glibc.close(process.pidfd) }
         process = nil
         channel?.close()
@@ -250,6 +261,8 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
             return
         }
         if killCause == nil || reason.isEmpty { reason = "runner exited (\(exitText))" }
+        audit.record(plugin: name, pid: exitedPID, action: "exit", object: exitText, decision: .info,
+                     reason: "cause \(cause.rawValue): \(reason)")
         logger.warning("plugin exited", metadata: ["plugin": "\(name)", "exit": "\(exitText)", "cause": "\(cause.rawValue)"])
         failed(cause: cause)
     }
@@ -262,6 +275,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
             state = .failed
             reason = "crash loop: \(consecutiveFailures - 1) restarts without 30 s of stable running; last: \(reason)"
             logger.error("plugin keeps failing; leaving it down", metadata: ["plugin": "\(name)", "reason": "\(reason)"])
+            audit.record(plugin: name, pid: 0, action: "restart", object: name, decision: .failed, reason: reason)
             return
         }
         restarts += 1
@@ -270,6 +284,8 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         let exponent = min(consecutiveFailures - 1, 20)
         let delayMs = min(tuning.backoffCapMilliseconds, tuning.backoffBaseMilliseconds << exponent)
         logger.info("restarting plugin after backoff", metadata: ["plugin": "\(name)", "delay_ms": "\(delayMs)"])
+        audit.record(plugin: name, pid: 0, action: "restart", object: name, decision: .restarted,
+                     reason: "cause \(cause.rawValue), restart \(restarts) in \(delayMs) ms: \(reason)")
         loop.timeout(handler, nanoseconds: UInt64(delayMs) * 1_000_000, tag: TimerTag.restart.rawValue)
     }
 
