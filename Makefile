@@ -15,6 +15,7 @@ help:
 	@echo "make run    install what is missing, build release, start the host on the default config"
 	@echo "make test   install what is missing (and test peers), build, run every test"
 	@echo "make bench  benchmarks against this machine's baselines (writes bench/BENCHMARKS.md)"
+	@echo "make fuzz   fuzz the manifest, config and ring-descriptor parsers (FUZZ_SECONDS=60 each)"
 	@echo "make clean  remove build products"
 
 # Installs the system packages that are missing; does nothing (and needs no network) when all are there.
@@ -45,5 +46,27 @@ test: build-debug
 bench: deps
 	bench/run.sh
 
+# libFuzzer with coverage and AddressSanitizer, in its own build folder (every module instrumented).
+# peerhost-fuzz brings its own main (libFuzzer's no-main runtime + LLVMFuzzerRunDriver): SwiftPM
+# renames an executable's main, which clashes with the runtime that -sanitize=fuzzer links.
+# New inputs go to .build-fuzz/corpus; fuzz/corpus (committed) is only read; crashes land in
+# fuzz/crashes/ as reproducers (`.build/debug/peerhost-fuzz TARGET FILE` replays one).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := manifest config descriptor
+FUZZER_LIB    = $(firstword $(wildcard $(dir $(realpath $(SWIFT)))../lib/clang/*/lib/linux/libclang_rt.fuzzer_no_main-x86_64.a))
+FUZZ_FLAGS    = -Xswiftc -sanitize=address -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,trace-cmp,pc-table \
+                -Xlinker $(FUZZER_LIB) -Xlinker -lstdc++
+
+fuzz: deps
+	@test -n "$(FUZZER_LIB)" || { echo "libFuzzer runtime (libclang_rt.fuzzer_no_main) not found beside $(SWIFT)"; exit 1; }
+	$(SWIFT) build --scratch-path .build-fuzz --product peerhost-fuzz $(FUZZ_FLAGS)
+	@mkdir -p fuzz/crashes
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p .build-fuzz/corpus/$$t; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  .build-fuzz/debug/peerhost-fuzz $$t -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
+	    -artifact_prefix=fuzz/crashes/$$t- .build-fuzz/corpus/$$t fuzz/corpus/$$t || exit 1; \
+	done
+
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz

@@ -74,6 +74,10 @@ let package = Package(
             "PeerhostRing", "PeerhostSandbox", "CPeerhostABI", "CPeerhostShim", "CFFI", "CSeccomp", "CCap",
         ]),
 
+        // Fuzz targets (make fuzz links libFuzzer; other builds replay fuzz/corpus through CFuzzDriver).
+        .target(name: "CFuzzDriver", path: "Sources/CFuzzDriver"),
+        .executableTarget(name: "peerhost-fuzz", dependencies: ["PeerhostCore", "PeerhostRing", "CPeerhostShim", "CFuzzDriver"]),
+
         .executableTarget(name: "peerhost-ringbench", dependencies: ["PeerhostRing", "CPeerhostShim", "CPeerhostTestSupport"]),
 
         // ---- Bundled plugins ----------------------------------------------------------------

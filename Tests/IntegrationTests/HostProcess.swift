@@ -49,6 +49,26 @@ final class HostProcess: @unchecked Sendable {
 
     var dataDirectory: String { directory.appendingPathComponent("data").path }
 
+    /// Every line of `<data_dir>/audit.log` so far, parsed (docs/audit-log.md).
+    func auditEvents() throws -> [[String: Any]] {
+        let path = dataDirectory + "/audit.log"
+        guard FileManager.default.fileExists(atPath: path) else { return [] }
+        return try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map {
+            guard let event = try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] else {
+                throw TestFailure("audit line is not a JSON object: \($0)")
+            }
+            return event
+        }
+    }
+
+    /// The audit lines of `plugin` with this action (and decision, when given).
+    func audit(_ plugin: String, action: String, decision: String? = nil) throws -> [[String: Any]] {
+        try auditEvents().filter {
+            $0["plugin"] as? String == plugin && $0["action"] as? String == action
+                && (decision == nil || $0["decision"] as? String == decision)
+        }
+    }
+
     /// The plugin ports the test manifests grant. A test host needs them free: a leftover host (or
     /// anything else) on them would answer in our place.
     static let pluginPorts: [UInt16] = [7001, 7002, 7003, 7004]

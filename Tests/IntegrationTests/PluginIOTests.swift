@@ -83,6 +83,9 @@ extension Integration {
             #expect(refused["connect_status"] as? Int == -12, "PH_ECONNREFUSED: \(refused)")
 
             #expect(deniedCount(try metrics(host), action: "connect") >= 2)
+            let lines = try host.audit("io-probe", action: "connect", decision: "denied")
+            #expect(lines.contains { $0["object"] as? String == "tcp:127.0.0.1:7103" && ($0["pid"] as? Int ?? 0) > 0 },
+                    "an audit line names the refused address and the runner: \(lines)")
         }
 
         /// A listener that never accepts, with its accept queue full: the kernel drops further SYNs,
@@ -186,6 +189,10 @@ extension Integration {
             #expect(try FileManager.default.contentsOfDirectory(atPath: root).sorted() == ["downloads", "seeds"])
             #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/downloads").sorted() == ["a.bin", "etc", "passwd", "up"])
             #expect(deniedCount(try metrics(host), action: "file_open") >= attempts.count)
+            let objects = try host.audit("io-probe", action: "file_open", decision: "denied").compactMap { $0["object"] as? String }
+            for (path, _) in attempts {
+                #expect(objects.contains { $0.contains(path) }, "an audit line for \(path): \(objects)")
+            }
         }
 
         /// A plugin that dies holding an open file and a bound UDP socket (with a recvmsg armed into a

@@ -10,7 +10,7 @@ import Glibc
 protocol PluginSessionDelegate: AnyObject {
     func sessionReady(_ session: PluginSession, status: Int16, features: UInt64)
     func sessionViolated(_ session: PluginSession, _ violation: Violation)
-    func sessionDenied(_ session: PluginSession, action: String, object: String)
+    func sessionDenied(_ session: PluginSession, action: String, object: String, reason: String)
     /// Something the operator should see in `peerhost status` while the plugin keeps running.
     func sessionNote(_ session: PluginSession, _ note: String)
 }
@@ -380,8 +380,9 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     }
 
     /// A refused request: counted and logged by the delegate, answered with PH_EDENIED.
-    private func deny(request: UInt64, action: String, object: String, slot: UInt32) {
-        delegate?.sessionDenied(self, action: action, object: object)
+    private func deny(request: UInt64, action: String, object: String, slot: UInt32,
+                      reason: String = "no grant covers it") {
+        delegate?.sessionDenied(self, action: action, object: object, reason: reason)
         complete(request: request, status: PH_EDENIED, slot: slot)
     }
 
@@ -389,7 +390,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
 
     private func listen(request: UInt64, address: String, slot: UInt32) {
         guard let wanted = try? NetGrant(parsing: address), wanted.transport == .tcp, access.mayBind(wanted) else {
-            delegate?.sessionDenied(self, action: "listen", object: address)
+            delegate?.sessionDenied(self, action: "listen", object: address, reason: "no listen grant covers it")
             complete(request: request, status: PH_EDENIED, slot: slot)
             return
         }
@@ -659,7 +660,7 @@ extension PluginSession {
         let port = target.ports.lowerBound
         // Refuse before resolving: a denied plugin must not get DNS lookups done for it.
         guard access.connect.mayCover(transport: .tcp, host: target.host, port: port) else {
-            deny(request: request, action: "connect", object: address, slot: slot)
+            deny(request: request, action: "connect", object: address, slot: slot, reason: "no connect grant covers it")
             return
         }
         if let literal = try? SocketAddress(ip: target.host, port: port) {
@@ -684,7 +685,8 @@ extension PluginSession {
                 access.connect.allows(transport: .tcp, requestedHost: host, address: IPAddress($0), port: port, local: local)
             }
             guard !allowed.isEmpty else {
-                deny(request: request, action: "connect", object: address, slot: slot)
+                deny(request: request, action: "connect", object: address, slot: slot,
+                     reason: "it resolves only to loopback, this host's own or unlisted addresses (\(addresses.map { "\($0)" }.joined(separator: ", ")))")
                 return
             }
             startConnect(request: request, slot: slot, candidates: allowed)
@@ -782,7 +784,7 @@ extension PluginSession {
 
     fileprivate func udpBind(request: UInt64, address: String, slot: UInt32) {
         guard let wanted = try? NetGrant(parsing: address), wanted.transport == .udp, access.mayBind(wanted) else {
-            deny(request: request, action: "udp_bind", object: address, slot: slot)
+            deny(request: request, action: "udp_bind", object: address, slot: slot, reason: "no listen grant covers it")
             return
         }
         do {
@@ -911,7 +913,7 @@ extension PluginSession {
         }
         guard access.connect.allows(transport: .udp, requestedHost: dest.host, address: ip, port: dest.ports.lowerBound,
                                     local: localAddresses.current()) else {
-            delegate?.sessionDenied(self, action: "udp_send", object: to)
+            delegate?.sessionDenied(self, action: "udp_send", object: to, reason: "no connect grant covers it")
             payloadSlotHome(slot, conn: socket)
             return
         }
@@ -973,7 +975,7 @@ extension PluginSession {
         switch access.storage.resolve(path: path, write: StorageLayout.writes(flags)) {
         case .denied(let reason):
             logger.debug("file_open denied", metadata: ["plugin": "\(plugin)", "path": "\(path)", "reason": "\(reason)"])
-            deny(request: request, action: "file_open", object: path, slot: slot)
+            deny(request: request, action: "file_open", object: path, slot: slot, reason: "\(reason)")
         case .beneath(let grant, let remainder):
             nextOpenTag &+= 1
             let tag = nextOpenTag
@@ -1000,7 +1002,8 @@ extension PluginSession {
             let status = fileStatus(result)
             if result == -EXDEV || result == -ELOOP {
                 // The path left the granted directory: a denial, counted like any other.
-                delegate?.sessionDenied(self, action: "file_open", object: state.path)
+                delegate?.sessionDenied(self, action: "file_open", object: state.path,
+                                        reason: "the path leaves its granted directory (openat2 RESOLVE_BENEATH: \(result == -EXDEV ? "EXDEV" : "ELOOP"))")
             }
             complete(request: state.request, status: status, slot: state.slot)
             return

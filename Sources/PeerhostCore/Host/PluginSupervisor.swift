@@ -179,11 +179,10 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         kill()
     }
 
-    func sessionDenied(_ session: PluginSession, action: String, object: String) {
+    func sessionDenied(_ session: PluginSession, action: String, object: String, reason: String) {
         metrics.denial(action)
         logger.warning("denied", metadata: ["plugin": "\(name)", "action": "\(action)", "object": "\(object)"])
-        audit.record(plugin: name, pid: pid ?? 0, action: action, object: object, decision: .denied,
-                     reason: "not covered by the plugin's grants")
+        audit.record(plugin: name, pid: pid ?? 0, action: action, object: object, decision: .denied, reason: reason)
     }
 
     func sessionNote(_ session: PluginSession, _ note: String) {
