@@ -109,6 +109,9 @@ public final class Host: HostControl, @unchecked Sendable {
     /// are logged, not fatal.
     private lazy var trust: TrustStore = {
         let store = TrustStore(config: config)
+        logger.info("plugin signatures checked against \(store.keys.count) trusted key(s)",
+                    metadata: ["keys": "\(store.keys.keys.sorted().joined(separator: ", "))",
+                               "folders": "\(store.directories.joined(separator: ", "))"])
         for problem in store.problems { logger.warning("trust store: \(problem)") }
         return store
     }()
