@@ -138,6 +138,7 @@ struct ManifestTests {
         expectError("\(header)\n[storage]\nkv = {}\n", line: 7, key: "storage.kv.quota", contains: "required key is missing")
         expectError("\(header)\n[limits]\ncpu_percent = 0\n", line: 7, key: "limits.cpu_percent", contains: "out of range")
         expectError("\(header)\n[sandbox]\nnamespaces = [\"user\", \"time\"]\n", line: 7, key: "sandbox.namespaces[1]", contains: "unknown namespace 'time'")
+        expectError("\(header)\n[sandbox]\nnamespaces = [\"user\", \"net\", \"user\"]\n", line: 7, key: "sandbox.namespaces[2]", contains: "duplicate namespace 'user'")
         expectError("\(header)\nsha256 = \"ABC\"\n", line: 6, key: "plugin.sha256", contains: "64 lowercase hex digits")
         expectError(header.replacingOccurrences(of: "name = \"bt\"", with: "name = \"host\""), line: 2, key: "plugin.name", contains: "'host' is reserved")
         expectError("\(header)\n[[control]]\nname = \"a\"\nsymbol = \"x\"\n", line: 6, key: "control[0].signature", contains: "required key is missing")

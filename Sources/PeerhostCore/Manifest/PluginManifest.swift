@@ -268,6 +268,9 @@ extension PluginManifest {
                     guard let namespace = SandboxSettings.Namespace(rawValue: text) else {
                         throw source.error(at: keyPath, .badValue("unknown namespace '\(text)' (expected one of: \(SandboxSettings.Namespace.allCases.map(\.rawValue).joined(separator: ", ")))"))
                     }
+                    if namespaces.contains(namespace) {
+                        throw source.error(at: keyPath, .badValue("duplicate namespace '\(text)'"))
+                    }
                     namespaces.append(namespace)
                 }
                 sandbox.namespaces = namespaces
