@@ -7,7 +7,7 @@ SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CONFIG       ?=
 RUN_FLAGS    := $(if $(CONFIG),--config $(CONFIG),)
 
-.PHONY: all deps build build-debug run test bench fuzz clean help
+.PHONY: all deps build build-debug sign-dev run test bench fuzz clean help
 
 all: build
 
@@ -30,9 +30,21 @@ deps:
 
 build: deps
 	$(SWIFT) build -c release
+	$(MAKE) --no-print-directory sign-dev BIN=.build/release/peerhost
 
 build-debug: deps
 	$(SWIFT) build --build-tests
+	$(MAKE) --no-print-directory sign-dev BIN=.build/debug/peerhost
+
+# The host refuses unsigned plugins. Bundled and test plugins are built here, so their hash is only
+# known now: sign them with this checkout's development key (made once, never committed; only
+# config/peerhost.toml trusts it). Each signature lands beside the library just built
+# (.build/<config>/<plugin>.manifest.sig). docs/signing.md.
+DEV_KEY   := .peerhost-dev/dev
+MANIFESTS := $(wildcard plugins/*/manifest.toml Tests/Plugins/*/manifest.toml)
+sign-dev:
+	@[ -f $(DEV_KEY).key ] || $(BIN) keygen --out $(DEV_KEY)
+	@$(BIN) sign --key $(DEV_KEY).key $(MANIFESTS)
 
 run: build
 	.build/release/peerhost run $(RUN_FLAGS)

@@ -31,6 +31,8 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 echo "== building release (everything: host, runner, plugins, benches) and the C baselines in $BASE" >&2
 swift build -c release >&2
 BIN=$(swift build -c release --show-bin-path)
+# The host refuses unsigned plugins: sign the ones just built with this checkout's dev key (docs/signing.md).
+make -s -C "$ROOT" sign-dev BIN="$BIN/peerhost" >&2
 make -s -C "$SHARED/baselines" OUT="$BASE" >&2
 
 # label|command; @PORT@ is replaced. The first entry is the baseline for the ratios.
@@ -50,6 +52,9 @@ cat >"$PLUGIN_CONFIG" <<EOF2
 data_dir = "$WORK/data"
 http = "127.0.0.1:0"
 log_level = "warning"
+
+[security]
+trust = ["$ROOT/.peerhost-dev"]
 
 [[plugin]]
 name = "echo-c"

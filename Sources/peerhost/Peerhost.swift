@@ -3,6 +3,7 @@
 // and the running host through <data_dir>/run.json.
 
 import ArgumentParser
+import Foundation
 import PeerhostCore
 
 @main
@@ -13,15 +14,36 @@ struct Peerhost: AsyncParsableCommand {
         discussion: """
             A small core owns every socket and file and hands plugins narrow capabilities declared in \
             their manifests. Start a host with `peerhost run`; inspect and drive it with `peerhost status` \
-            and `peerhost ctl`.
+            and `peerhost ctl`. Review what plugins may do with `peerhost audit`; plugins must be \
+            signed (`peerhost keygen`, `peerhost sign`) by a trusted key or the host refuses them.
 
             Config: --config FILE, else $PEERHOST_CONFIG, else config/peerhost.toml found above the \
             executable (a development checkout), else /etc/peerhost/peerhost.toml, else the built-in default \
             (both echo plugins on loopback).
             """,
         version: PeerhostVersion.current,
-        subcommands: [RunCommand.self, StatusCommand.self, CtlCommand.self]
+        subcommands: [RunCommand.self, StatusCommand.self, CtlCommand.self, AuditCommand.self,
+                      KeygenCommand.self, SignCommand.self]
     )
+
+    /// As AsyncParsableCommand.main, except that usage errors exit 2 (not ArgumentParser's 64), so
+    /// `peerhost audit` keeps 1 for "unsafe" and 2 for "you called it wrong" (docs/audit.md).
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
 }
 
 /// `--config FILE`, shared by every subcommand.

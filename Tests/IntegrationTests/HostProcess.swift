@@ -16,6 +16,30 @@ enum Products {
         repoRoot.appendingPathComponent(".build/debug")
     }
     static var peerhost: String { buildDirectory.appendingPathComponent("peerhost").path }
+
+    /// The checkout's development key (DEV_KEY in the Makefile): test configs trust its folder.
+    static var devKeyFolder: String { repoRoot.appendingPathComponent(".peerhost-dev").path }
+
+    /// Signs every bundled and test plugin against the libraries of this build, as `make build-debug`
+    /// does (so `swift build --build-tests && swift test` works too), once per test process: the host
+    /// refuses unsigned plugins. Returns the CLI's output when it failed.
+    static let devSigned: String? = {
+        let key = devKeyFolder + "/dev"
+        if !FileManager.default.fileExists(atPath: key + ".key") {
+            guard let (status, out) = try? runCLI(["keygen", "--out", key]), status == 0 else { return "keygen failed" }
+            _ = out
+        }
+        var manifests: [String] = []
+        for folder in ["plugins", "Tests/Plugins"] {
+            let base = repoRoot.appendingPathComponent(folder).path
+            for name in ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).sorted()
+            where FileManager.default.fileExists(atPath: "\(base)/\(name)/manifest.toml") {
+                manifests.append("\(base)/\(name)/manifest.toml")
+            }
+        }
+        guard let (status, out) = try? runCLI(["sign", "--key", key + ".key"] + manifests) else { return "sign did not run" }
+        return status == 0 ? nil : out
+    }()
 }
 
 /// A `peerhost run` child process on a temporary config and data directory.
@@ -75,6 +99,11 @@ final class HostProcess: @unchecked Sendable {
 
     /// Starts the host and waits for run.json (the host writes it once it serves).
     func start(timeout: Duration = .seconds(60)) throws {
+        if let failure = Products.devSigned { throw TestFailure("signing the test plugins failed: \(failure)") }
+        // Test configs trust the development key unless they say otherwise (the verification tests).
+        if let text = try? String(contentsOfFile: configPath, encoding: .utf8), !text.contains("[security]") {
+            try (text + "\n[security]\ntrust = [\"\(Products.devKeyFolder)\"]\n").write(toFile: configPath, atomically: true, encoding: .utf8)
+        }
         let portsFree = ContinuousClock.now + .seconds(30)
         while let busy = Self.pluginPorts.first(where: { !portIsFree($0) }) {
             guard ContinuousClock.now < portsFree else {

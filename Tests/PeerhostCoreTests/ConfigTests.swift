@@ -58,6 +58,9 @@ struct ConfigTests {
         let start = try JSONDecoder().decode(JSONValue.self, from: Data(config.plugins[0].startConfigJSON))
         #expect(start == .object(["listen": .array([.string("tcp:127.0.0.1:7001")])]))
         #expect(config.summary.contains("echo-swift 1.0.0 [enabled] listen: tcp:127.0.0.1:7002"))
+        // The development config trusts the key `make build` generates in the checkout.
+        #expect(config.security.trustDirectories == [root + "/.peerhost-dev"])
+        #expect(config.security.allowUnsigned.isEmpty)
     }
 
     @Test func embeddedDefaultEqualsShippedFile() throws {
@@ -174,6 +177,19 @@ struct ConfigTests {
             slot_count = 8
             recv_slots = 8
             """, line: 3, key: "tuning.recv_slots", contains: "must be below slot_count")
+    }
+
+    @Test func securitySection() throws {
+        try load("[security]\ntrust = [\"keys\", \"/etc/k\"]\nallow_unsigned = [\"demo\"]\n\n" + plugin) { result, path in
+            let config = try result.get()
+            let folder = (path as NSString).deletingLastPathComponent
+            #expect(config.security.trustDirectories == [folder + "/keys", "/etc/k"])
+            #expect(config.security.allowUnsigned == ["demo"])
+        }
+        try expectError("[security]\nallow_unsigned = [\"demo\", \"demx\"]\n\n" + plugin, line: 2,
+                        key: "security.allow_unsigned[1]", contains: "'demx' is not a configured plugin")
+        try expectError("[security]\ntrusted = []\n", line: 2, key: "security.trusted", contains: "unknown key")
+        try expectError("[security]\ntrust = \"keys\"\n", line: 2, key: "security.trust", contains: "expected an array of strings")
     }
 
     @Test func badLogLevel() throws {

@@ -108,6 +108,42 @@ struct ManifestTests {
                     key: "control[0].symbol", contains: "not a C symbol name")
     }
 
+    @Test func overlappingOrDuplicateStoragePaths() {
+        expectError("\(header)\n[storage]\npaths = [{ path = \"d\" }, { path = \"d/\" }]\n", line: 7,
+                    key: "storage.paths[1].path", contains: "'d/' duplicates storage.paths[0] ('d')")
+        expectError("\(header)\n[storage]\npaths = [{ path = \"data\", mode = \"r\" }, { path = \"./data/cache\", mode = \"rw\" }]\n", line: 7,
+                    key: "storage.paths[1].path", contains: "overlaps storage.paths[0] ('data'): one is inside the other")
+        expectError("\(header)\n[storage]\npaths = [{ path = \"a/b\" }, { path = \"a\" }]\n", line: 7,
+                    key: "storage.paths[1].path", contains: "overlaps storage.paths[0]")
+        expectError("\(header)\n[storage]\npaths = [{ path = \".\" }]\n", line: 7,
+                    key: "storage.paths[0].path", contains: "storage root itself")
+        // Siblings with a common name prefix do not overlap.
+        #expect((try? parse("\(header)\n[storage]\npaths = [{ path = \"data\" }, { path = \"data2\" }]\n").get()) != nil)
+    }
+
+    @Test func duplicateNetGrants() {
+        expectError("\(header)\n[net]\nlisten = [\"tcp:127.0.0.1:7001\", \"tcp:127.0.0.1:7001\"]\n", line: 7,
+                    key: "net.listen[1]", contains: "duplicate grant tcp:127.0.0.1:7001 (already net.listen[0])")
+        expectError("\(header)\n[net]\nconnect = [\"tcp:*:1-9\", \"udp:*:1-9\", \"tcp:*:1-9\"]\n", line: 7,
+                    key: "net.connect[2]", contains: "duplicate grant tcp:*:1-9")
+        expectError("\(header)\n[net]\nmulticast = [\"udp:[ff02::1]:5\", \"udp:[ff02::1]:5\"]\n", line: 7,
+                    key: "net.multicast[1]", contains: "duplicate grant")
+    }
+
+    @Test func badValuesInEveryTable() {
+        expectError("\(header)\n[net]\nlisten = \"tcp:127.0.0.1:7001\"\n", line: 7, key: "net.listen", contains: "expected an array of strings")
+        expectError("\(header)\n[net]\nlisten = [\"tcp:127.0.0.1\"]\n", line: 7, key: "net.listen[0]", contains: "is not a network address")
+        expectError("\(header)\n[storage]\npaths = [{ mode = \"rw\" }]\n", line: 7, key: "storage.paths[0].path", contains: "required key is missing")
+        expectError("\(header)\n[storage]\npaths = [{ path = \"/etc\" }]\n", line: 7, key: "storage.paths[0].path", contains: "relative path")
+        expectError("\(header)\n[storage]\nkv = {}\n", line: 7, key: "storage.kv.quota", contains: "required key is missing")
+        expectError("\(header)\n[limits]\ncpu_percent = 0\n", line: 7, key: "limits.cpu_percent", contains: "out of range")
+        expectError("\(header)\n[sandbox]\nnamespaces = [\"user\", \"time\"]\n", line: 7, key: "sandbox.namespaces[1]", contains: "unknown namespace 'time'")
+        expectError("\(header)\n[sandbox]\nnamespaces = [\"user\", \"net\", \"user\"]\n", line: 7, key: "sandbox.namespaces[2]", contains: "duplicate namespace 'user'")
+        expectError("\(header)\nsha256 = \"ABC\"\n", line: 6, key: "plugin.sha256", contains: "64 lowercase hex digits")
+        expectError(header.replacingOccurrences(of: "name = \"bt\"", with: "name = \"host\""), line: 2, key: "plugin.name", contains: "'host' is reserved")
+        expectError("\(header)\n[[control]]\nname = \"a\"\nsymbol = \"x\"\n", line: 6, key: "control[0].signature", contains: "required key is missing")
+    }
+
     @Test func abiAndMissingKeys() {
         expectError(header.replacingOccurrences(of: "abi = \"1\"", with: "abi = \"2\""), line: 5, key: "plugin.abi",
                     contains: "ABI major 2 is not supported")

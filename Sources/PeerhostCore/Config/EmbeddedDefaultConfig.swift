@@ -28,6 +28,12 @@ backoff_base_ms = 200
 backoff_cap_ms = 30000
 crash_loop_limit = 0              # 0 = keep restarting with capped backoff
 
+[security]                        # plugin signatures: docs/signing.md
+# Development only: trust the key `make build` generates per checkout (.peerhost-dev/, never committed)
+# and signs the bundled plugins with. An installed host trusts sandbox/trust/ (or /etc/peerhost/trust)
+# and the folders listed here; drop this line in production.
+trust = ["../.peerhost-dev"]
+
 [[plugin]]
 name = "echo-c"
 manifest = "../plugins/echo-c/manifest.toml"

@@ -8,6 +8,8 @@ public struct HostConfig: Sendable {
     public var origin: ConfigOrigin
     public var host: HostSettings
     public var tuning: Tuning
+    /// `[security]`: extra trusted signing keys and the unsigned-plugin escape hatch.
+    public var security: SecuritySettings
     /// In file order; a plugin's index here gives its host uid (uid_base + index).
     public var plugins: [PluginConfig]
 
@@ -24,6 +26,17 @@ public struct HostConfig: Sendable {
 
         public var controlSocketPath: String { (dataDirectory as NSString).appendingPathComponent("control.sock") }
         public var runFilePath: String { (dataDirectory as NSString).appendingPathComponent("run.json") }
+    }
+
+    public struct SecuritySettings: Sendable, Equatable {
+        /// Folders of trusted `*.pub` keys (absolute; relative values resolve against the config's
+        /// folder), read in addition to the built-in trust folder (TrustStore.builtInDirectories).
+        public var trustDirectories: [String] = []
+        /// Plugins started even without a valid signature (for plugin authors while iterating): the
+        /// host logs a warning and an audit line, and `peerhost audit` calls them unsafe. A pinned
+        /// manifest sha256 is still enforced.
+        public var allowUnsigned: [String] = []
+        public init() {}
     }
 
     public enum LogLevel: String, Sendable, CaseIterable { case trace, debug, info, notice, warning, error, critical }
@@ -113,11 +126,12 @@ extension HostConfig {
     /// Every key the config accepts, by table ("" = top level); docs/config.md documents each
     /// (a test checks) and anything else is an "unknown key" error.
     public static let schemaKeys: [String: [String]] = [
-        "": ["host", "tuning", "plugin"],
+        "": ["host", "tuning", "security", "plugin"],
         "host": ["data_dir", "http", "uid_base", "log_level"],
         "tuning": ["ring_entries", "slot_size", "slot_count", "recv_slots", "spin_us", "heartbeat_interval_ms",
                    "heartbeat_timeout_ms", "backoff_base_ms", "backoff_cap_ms", "crash_loop_limit"],
         "plugin": ["name", "manifest", "enabled", "config", "listen"],
+        "security": ["trust", "allow_unsigned"],
     ]
 
     /// Finds and loads the config the way every command does.
@@ -212,6 +226,19 @@ extension HostConfig {
             if let value = try table.integer("crash_loop_limit", in: 0...1_000_000) { tuning.crashLoopLimit = Int(value) }
         }
 
+        // [security]
+        security = SecuritySettings()
+        var allowUnsignedKeyPaths: [(value: String, keyPath: String)] = []
+        if let table = try root.table("security") {
+            try table.allowOnly(Self.schemaKeys["security"]!)
+            for (text, keyPath) in try table.stringArray("trust") ?? [] {
+                if text.isEmpty { throw source.error(at: keyPath, .badValue("a trust folder must not be empty")) }
+                let folder = text.hasPrefix("/") ? text : (baseDirectory as NSString).appendingPathComponent(text)
+                security.trustDirectories.append((folder as NSString).standardizingPath)
+            }
+            allowUnsignedKeyPaths = try table.stringArray("allow_unsigned") ?? []
+        }
+
         // [[plugin]]
         plugins = []
         for (index, entry) in (try root.tableArray("plugin") ?? []).enumerated() {
@@ -261,6 +288,14 @@ extension HostConfig {
             plugins.append(PluginConfig(name: name, index: index, enabled: enabled, manifest: manifest,
                                         settings: settings, listenOverride: listenOverride,
                                         dataDirectory: (dataDirectory as NSString).standardizingPath))
+        }
+        // After the plugins, so a name that matches none (a typo would silently leave the real
+        // plugin refused) is an error.
+        for (name, keyPath) in allowUnsignedKeyPaths {
+            guard plugins.contains(where: { $0.name == name }) else {
+                throw source.error(at: keyPath, .badValue("'\(name)' is not a configured plugin (plugins: \(plugins.map(\.name).joined(separator: ", ")))"))
+            }
+            security.allowUnsigned.append(name)
         }
     }
 

@@ -97,10 +97,59 @@ public final class Host: HostControl, @unchecked Sendable {
             supervisors.append(supervisor)
             if library.isEmpty {
                 supervisor.markFailed(reason: "library \(plugin.manifest.library) not found")
+            } else if let refusal = verify(plugin, libraryPath: library, trust: trust) {
+                supervisor.markFailed(reason: refusal)
             } else {
                 supervisor.start()
             }
         }
+    }
+
+    /// The trust store, read once at start-up; its problems (a named folder missing, a bad .pub)
+    /// are logged, not fatal.
+    private lazy var trust: TrustStore = {
+        let store = TrustStore(config: config)
+        logger.info("plugin signatures checked against \(store.keys.count) trusted key(s)",
+                    metadata: ["keys": "\(store.keys.keys.sorted().joined(separator: ", "))",
+                               "folders": "\(store.directories.joined(separator: ", "))"])
+        for problem in store.problems { logger.warning("trust store: \(problem)") }
+        return store
+    }()
+
+    /// Secure bootstrapping: the library's bytes against the manifest's hash and its signature, before
+    /// a runner exists. Returns the refusal (the plugin's status reason), or nil to start it. Every
+    /// outcome is an audit line with action "verify".
+    private func verify(_ plugin: HostConfig.PluginConfig, libraryPath: String, trust: TrustStore) -> String? {
+        // Hash of the file for now; the integration with LibraryImage passes the sealed memfd's hash.
+        guard let hash = librarySHA256(path: libraryPath) else {
+            let reason = "library \(libraryPath) is not readable"
+            audit.record(plugin: plugin.name, pid: 0, action: "verify", object: libraryPath, decision: .denied, reason: reason)
+            return reason
+        }
+        switch PluginVerifier.verify(manifest: plugin.manifest, librarySHA256: hash, libraryPath: libraryPath, trust: trust) {
+        case .verified(let keyID, let signedTime, _):
+            audit.record(plugin: plugin.name, pid: 0, action: "verify", object: libraryPath, decision: .allowed,
+                         reason: "sha256 \(hash) signed by \(keyID) at \(signedTime)")
+            return nil
+        case .refused(let failure):
+            // The escape hatch excuses the signature only: a pinned manifest hash still holds.
+            if config.security.allowUnsigned.contains(plugin.name), !failure.isPinnedHashMismatch {
+                logger.warning("STARTING UNVERIFIED PLUGIN: listed in [security] allow_unsigned; its code is not authenticated",
+                               metadata: ["plugin": "\(plugin.name)", "why": "\(failure)"])
+                audit.record(plugin: plugin.name, pid: 0, action: "verify", object: libraryPath, decision: .allowed,
+                             reason: "allow_unsigned: \(failure)")
+                return nil
+            }
+            let reason = "verification failed: \(failure)"
+            logger.error("plugin refused", metadata: ["plugin": "\(plugin.name)", "reason": "\(reason)"])
+            audit.record(plugin: plugin.name, pid: 0, action: "verify", object: libraryPath, decision: .denied, reason: reason)
+            return reason
+        }
+    }
+
+    /// The library's hash, computed from the resolved file.
+    private func librarySHA256(path: String) -> String? {
+        PluginVerifier.librarySHA256(path: path)
     }
 
     /// Once per loop iteration: every live session drains its TX ring and flushes RX.

@@ -9,6 +9,14 @@ public enum ByteSize {
         ("B", 1),
     ]
 
+    /// The largest binary unit that divides `bytes` exactly ("512MiB", "1536B"), for audit output.
+    public static func format(_ bytes: UInt64) -> String {
+        for (suffix, factor) in units where suffix.hasSuffix("iB") && bytes >= factor && bytes % factor == 0 {
+            return "\(bytes / factor)\(suffix)"
+        }
+        return "\(bytes)B"
+    }
+
     public struct ParseError: Error, Sendable, Equatable, CustomStringConvertible {
         public var description: String
     }

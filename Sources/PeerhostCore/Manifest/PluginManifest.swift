@@ -13,8 +13,12 @@ public struct PluginManifest: Sendable {
     public var version: String
     /// As written: a file name or a path relative to the manifest's folder (see `resolveLibrary`).
     public var library: String
-    /// Lowercase hex SHA-256 of the library; optional until issue 4 verifies bytes.
+    /// Lowercase hex SHA-256 of the library. Optional: bundled plugins are built by SwiftPM, so
+    /// their hash is only known after the build and lives in the signature sidecar instead
+    /// (docs/signing.md). When present, the loaded bytes must match it.
     public var sha256: String?
+    /// The ABI version as written ("1" or "1.MINOR"); part of the signed canonical form.
+    public var abi: String
     /// The ABI major version the plugin is built for; this host serves 1.
     public var abiMajor: Int
 
@@ -187,6 +191,7 @@ extension PluginManifest {
             throw plugin.error("abi", .badValue("ABI major \(major) is not supported by this host (supports \(Self.supportedABIMajors.map(String.init).joined(separator: ", ")))"))
         }
         abiMajor = major
+        abi = abiText
 
         net = NetGrants()
         if let table = try root.table("net") {
@@ -194,6 +199,9 @@ extension PluginManifest {
             net.listen = try Self.netGrants(table, "listen")
             net.connect = try Self.netGrants(table, "connect")
             net.multicast = try Self.netGrants(table, "multicast")
+            try Self.checkNoDuplicates(table, "listen", net.listen)
+            try Self.checkNoDuplicates(table, "connect", net.connect)
+            try Self.checkNoDuplicates(table, "multicast", net.multicast)
             for (index, grant) in net.multicast.enumerated() where grant.transport != .udp {
                 throw source.error(at: "net.multicast[\(index)]", .badValue("multicast grants are udp only, got \(grant)"))
             }
@@ -213,6 +221,22 @@ extension PluginManifest {
                     throw entry.error("mode", .badValue("'\(modeText)' is not a mode (expected \"r\" or \"rw\")"))
                 }
                 let quota = try Self.size(entry, "quota")
+                // Two grants for one folder, or one inside another, would make the effective mode
+                // and quota of the inner folder ambiguous: refused.
+                let components = Self.pathComponents(relative)
+                if components.isEmpty {
+                    throw entry.error("path", .badValue("'\(relative)' names the plugin's storage root itself; grant a subfolder"))
+                }
+                for (other, earlier) in storage.paths.enumerated() {
+                    let otherComponents = Self.pathComponents(earlier.path)
+                    if otherComponents == components {
+                        throw entry.error("path", .badValue("'\(relative)' duplicates storage.paths[\(other)] ('\(earlier.path)')"))
+                    }
+                    let shorter = min(otherComponents.count, components.count)
+                    if Array(otherComponents.prefix(shorter)) == Array(components.prefix(shorter)) {
+                        throw entry.error("path", .badValue("'\(relative)' overlaps storage.paths[\(other)] ('\(earlier.path)'): one is inside the other"))
+                    }
+                }
                 storage.paths.append(.init(path: relative, mode: mode, quota: quota))
             }
             if let kv = try table.table("kv") {
@@ -243,6 +267,9 @@ extension PluginManifest {
                 for (text, keyPath) in names {
                     guard let namespace = SandboxSettings.Namespace(rawValue: text) else {
                         throw source.error(at: keyPath, .badValue("unknown namespace '\(text)' (expected one of: \(SandboxSettings.Namespace.allCases.map(\.rawValue).joined(separator: ", ")))"))
+                    }
+                    if namespaces.contains(namespace) {
+                        throw source.error(at: keyPath, .badValue("duplicate namespace '\(text)'"))
                     }
                     namespaces.append(namespace)
                 }
@@ -280,6 +307,22 @@ extension PluginManifest {
         let allowed = Set("abcdefghijklmnopqrstuvwxyz0123456789-_")
         guard !name.isEmpty, name.count <= 64, name.allSatisfy({ allowed.contains($0) }), name != "host" else {
             throw reader.error(key, .badValue("'\(name)' is not a plugin name (lowercase letters, digits, - and _; at most 64; 'host' is reserved)"))
+        }
+    }
+
+    /// A storage path's folders, without empty and "." parts ("a//b/./" → ["a", "b"]).
+    static func pathComponents(_ path: String) -> [Substring] {
+        path.split(separator: "/").filter { $0 != "." }
+    }
+
+    /// The same grant twice in one list is a copy-paste slip; refusing it keeps the signed list
+    /// and `peerhost audit`'s output free of noise.
+    static func checkNoDuplicates(_ table: TOMLTableReader, _ key: String, _ grants: [NetGrant]) throws(TOMLFileError) {
+        for (index, grant) in grants.enumerated() {
+            if let first = grants[..<index].firstIndex(of: grant) {
+                throw table.source.error(at: "\(table.keyPath(key))[\(index)]",
+                                         .badValue("duplicate grant \(grant) (already \(table.keyPath(key))[\(first)])"))
+            }
         }
     }
 
