@@ -3,7 +3,7 @@
  *
  * `make fuzz` links peerhost-fuzz against libFuzzer (libclang_rt.fuzzer_no_main), whose strong
  * LLVMFuzzerRunDriver mutates inputs under coverage guidance. Every other build (make test) gets
- * the weak definition in ph_fuzz_driver.c instead: it runs the callback once per file named on the
+ * the definition in ph_fuzz_driver.c instead: it runs the callback once per file named on the
  * command line (directories are walked), so the committed corpus replays as a regression test.
  */
 #ifndef PH_FUZZ_DRIVER_H

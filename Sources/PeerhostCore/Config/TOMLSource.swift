@@ -71,6 +71,12 @@ public struct TOMLSource: Sendable {
     /// Parses `text`; a syntax error carries TOMLKit's line.
     public init(text: String, displayName: String) throws(TOMLFileError) {
         self.displayName = displayName
+        do {
+            try TOMLHeaderCheck.check(text)
+        } catch {
+            throw TOMLFileError(file: displayName, line: error.line, key: nil,
+                                problem: .syntax("a table header must start with a key, found \(error.found)"))
+        }
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)
