@@ -3,6 +3,15 @@
 // as outside (so RUNPATHs and PT_INTERP resolve unchanged), plus the verified plugin bytes at
 // /plugin/<file>. Everything here runs in the core, before the clone: the child only makes the
 // system calls.
+//
+// What the runner looks for after pivot_root (strace -f of the sandbox tests): the loader's search
+// of RUNPATH and the default directories (no /etc/ld.so.cache: it falls back to /lib/x86_64-linux-gnu
+// and finds the bound files), /proc/self/maps and /proc/self/exe (Swift runtime, ENOENT is fine),
+// /sys/devices/system/cpu/possible and /proc/stat (glibc's CPU count, falls back), ICU data under
+// /usr/share/icu (Foundation uses the data built into lib_FoundationICU.so). libcap's cap_max_bits
+// probes with prctl(PR_CAPBSET_READ), not /proc/sys/kernel/cap_last_cap. The one real need was
+// /proc/self/cmdline, where Swift's CommandLine.arguments come from: the runner takes argv from
+// the C shim instead (ph_saved_argv).
 import Foundation
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PeerhostRing
+import PeerhostSandbox
 import ServiceLifecycle
 #if canImport(Glibc)
 import Glibc
@@ -22,6 +23,10 @@ public final class Host: HostControl, @unchecked Sendable {
     private var published: [String: SessionCounters] = [:]
     /// CPU already added to the counter, per plugin: the runner's pid and its CPU µs at the last scrape.
     private var publishedCPU: [String: (pid: Int32, microseconds: UInt64)] = [:]
+    /// The cgroup hierarchies found at start (nil: none; plugins get rlimits only), and the name of
+    /// this core's own subtree in them: its pid, so hosts side by side never share a group.
+    let cgroups = Cgroups.discover()
+    let cgroupInstance = "\(getpid())"
 
     init(config: HostConfig, loop: IOUringLoop, metrics: HostMetrics, logger: Logger) {
         self.config = config
@@ -83,23 +88,48 @@ public final class Host: HostControl, @unchecked Sendable {
 
     private func startPlugins() {
         let runnerPath = (ExecutableLocation.directory as NSString).appendingPathComponent("peerhost-runner")
+        // Once per host: the private root's mount point and the runner's own files (ld.so --list).
+        let runnerFiles: Result<(mountPoint: String, binds: [BindMount]), PrivateRootError>
+        do throws(PrivateRootError) {
+            runnerFiles = .success((try PrivateRoot.defaultMountPoint(dataDirectory: config.host.dataDirectory),
+                                    try PrivateRoot.runnerBinds(runnerPath: runnerPath)))
+        } catch {
+            runnerFiles = .failure(error)
+        }
         for plugin in config.enabledPlugins {
-            let library: String
+            // Once per plugin: its verified bytes (kept for every restart) and its libraries' binds.
+            var failure: String?
+            var prepared: (LibraryImage, PluginFiles)?
             do {
-                library = try plugin.manifest.resolveLibrary()
+                let path = try plugin.manifest.resolveLibrary()
+                let image = try LibraryImage.load(path: path)
+                do {
+                    let runner = try runnerFiles.get()
+                    let binds = try PrivateRoot.pluginBinds(libraryPath: path, excluding: runner.binds)
+                    let target = PrivateRoot.pluginDirectory + "/" + (path as NSString).lastPathComponent
+                    prepared = (image, PluginFiles(mountPoint: runner.mountPoint, binds: runner.binds + binds, libraryTarget: target))
+                } catch {
+                    image.close()
+                    throw error
+                }
+            } catch let error as LibraryNotFoundError {
+                failure = "library \(plugin.manifest.library) not found (\(error))"
             } catch {
-                logger.error("plugin not started", metadata: ["plugin": "\(plugin.name)", "error": "\(error)"])
-                library = ""
+                failure = "\(error)"
+            }
+            if prepared == nil {
+                logger.error("plugin not started", metadata: ["plugin": "\(plugin.name)", "error": "\(failure ?? "?")"])
             }
             let supervisor = PluginSupervisor(config: plugin, tuning: config.tuning, runnerPath: runnerPath,
-                                              libraryPath: library, uidBase: config.host.uidBase, loop: loop,
+                                              library: prepared?.0, files: prepared?.1, cgroups: cgroups, cgroupInstance: cgroupInstance,
+                                              uidBase: config.host.uidBase, loop: loop,
                                               metrics: metrics.plugin(named: plugin.name), logger: logger, audit: audit)
             supervisors.append(supervisor)
-            if library.isEmpty {
-                supervisor.markFailed(reason: "library \(plugin.manifest.library) not found")
-            } else {
-                supervisor.start()
+            guard prepared != nil else {
+                supervisor.markFailed(reason: failure ?? "?")
+                continue
             }
+            supervisor.start()
         }
     }
 
@@ -165,6 +195,7 @@ public final class Host: HostControl, @unchecked Sendable {
         // Give the loop a moment to complete the cancellations, then stop it.
         await onLoop { }
         loop.stop()
+        cgroups?.removeInstance(cgroupInstance)   // the plugins' groups are gone with their runners
     }
 
     // MARK: HostControl
