@@ -182,6 +182,46 @@ public struct Cgroups: Sendable, Equatable {
         }
     }
 
+    /// Whether the core could make a group for `controller` ("memory", "pids", "cpu") now: the
+    /// controller exists and its hierarchy's root (or our existing peerhost/ level) is writable.
+    /// Touches nothing; for `peerhost audit`, which must not create groups.
+    public func canCreate(_ controller: String) -> Bool {
+        let root: String?
+        switch layout {
+        case .v1(let memory, let pids, let cpu):
+            root = ["memory": memory, "pids": pids, "cpu": cpu][controller] ?? nil
+        case .v2(let r, let controllers):
+            root = controllers.contains(controller) ? r : nil
+        }
+        guard let root else { return false }
+        let top = root + "/peerhost"
+        return access(top, F_OK) == 0 ? access(top, W_OK) == 0 : access(root, W_OK) == 0
+    }
+
+    /// Removes what a core that died without stopping left behind: instance directories named
+    /// after a pid that no longer runs, with their (task-less, so removable) plugin groups.
+    public func removeStaleInstances() {
+        let roots: [String]
+        switch layout {
+        case .v1(let memory, let pids, let cpu): roots = [memory, pids, cpu].compactMap { $0 }
+        case .v2(let root, _): roots = [root]
+        }
+        for root in roots {
+            let top = root + "/peerhost"
+            guard let instances = try? FileManager.default.contentsOfDirectory(atPath: top) else { continue }
+            for instance in instances {
+                guard let pid = Int32(instance), kill(pid, 0) != 0, errno == ESRCH else { continue }
+                let dir = top + "/" + instance
+                let plugins = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+                // Only subdirectories are groups; the rest are the kernel's control files.
+                for plugin in plugins where (try? FileManager.default.attributesOfItem(atPath: dir + "/" + plugin)[.type] as? FileAttributeType) == .typeDirectory {
+                    rmdir(dir + "/" + plugin)
+                }
+                rmdir(dir)
+            }
+        }
+    }
+
     /// Removes the core's (empty) instance directories: at host stop.
     public func removeInstance(_ instance: String) {
         switch layout {

@@ -112,4 +112,35 @@ import Glibc
         #expect(plan.fallbackReason?.contains("memory.limit_in_bytes: ENOENT") == true, "\(plan.fallbackReason ?? "nil")")
         #expect(!FileManager.default.fileExists(atPath: root + "/memory/peerhost"), "the half-made group is removed")
     }
+
+    @Test func previewTellsTheMechanismWithoutCreatingAGroup() throws {
+        let root = try tree(["memory/.keep", "pids/.keep"])
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let cgroups = Cgroups(layout: .v1(memory: root + "/memory", pids: root + "/pids", cpu: nil))
+        var manifest = PluginManifest.ResourceLimits()
+        manifest.memoryBytes = 64 << 20
+        manifest.cpuPercent = 20
+        let writable = PluginLimits.preview(manifest, cgroups: cgroups)
+        #expect(writable.memory == .cgroupV1 && writable.cpu == .none && writable.processesBy == [.cgroupV1, .rlimit])
+        #expect(!FileManager.default.fileExists(atPath: root + "/memory/peerhost"), "a preview creates nothing")
+        chmod(root + "/memory", 0o555)
+        defer { chmod(root + "/memory", 0o755) }
+        if geteuid() != 0 {   // root writes anyway (CAP_DAC_OVERRIDE)
+            #expect(PluginLimits.preview(manifest, cgroups: cgroups).memory == .rlimit)
+        }
+        #expect(PluginLimits.preview(manifest, cgroups: nil).memory == .rlimit)
+    }
+
+    @Test func staleInstancesOfADeadCoreAreRemovedAndLiveOnesKept() throws {
+        let dead = "2147483600"   // above any pid_max: no such process
+        let live = "\(getpid())"
+        let root = try tree(["memory/peerhost/\(dead)/bt/.", "memory/peerhost/\(live)/bt/."].map { $0 + "keep" })
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        // Real cgroup directories hold only control files, which rmdir ignores; plain directories here
+        // must be empty for rmdir, so drop the placeholder files first.
+        for id in [dead, live] { unlink(root + "/memory/peerhost/\(id)/bt/.keep") }
+        Cgroups(layout: .v1(memory: root + "/memory", pids: nil, cpu: nil)).removeStaleInstances()
+        #expect(!FileManager.default.fileExists(atPath: root + "/memory/peerhost/\(dead)"))
+        #expect(FileManager.default.fileExists(atPath: root + "/memory/peerhost/\(live)/bt"))
+    }
 }

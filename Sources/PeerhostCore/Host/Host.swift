@@ -34,6 +34,7 @@ public final class Host: HostControl, @unchecked Sendable {
         self.metrics = metrics
         self.logger = logger
         self.audit = AuditLog(path: (config.host.dataDirectory as NSString).appendingPathComponent("audit.log"))
+        cgroups?.removeStaleInstances()   // groups of an earlier core that died without stopping
     }
 
     /// Starts everything, serves until SIGTERM/SIGINT, stops everything.

@@ -20,6 +20,19 @@ struct PluginLimits {
     /// Why no cgroup was used although the manifest asks for memory or cpu limits; nil otherwise.
     var fallbackReason: String?
 
+    /// What `make` would enforce on this machine for this user, without creating anything (for
+    /// `peerhost audit`): a controller counts when the core could make its group now.
+    static func preview(_ limits: PluginManifest.ResourceLimits, cgroups: Cgroups?) -> EnforcedLimits {
+        let version = cgroups?.version ?? .none
+        let memoryGroup = cgroups?.canCreate("memory") == true
+        let memory: LimitMechanism = limits.memoryBytes == nil ? .none : memoryGroup ? version : .rlimit
+        let cpu: LimitMechanism = limits.cpuPercent != nil && cgroups?.canCreate("cpu") == true ? version : .none
+        let pids = cgroups?.canCreate("pids") == true
+        return EnforcedLimits(memoryBytes: limits.memoryBytes, memory: memory, cpuPercent: limits.cpuPercent, cpu: cpu,
+                              processes: processes, processesBy: (pids ? [version] : []) + [.rlimit],
+                              openFiles: limits.openFiles.map { runnerOwnFiles + UInt64($0) } ?? defaultOpenFiles)
+    }
+
     /// `instance` names the core's own cgroup subtree (its pid): see Cgroups.swift.
     static func make(_ limits: PluginManifest.ResourceLimits, plugin: String, cgroups: Cgroups?, instance: String) -> PluginLimits {
         var group: PluginCgroup?
