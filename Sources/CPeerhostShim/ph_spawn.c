@@ -76,6 +76,12 @@ static void child_report(int fd, int step, int err) {
     for (;;) {}
 }
 
+/* dup3 to a fixed number; a lifted CLOEXEC copy that already sits there stays (dup3 of an fd onto
+ * itself is EINVAL). Only used for the CLOEXEC placements, where the copy's flags are right. */
+static long place_cloexec(int from, int to) {
+    return from == to ? to : syscall(SYS_dup3, from, to, O_CLOEXEC);
+}
+
 #define CHILD_CHECK(expr, step) do { if ((long)(expr) < 0) child_report(err_w, (step), errno); } while (0)
 
 /* Step 8 of child_main: the runner's private file system, one ordered sequence. Everything it
@@ -181,16 +187,16 @@ static void __attribute__((noreturn)) child_main(const struct child_plan *p) {
     sync_r = (int)r;
     for (int i = 0; i < n; i++) CHILD_CHECK(syscall(SYS_dup3, lifted[i], 3 + i, 0), PH_SPAWN_DUP_FDS);
     /* Park the two pipes right above the placed fds so one close_range drops everything else. */
-    CHILD_CHECK(syscall(SYS_dup3, err_w, floor_fd, O_CLOEXEC), PH_SPAWN_DUP_FDS);
+    CHILD_CHECK(place_cloexec(err_w, floor_fd), PH_SPAWN_DUP_FDS);
     err_w = floor_fd;
-    CHILD_CHECK(syscall(SYS_dup3, sync_r, floor_fd + 1, O_CLOEXEC), PH_SPAWN_DUP_FDS);
+    CHILD_CHECK(place_cloexec(sync_r, floor_fd + 1), PH_SPAWN_DUP_FDS);
     sync_r = floor_fd + 1;
     /* The library memfd (if any) sits above them until it is copied; CLOEXEC, closed before execve. */
     int keep_above = floor_fd + 2;
     if (library_fd >= 0) {
         r = syscall(SYS_fcntl, library_fd, F_DUPFD_CLOEXEC, floor_fd + 2);
         if (r < 0) child_report(err_w, PH_SPAWN_DUP_FDS, errno);
-        CHILD_CHECK(syscall(SYS_dup3, (int)r, floor_fd + 2, O_CLOEXEC), PH_SPAWN_DUP_FDS);
+        CHILD_CHECK(place_cloexec((int)r, floor_fd + 2), PH_SPAWN_DUP_FDS);
         library_fd = floor_fd + 2;
         keep_above = floor_fd + 3;
     }
