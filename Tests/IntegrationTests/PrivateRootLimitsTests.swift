@@ -156,6 +156,80 @@ extension Integration {
             #expect(echoes(7001, "after the swap"), "the restarted runner loaded the verified bytes")
         }
 
+        /// A plugin with a DT_NEEDED library of its own beside it (RUNPATH $ORIGIN): the host binds
+        /// that library next to the copy in /plugin, where $ORIGIN points inside, so the plugin
+        /// loads. When the file is gone at a restart, the spawn fails at its named step and the host
+        /// keeps serving the other plugins.
+        @Test func aPluginsOwnLibraryIsBoundBesideItAndAMissingOneFailsAtTheBindStep() throws {
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("peerhost-dep-\(UUID().uuidString)").path
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            chmod(dir, 0o755)   // the clone child, as the plugin's uid, looks the bind source up
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            try "int phdep_value(void) { return 42; }\n".write(toFile: dir + "/dep.c", atomically: true, encoding: .utf8)
+            try """
+            #include "peerhost.h"
+            int phdep_value(void);
+            int64_t dep_user_value(void) { return phdep_value(); }
+            static ph_status start(const ph_host *h, const char *c, size_t n, void **u) { return phdep_value() == 42 ? PH_OK : PH_EINVAL; }
+            static const ph_plugin p = { .size = sizeof(ph_plugin), .abi_version = PH_ABI_VERSION, .name = "dep-user",
+                .version = "1.0.0", .features = PH_FEAT_CONTROL, .start = start };
+            const ph_plugin *peerhost_plugin_v1(void) { return &p; }
+            """.write(toFile: dir + "/plugin.c", atomically: true, encoding: .utf8)
+            try """
+            [plugin]
+            name = "dep-user"
+            version = "1.0.0"
+            library = "libdep-user.so"
+            abi = "1"
+
+            [[control]]
+            name = "value"
+            symbol = "dep_user_value"
+            signature = "() -> i64"
+            """.write(toFile: dir + "/manifest.toml", atomically: true, encoding: .utf8)
+            let cc = FileManager.default.isExecutableFile(atPath: "/opt/swift/usr/bin/clang") ? "/opt/swift/usr/bin/clang" : "/usr/bin/cc"
+            for args in [["-shared", "-fPIC", dir + "/dep.c", "-o", dir + "/libphdep.so"],
+                         ["-shared", "-fPIC", "-I", Products.repoRoot.path + "/protocols/abi", dir + "/plugin.c",
+                          "-L", dir, "-lphdep", "-Wl,-rpath,$ORIGIN", "-o", dir + "/libdep-user.so"]] {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: cc)
+                p.arguments = args
+                try p.run()
+                p.waitUntilExit()
+                try #require(p.terminationStatus == 0, "compiling \(args)")
+            }
+            let host = try HostProcess(config: """
+            [host]
+            data_dir = "@DATA@"
+            http = "127.0.0.1:0"
+
+            [tuning]
+            backoff_base_ms = 20
+
+            [[plugin]]
+            name = "echo-c"
+            manifest = "@REPO@/plugins/echo-c/manifest.toml"
+            listen = ["tcp:127.0.0.1:7001"]
+
+            [[plugin]]
+            name = "dep-user"
+            manifest = "\(dir)/manifest.toml"
+            """)
+            try host.start()
+            defer { _ = host.stop() }
+            try waitUntil("dep-user running") { try allRunning(host, ["dep-user", "echo-c"]) }
+            let (rc, out) = try host.cli(["ctl", "dep-user", "value"])
+            #expect(rc == 0 && out.trimmingCharacters(in: .whitespacesAndNewlines) == "42", "its own library answered: \(out)")
+
+            unlink(dir + "/libphdep.so")
+            let victim = try #require(try status(host, "dep-user")["pid"] as? Int)
+            kill(Int32(victim), SIGKILL)
+            try waitUntil("the restart fails at the bind step") {
+                (try status(host, "dep-user")["reason"] as? String ?? "").contains("spawn step bind: ENOENT")
+            }
+            #expect(echoes(7001, "echo-c unaffected"))
+        }
+
         /// An unprivileged host cannot make cgroups: memory falls back to RLIMIT_AS (and says so).
         /// That bounds address space, not memory: the Swift runtime must live with echo-swift's 256 MiB,
         /// while memory-hog's 64 MiB is less than the runner alone maps (about 100 MiB: Swift runtime,
