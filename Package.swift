@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "io-probe", type: .dynamic, targets: ["IOProbePlugin"]),
         .library(name: "hostile-syscall", type: .dynamic, targets: ["HostileSyscallPlugin"]),
         .library(name: "hostile-ctor", type: .dynamic, targets: ["HostileCtorPlugin"]),
+        .library(name: "memory-hog", type: .dynamic, targets: ["MemoryHogPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -94,6 +95,9 @@ let package = Package(
                 publicHeadersPath: "."),
         .target(name: "HostileCtorPlugin", dependencies: ["CPeerhostABI"],
                 path: "Tests/Plugins/hostile-ctor", exclude: ["manifest.toml"], sources: ["hostile_ctor.c"],
+                publicHeadersPath: "."),
+        .target(name: "MemoryHogPlugin", dependencies: ["CPeerhostABI"],
+                path: "Tests/Plugins/memory-hog", exclude: ["manifest.toml"], sources: ["memory_hog.c"],
                 publicHeadersPath: "."),
         .target(name: "IOProbePlugin", dependencies: ["CPeerhostABI"],
                 path: "Tests/Plugins/io-probe", exclude: ["manifest.toml"], sources: ["io_probe.c"],

@@ -30,6 +30,7 @@ static const char *const step_names[PH_SPAWN_STEP_COUNT] = {
     [PH_SPAWN_UID_MAP] = "uid_map",
     [PH_SPAWN_GID_MAP] = "gid_map",
     [PH_SPAWN_SIGNAL] = "signal_child",
+    [PH_SPAWN_CGROUP] = "cgroup",
     [PH_SPAWN_DUP_FDS] = "dup_fds",
     [PH_SPAWN_CLOSE_RANGE] = "close_range",
     [PH_SPAWN_SYNC] = "sync",
@@ -39,6 +40,13 @@ static const char *const step_names[PH_SPAWN_STEP_COUNT] = {
     [PH_SPAWN_SETSID] = "setsid",
     [PH_SPAWN_NO_NEW_PRIVS] = "no_new_privs",
     [PH_SPAWN_MOUNT_PRIVATE] = "mount_private",
+    [PH_SPAWN_ROOT_TMPFS] = "root_tmpfs",
+    [PH_SPAWN_MKDIR] = "mkdir",
+    [PH_SPAWN_BIND] = "bind",
+    [PH_SPAWN_COPY_LIBRARY] = "copy_library",
+    [PH_SPAWN_REMOUNT_ROOT_RO] = "remount_root_ro",
+    [PH_SPAWN_PIVOT_ROOT] = "pivot_root",
+    [PH_SPAWN_DETACH_OLD_ROOT] = "detach_old_root",
     [PH_SPAWN_SIGMASK] = "sigmask",
     [PH_SPAWN_EXECVE] = "execve",
 };
@@ -68,12 +76,98 @@ static void child_report(int fd, int step, int err) {
     for (;;) {}
 }
 
+/* dup3 to a fixed number; a lifted CLOEXEC copy that already sits there stays (dup3 of an fd onto
+ * itself is EINVAL). Only used for the CLOEXEC placements, where the copy's flags are right. */
+static long place_cloexec(int from, int to) {
+    return from == to ? to : syscall(SYS_dup3, from, to, O_CLOEXEC);
+}
+
 #define CHILD_CHECK(expr, step) do { if ((long)(expr) < 0) child_report(err_w, (step), errno); } while (0)
+
+/* Step 8 of child_main: the runner's private file system, one ordered sequence. Everything it
+ * touches was prepared by the parent (complete paths, mount options, source flags); after it the
+ * child's "/" is a read-only tmpfs holding only the runner, its loader and libraries, and the
+ * verified plugin bytes, and the host's file system is gone from this mount namespace. */
+static void child_private_root(const ph_spawn_root *root, int library_fd, int err_w) {
+    /* 8a. root_tmpfs: a fresh tmpfs over root->dir. Size-limited (the library copy plus the mount
+     *     point files), 0755, nosuid (no set-uid file can gain anything), nodev (no device node
+     *     opens a device); exec stays allowed because the loader maps the plugin copy PROT_EXEC. */
+    CHILD_CHECK(syscall(SYS_mount, "peerhost-root", root->dir, "tmpfs", MS_NOSUID | MS_NODEV,
+                        root->tmpfs_options), PH_SPAWN_ROOT_TMPFS);
+
+    /* 8b. mkdir: the directories of every bind target and of the library, parents first. */
+    for (int i = 0; i < root->ndirs; i++) {
+        long r = syscall(SYS_mkdirat, AT_FDCWD, root->dirs[i], 0755);
+        if (r < 0 && errno != EEXIST) child_report(err_w, PH_SPAWN_MKDIR, errno);
+    }
+
+    /* 8c. bind: an empty file as the mount point, MS_BIND of the host file onto it, then the
+     *     read-only remount. A bind cannot be made read-only in the same call (the kernel ignores
+     *     MS_RDONLY without MS_REMOUNT). The remount keeps nosuid/nodev/noexec of the source's mount
+     *     (locked in a user namespace: dropping one is EPERM) and names no atime flag, which the
+     *     kernel then preserves (the atime mode is locked too). */
+    for (int i = 0; i < root->nbinds; i++) {
+        const ph_spawn_bind *b = &root->binds[i];
+        long fd = syscall(SYS_openat, AT_FDCWD, b->target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+        if (fd < 0) child_report(err_w, PH_SPAWN_BIND, errno);
+        syscall(SYS_close, fd);
+        CHILD_CHECK(syscall(SYS_mount, b->source, b->target, NULL, MS_BIND, NULL), PH_SPAWN_BIND);
+        CHILD_CHECK(syscall(SYS_mount, NULL, b->target, NULL,
+                            MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | (b->flags & MS_NOEXEC), NULL),
+                    PH_SPAWN_BIND);
+    }
+
+    /* 8d. copy_library: the verified bytes. The memfd is sealed (no write, grow or shrink), so what
+     *     the core hashed is what lands here; pread leaves the shared file offset alone. A 16 KiB
+     *     stack buffer: the child runs on a copy of a core thread's stack, and malloc is off limits. */
+    if (library_fd >= 0) {
+        long out = syscall(SYS_openat, AT_FDCWD, root->library_target,
+                           O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0555);
+        if (out < 0) child_report(err_w, PH_SPAWN_COPY_LIBRARY, errno);
+        char buf[16384];
+        uint64_t done = 0;
+        while (done < root->library_size) {
+            uint64_t want = root->library_size - done;
+            if (want > sizeof buf) want = sizeof buf;
+            long n = syscall(SYS_pread64, library_fd, buf, (size_t)want, (off_t)done);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) child_report(err_w, PH_SPAWN_COPY_LIBRARY, errno);
+            if (n == 0) child_report(err_w, PH_SPAWN_COPY_LIBRARY, EIO);   /* shorter than its size */
+            for (long off = 0; off < n;) {
+                long w = syscall(SYS_write, out, buf + off, (size_t)(n - off));
+                if (w < 0 && errno == EINTR) continue;
+                if (w <= 0) child_report(err_w, PH_SPAWN_COPY_LIBRARY, w < 0 ? errno : EIO);
+                off += w;
+            }
+            done += (uint64_t)n;
+        }
+        syscall(SYS_close, out);
+        syscall(SYS_close, library_fd);
+    }
+
+    /* 8e. remount_root_ro: the tmpfs's superblock read-only, so no mount of it is writable; the
+     *     plugin can neither change its own library nor plant files. */
+    CHILD_CHECK(syscall(SYS_mount, NULL, root->dir, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL),
+                PH_SPAWN_REMOUNT_ROOT_RO);
+
+    /* 8f. pivot_root: with new_root and put_old both ".", the old root is stacked on top of the
+     *     new one (put_old inside new_root, as pivot_root requires) and needs no directory of its
+     *     own on the read-only tmpfs (pivot_root(2), "NOTES"). */
+    CHILD_CHECK(syscall(SYS_chdir, root->dir), PH_SPAWN_PIVOT_ROOT);
+    CHILD_CHECK(syscall(SYS_pivot_root, ".", "."), PH_SPAWN_PIVOT_ROOT);
+
+    /* 8g. detach_old_root: lazily unmount the stacked old root (and every mount below it); what
+     *     remains at "/" is the tmpfs. */
+    CHILD_CHECK(syscall(SYS_umount2, ".", MNT_DETACH), PH_SPAWN_DETACH_OLD_ROOT);
+    CHILD_CHECK(syscall(SYS_chdir, "/"), PH_SPAWN_DETACH_OLD_ROOT);
+}
 
 static void __attribute__((noreturn)) child_main(const struct child_plan *p) {
     const ph_spawn_args *a = p->args;
     int n = a->nfds;
+    const ph_spawn_root *root = a->root;
     int err_w = p->err_w, sync_r = p->sync_r;
+    int library_fd = root ? root->library_fd : -1;
     int lifted[PH_SPAWN_MAX_FDS + 2];
 
     /* 1. fds → 3, 4, 5, …  A source may already sit on another source's target (fds {4, 3}), so
@@ -93,13 +187,22 @@ static void __attribute__((noreturn)) child_main(const struct child_plan *p) {
     sync_r = (int)r;
     for (int i = 0; i < n; i++) CHILD_CHECK(syscall(SYS_dup3, lifted[i], 3 + i, 0), PH_SPAWN_DUP_FDS);
     /* Park the two pipes right above the placed fds so one close_range drops everything else. */
-    CHILD_CHECK(syscall(SYS_dup3, err_w, floor_fd, O_CLOEXEC), PH_SPAWN_DUP_FDS);
+    CHILD_CHECK(place_cloexec(err_w, floor_fd), PH_SPAWN_DUP_FDS);
     err_w = floor_fd;
-    CHILD_CHECK(syscall(SYS_dup3, sync_r, floor_fd + 1, O_CLOEXEC), PH_SPAWN_DUP_FDS);
+    CHILD_CHECK(place_cloexec(sync_r, floor_fd + 1), PH_SPAWN_DUP_FDS);
     sync_r = floor_fd + 1;
+    /* The library memfd (if any) sits above them until it is copied; CLOEXEC, closed before execve. */
+    int keep_above = floor_fd + 2;
+    if (library_fd >= 0) {
+        r = syscall(SYS_fcntl, library_fd, F_DUPFD_CLOEXEC, floor_fd + 2);
+        if (r < 0) child_report(err_w, PH_SPAWN_DUP_FDS, errno);
+        CHILD_CHECK(place_cloexec((int)r, floor_fd + 2), PH_SPAWN_DUP_FDS);
+        library_fd = floor_fd + 2;
+        keep_above = floor_fd + 3;
+    }
 
     /* 2. Nothing else of the core (sockets, other plugins' regions, io_uring fds) survives. */
-    CHILD_CHECK(syscall(SYS_close_range, (unsigned)floor_fd + 2, ~0U, 0), PH_SPAWN_CLOSE_RANGE);
+    CHILD_CHECK(syscall(SYS_close_range, (unsigned)keep_above, ~0U, 0), PH_SPAWN_CLOSE_RANGE);
 
     /* 3. Wait for the parent's uid/gid maps; EOF without a byte means the parent gave up. */
     char c;
@@ -128,7 +231,10 @@ static void __attribute__((noreturn)) child_main(const struct child_plan *p) {
     if (a->namespaces & PH_NS_MNT)
         CHILD_CHECK(syscall(SYS_mount, "none", "/", NULL, MS_REC | MS_PRIVATE, NULL), PH_SPAWN_MOUNT_PRIVATE);
 
-    /* 8. The clone copied the calling thread's signal mask (Swift/NIO threads block some); the
+    /* 8. The private root (mount namespace only; the parent refused a root without one). */
+    if (root) child_private_root(root, library_fd, err_w);
+
+    /* 9. The clone copied the calling thread's signal mask (Swift/NIO threads block some); the
      *    runner starts with none blocked. Dispositions are reset by execve except SIG_IGN, which the
      *    runner handles itself (it writes with MSG_NOSIGNAL). */
     uint64_t empty = 0;
@@ -170,7 +276,15 @@ int ph_spawn(const ph_spawn_args *a, ph_spawn_result *out) {
     out->pid = -1;
     out->pidfd = -1;
     if (!a || !a->path || !a->argv || !a->envp || a->nfds < 0 || a->nfds > PH_SPAWN_MAX_FDS ||
-        (a->nfds > 0 && !a->fds))
+        (a->nfds > 0 && !a->fds) || a->ncgroup_procs < 0 || a->ncgroup_procs > PH_SPAWN_MAX_FDS ||
+        (a->ncgroup_procs > 0 && !a->cgroup_procs))
+        return fail(out, PH_SPAWN_ARGS, EINVAL);
+    /* A private root needs its own mount namespace: without one the tmpfs and pivot_root would
+     * change the core's own file system. */
+    if (a->root && (!(a->namespaces & PH_NS_MNT) || !a->root->dir || !a->root->tmpfs_options ||
+                    a->root->ndirs < 0 || a->root->nbinds < 0 || (a->root->ndirs > 0 && !a->root->dirs) ||
+                    (a->root->nbinds > 0 && !a->root->binds) ||
+                    (a->root->library_fd >= 0 && !a->root->library_target)))
         return fail(out, PH_SPAWN_ARGS, EINVAL);
 
     int sync_pipe[2], err_pipe[2];
@@ -230,6 +344,15 @@ int ph_spawn(const ph_spawn_args *a, ph_spawn_result *out) {
             snprintf(map, sizeof map, "0 %u 1\n", a->host_gid);
             if (write_proc_file((pid_t)pid, "gid_map", map) < 0) { step = PH_SPAWN_GID_MAP; err = errno; }
         }
+    }
+    /* The cgroups (memory, pids, cpu) take the child before it runs a single instruction of its
+     * own: it is still blocked on the sync pipe. */
+    for (int i = 0; !step && i < a->ncgroup_procs; i++) {
+        char text[24];
+        int len = snprintf(text, sizeof text, "%ld\n", pid);
+        ssize_t n;
+        while ((n = write(a->cgroup_procs[i], text, (size_t)len)) < 0 && errno == EINTR) {}
+        if (n != len) { step = PH_SPAWN_CGROUP; err = n < 0 ? errno : EIO; }
     }
     if (!step) {
         char go = 1;

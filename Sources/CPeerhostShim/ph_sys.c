@@ -20,6 +20,32 @@ int ph_memfd_seal(int fd) {
     return fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
 }
 
+static int saved_argc;
+static char **saved_argv;
+
+/* glibc calls .init_array entries with (argc, argv, envp) before main. */
+static void capture_args(int argc, char **argv, char **envp) {
+    (void)envp;
+    saved_argc = argc;
+    saved_argv = argv;
+}
+__attribute__((section(".init_array"), used)) static void (*const capture_args_entry)(int, char **, char **) = capture_args;
+
+int ph_saved_argc(void) { return saved_argc; }
+char **ph_saved_argv(void) { return saved_argv; }
+
+int ph_memfd_seal_immutable(int fd) {
+    return fcntl(fd, F_ADD_SEALS, ph_seal_bits_immutable());
+}
+
+int ph_memfd_get_seals(int fd) {
+    return fcntl(fd, F_GET_SEALS);
+}
+
+int ph_seal_bits_immutable(void) {
+    return F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL;
+}
+
 int ph_eventfd(unsigned int initval, int nonblock) {
     return eventfd(initval, EFD_CLOEXEC | (nonblock ? EFD_NONBLOCK : 0));
 }

@@ -33,9 +33,15 @@ public struct SpawnSpec: Sendable {
     public var hostUID: UInt32
     public var hostGID: UInt32
     public var namespaces: Namespaces
+    /// The runner's private file system (needs `.mount`); nil keeps the host's (tests only).
+    public var root: PrivateRoot?
+    /// Open `cgroup.procs` files: the parent writes the child's pid into each before releasing it.
+    /// The caller keeps and closes them.
+    public var cgroupProcs: [Int32]
 
     public init(runnerPath: String, argv: [String], environment: [String] = ["SWIFT_BACKTRACE=enable=no"],
-                fds: [Int32], hostUID: UInt32, hostGID: UInt32, namespaces: Namespaces = .all) {
+                fds: [Int32], hostUID: UInt32, hostGID: UInt32, namespaces: Namespaces = .all,
+                root: PrivateRoot? = nil, cgroupProcs: [Int32] = []) {
         self.runnerPath = runnerPath
         self.argv = argv
         self.environment = environment
@@ -43,6 +49,8 @@ public struct SpawnSpec: Sendable {
         self.hostUID = hostUID
         self.hostGID = hostGID
         self.namespaces = namespaces
+        self.root = root
+        self.cgroupProcs = cgroupProcs
     }
 }
 
@@ -53,11 +61,18 @@ public enum SpawnStep: String, Sendable {
     case uidMap = "uid_map"
     case gidMap = "gid_map"
     case signalChild = "signal_child"
+    case cgroup
     case dupFds = "dup_fds"
     case closeRange = "close_range"
     case sync, setgroups, setresgid, setresuid, setsid
     case noNewPrivs = "no_new_privs"
     case mountPrivate = "mount_private"
+    case rootTmpfs = "root_tmpfs"
+    case mkdir, bind
+    case copyLibrary = "copy_library"
+    case remountRootReadOnly = "remount_root_ro"
+    case pivotRoot = "pivot_root"
+    case detachOldRoot = "detach_old_root"
     case sigmask, execve
     case unknown
 
@@ -69,6 +84,10 @@ public enum SpawnStep: String, Sendable {
 public struct SpawnError: Error, CustomStringConvertible, Sendable, Equatable {
     public let step: SpawnStep
     public let errno: Int32
+    public init(step: SpawnStep, errno: Int32) {
+        self.step = step
+        self.errno = errno
+    }
     public var description: String {
         "spawn step \(step.rawValue): \(errnoName(errno)) (\(String(cString: strerror(errno))))"
     }
@@ -119,27 +138,62 @@ public enum SandboxSpawner {
     /// Clones a child into new namespaces, maps its uid/gid, and execs the runner.
     /// Returns once execve succeeded; a failure in any step throws SpawnError naming it.
     public static func spawn(_ spec: SpawnSpec) throws(SpawnError) -> SpawnedProcess {
-        guard spec.fds.count <= Int(PH_SPAWN_MAX_FDS), !spec.argv.isEmpty else {
+        guard spec.fds.count <= Int(PH_SPAWN_MAX_FDS), spec.cgroupProcs.count <= Int(PH_SPAWN_MAX_FDS),
+              !spec.argv.isEmpty, spec.root == nil || spec.namespaces.contains(.mount) else {
             throw SpawnError(step: .args, errno: EINVAL)
         }
         // strdup'd C strings, freed after the call: the child has its own copy of memory by then.
-        let argv = spec.argv.map { strdup($0) } + [nil]
-        let envp = spec.environment.map { strdup($0) } + [nil]
+        var owned: [UnsafeMutablePointer<CChar>?] = []
+        func c(_ s: String) -> UnsafeMutablePointer<CChar>? {
+            let p = strdup(s)
+            owned.append(p)
+            return p
+        }
+        defer { for p in owned { free(p) } }
+        let argv = spec.argv.map { c($0) } + [nil]
+        let envp = spec.environment.map { c($0) } + [nil]
+
+        // The private root with every path complete (mount point prefix included): the child does
+        // no string work at all. Manually allocated so every pointer stays valid for the call.
+        var rootPointer: UnsafeMutablePointer<ph_spawn_root>? = nil
+        var dirsPointer: UnsafeMutablePointer<UnsafePointer<CChar>?>? = nil
+        var bindsPointer: UnsafeMutablePointer<ph_spawn_bind>? = nil
         defer {
-            for p in argv { free(p) }
-            for p in envp { free(p) }
+            rootPointer?.deallocate()
+            dirsPointer?.deallocate()
+            bindsPointer?.deallocate()
+        }
+        if let r = spec.root {
+            let prefix = r.mountPoint.hasSuffix("/") ? String(r.mountPoint.dropLast()) : r.mountPoint
+            let dirs = r.directories.map { UnsafePointer(c(prefix + $0)) }
+            dirsPointer = .allocate(capacity: max(dirs.count, 1))
+            dirsPointer!.initialize(from: dirs, count: dirs.count)
+            let binds = r.binds.map { ph_spawn_bind(source: c($0.source), target: c(prefix + $0.target), flags: $0.mountFlags) }
+            bindsPointer = .allocate(capacity: max(binds.count, 1))
+            bindsPointer!.initialize(from: binds, count: binds.count)
+            rootPointer = .allocate(capacity: 1)
+            rootPointer!.initialize(to: ph_spawn_root(
+                dir: UnsafePointer(c(prefix)), tmpfs_options: UnsafePointer(c(r.tmpfsOptions)),
+                dirs: UnsafePointer(dirsPointer), ndirs: Int32(dirs.count),
+                binds: UnsafePointer(bindsPointer), nbinds: Int32(binds.count),
+                library_fd: r.library?.fd ?? -1, library_size: UInt64(r.library?.size ?? 0),
+                library_target: r.library.map { UnsafePointer(c(prefix + $0.target)) } ?? nil))
         }
         var result = ph_spawn_result()
         let rc: Int32 = spec.runnerPath.withCString { path in
             argv.withUnsafeBufferPointer { av in
                 envp.withUnsafeBufferPointer { ev in
-                    spec.fds.withUnsafeBufferPointer { fds in
-                        var args = ph_spawn_args(
-                            path: path, argv: av.baseAddress, envp: ev.baseAddress,
-                            fds: fds.baseAddress, nfds: Int32(fds.count),
-                            host_uid: spec.hostUID, host_gid: spec.hostGID,
-                            namespaces: spec.namespaces.rawValue)
-                        return ph_spawn(&args, &result)
+                    spec.cgroupProcs.withUnsafeBufferPointer { cgroups in
+                        spec.fds.withUnsafeBufferPointer { fds in
+                            var args = ph_spawn_args(
+                                path: path, argv: av.baseAddress, envp: ev.baseAddress,
+                                fds: fds.baseAddress, nfds: Int32(fds.count),
+                                host_uid: spec.hostUID, host_gid: spec.hostGID,
+                                namespaces: spec.namespaces.rawValue,
+                                root: UnsafePointer(rootPointer),
+                                cgroup_procs: cgroups.baseAddress, ncgroup_procs: Int32(cgroups.count))
+                            return ph_spawn(&args, &result)
+                        }
                     }
                 }
             }

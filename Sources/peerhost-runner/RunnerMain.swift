@@ -36,7 +36,9 @@ enum RunnerMain {
 
     /// The runner's half of DESIGN.md "The runner's start-up sequence", in order. The clone helper
     /// (ph_spawn.c) already did: namespaces, uid/gid maps, setgroups/setresgid/setresuid, setsid,
-    /// fds 3–6, close_range, no_new_privs, a private `/`. Each step below that fails throws a
+    /// fds 3–6, close_range, no_new_privs, and the private read-only root (tmpfs, read-only binds
+    /// of the runner's files, pivot_root, old root detached; no /proc, /dev, /etc), where
+    /// `--library` names the copy of the verified bytes, /plugin/lib<name>.so. Each step below that fails throws a
     /// StartupError naming it: a `fail` frame on fd 4 with that step, exit status 1.
     /// No plugin code runs before step 8 (dlopen), and from step 7 on every system call is filtered.
     static func startUp(_ argv: [String], control: ControlChannel) throws(StartupError) -> (Region, LoadedPlugin) {

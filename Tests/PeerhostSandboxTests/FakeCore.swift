@@ -128,19 +128,66 @@ final class FakeCore {
         if childControlFD >= 0 { close(childControlFD) }
     }
 
+    /// Spawns the runner the way the core does: in a private root (tmpfs, read-only binds of the
+    /// runner's files, the library's bytes copied from a sealed memfd to /plugin/<file>) unless
+    /// `privateRoot` is false. A library path that does not exist is passed through unchanged (the
+    /// runner's dlopen failure is what such a test wants to see).
     func spawn(plugin: String, library: String, hostUID: UInt32 = 200_000 + UInt32(getpid() % 1000),
-               environment: [String] = ["SWIFT_BACKTRACE=enable=no"], arguments: [String] = []) throws -> SpawnedProcess {
+               environment: [String] = ["SWIFT_BACKTRACE=enable=no"], arguments: [String] = [],
+               privateRoot: Bool = true) throws -> SpawnedProcess {
+        var root: PrivateRoot? = nil
+        var libraryArgument = library
+        var image: Int32 = -1
+        defer { if image >= 0 { close(image) } }
+        if privateRoot {
+            var copy: PrivateRoot.LibraryCopy? = nil
+            var binds = try FakeCore.runnerBinds()
+            if FileManager.default.fileExists(atPath: library) {
+                let (fd, size) = try FakeCore.sealedImage(of: library)
+                image = fd
+                libraryArgument = PrivateRoot.pluginDirectory + "/" + (library as NSString).lastPathComponent
+                copy = .init(fd: fd, size: size, target: libraryArgument)
+                binds += try PrivateRoot.pluginBinds(libraryPath: library, excluding: binds)
+            }
+            root = PrivateRoot(mountPoint: try FakeCore.mountPoint(), binds: binds, library: copy)
+        }
         let spec = SpawnSpec(
             runnerPath: Products.runner,
-            argv: ["peerhost-runner", "--plugin", plugin, "--library", library] + arguments,
+            argv: ["peerhost-runner", "--plugin", plugin, "--library", libraryArgument] + arguments,
             environment: environment,
             fds: [memfd, childControlFD, rxEvent, txEvent],
-            hostUID: hostUID, hostGID: hostUID)
+            hostUID: hostUID, hostGID: hostUID, root: root)
         let p = try SandboxSpawner.spawn(spec)
         process = p
         close(childControlFD)   // the child has its own copy; EOF then means the runner is gone
         childControlFD = -1
         return p
+    }
+
+    /// The runner's files, resolved once per test process (as the core does once per host).
+    nonisolated(unsafe) static var cachedRunnerBinds: [BindMount]?
+    static let cacheLock = NSLock()
+    static func runnerBinds() throws -> [BindMount] {
+        cacheLock.lock()
+        defer { cacheLock.unlock() }
+        if let b = cachedRunnerBinds { return b }
+        let b = try PrivateRoot.runnerBinds(runnerPath: Products.runner)
+        cachedRunnerBinds = b
+        return b
+    }
+
+    static func mountPoint() throws -> String {
+        try PrivateRoot.defaultMountPoint(dataDirectory: NSTemporaryDirectory() + "peerhost-sandbox-tests")
+    }
+
+    /// The library's bytes in a sealed memfd (what LibraryImage does in the core).
+    static func sealedImage(of path: String) throws -> (Int32, Int) {
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        let fd = ph_memfd_create("fake-core-lib")
+        guard fd >= 0 else { throw HarnessError("memfd_create: \(errno)") }
+        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress!, $0.count) }
+        guard n == bytes.count, ph_memfd_seal_immutable(fd) == 0 else { close(fd); throw HarnessError("memfd write/seal: \(errno)") }
+        return (fd, bytes.count)
     }
 
     func slot(_ s: UInt32) -> UnsafeMutablePointer<UInt8> {

@@ -16,7 +16,20 @@
  *   setresgid(0,0,0), setresuid(0,0,0)   root inside = the plugin's unprivileged host uid/gid outside
  *   setsid  a new pid namespace does not stop kill(0, …) reaching the core's process group
  *   no_new_privs, mount / MS_REC|MS_PRIVATE (nothing the child mounts propagates to the host)
- *   execve  the runner
+ *   With a private root (ph_spawn_args.root, mount namespace only):
+ *   root_tmpfs   a size-limited tmpfs (mode 0755, nosuid, nodev) on root->dir
+ *   mkdir        the directories the binds and the library need, on that tmpfs
+ *   bind         each ph_spawn_bind: an empty target file, MS_BIND, then MS_REMOUNT|MS_BIND|MS_RDONLY
+ *                with the source mount's nosuid/nodev/noexec (read by the parent: inside a user
+ *                namespace those flags are locked, and a remount that dropped one fails with EPERM)
+ *   copy_library the sealed, verified memfd → root->library_target on the tmpfs (read/write loop,
+ *                stack buffer: no malloc in the child)
+ *   remount_root_ro  the tmpfs becomes read-only (its superblock: no mount of it can write)
+ *   pivot_root   chdir(root->dir); pivot_root(".", ".") stacks the old root on the new one
+ *   detach_old_root  umount2(".", MNT_DETACH) takes the old root away; chdir("/")
+ *   sigmask, execve  the runner (its path is bound at the same absolute path inside)
+ * The parent writes the child's pid into every cgroup_procs fd (cgroup "cgroup.procs" files opened
+ * by the caller) before it releases the child, so no instruction of the child runs unlimited.
  */
 #ifndef PH_SPAWN_H
 #define PH_SPAWN_H
@@ -46,6 +59,7 @@ typedef enum ph_spawn_step {
     PH_SPAWN_UID_MAP,     /* parent: /proc/PID/uid_map */
     PH_SPAWN_GID_MAP,     /* parent: /proc/PID/gid_map */
     PH_SPAWN_SIGNAL,      /* parent: releasing the child through the sync pipe */
+    PH_SPAWN_CGROUP,      /* parent: writing the child's pid into a cgroup.procs file */
     PH_SPAWN_DUP_FDS,     /* child */
     PH_SPAWN_CLOSE_RANGE, /* child */
     PH_SPAWN_SYNC,        /* child: the parent went away before writing the maps */
@@ -55,10 +69,39 @@ typedef enum ph_spawn_step {
     PH_SPAWN_SETSID,      /* child */
     PH_SPAWN_NO_NEW_PRIVS,/* child */
     PH_SPAWN_MOUNT_PRIVATE, /* child */
+    PH_SPAWN_ROOT_TMPFS,  /* child: tmpfs on root->dir */
+    PH_SPAWN_MKDIR,       /* child: directories on the tmpfs */
+    PH_SPAWN_BIND,        /* child: a read-only bind (target file, bind, read-only remount) */
+    PH_SPAWN_COPY_LIBRARY,/* child: memfd → tmpfs file (EIO: short copy) */
+    PH_SPAWN_REMOUNT_ROOT_RO, /* child: the tmpfs read-only */
+    PH_SPAWN_PIVOT_ROOT,  /* child: chdir to the new root and pivot_root(".", ".") */
+    PH_SPAWN_DETACH_OLD_ROOT, /* child: umount2(".", MNT_DETACH) and chdir("/") */
     PH_SPAWN_SIGMASK,     /* child */
     PH_SPAWN_EXECVE,      /* child */
     PH_SPAWN_STEP_COUNT
 } ph_spawn_step;
+
+/* One read-only bind into the private root. Both paths are complete: target already carries the
+ * root->dir prefix ("/run/peerhost/root/lib/x86_64-linux-gnu/libc.so.6"). */
+typedef struct ph_spawn_bind {
+    const char *source;        /* host path (a regular file; the mount follows symlinks) */
+    const char *target;        /* created as an empty file on the tmpfs, then mounted over */
+    unsigned long flags;       /* MS_NOSUID | MS_NODEV | MS_NOEXEC bits of the source's mount */
+} ph_spawn_bind;
+
+/* The runner's private file system (DESIGN.md "The runner's start-up sequence"). */
+typedef struct ph_spawn_root {
+    const char *dir;           /* an existing directory on the host, searchable by the plugin's
+                                  uid; the tmpfs is mounted on it inside the child's namespace only */
+    const char *tmpfs_options; /* mount data, e.g. "size=4194304,nr_inodes=256,mode=0755" */
+    const char *const *dirs;   /* complete paths to mkdir (0755) in order, parents first */
+    int ndirs;
+    const ph_spawn_bind *binds;
+    int nbinds;
+    int library_fd;            /* sealed memfd with the verified plugin bytes; -1 = none */
+    uint64_t library_size;     /* bytes to copy (the memfd's size) */
+    const char *library_target;/* complete path of the copy, e.g. "<dir>/plugin/libecho-c.so" */
+} ph_spawn_root;
 
 typedef struct ph_spawn_args {
     const char *path;          /* absolute path of the executable */
@@ -69,6 +112,9 @@ typedef struct ph_spawn_args {
     uint32_t host_uid;         /* uid 0 inside maps to this uid outside */
     uint32_t host_gid;
     uint32_t namespaces;       /* PH_NS_* */
+    const ph_spawn_root *root; /* NULL: the child keeps the host's file system (needs PH_NS_MNT) */
+    const int *cgroup_procs;   /* open "cgroup.procs" fds; the parent writes the child's pid to each */
+    int ncgroup_procs;         /* <= PH_SPAWN_MAX_FDS */
 } ph_spawn_args;
 
 typedef struct ph_spawn_result {

@@ -14,6 +14,19 @@
 /* memfd with sealing allowed; seal it against shrinking, growing and further sealing. */
 int ph_memfd_create(const char *name);
 int ph_memfd_seal(int fd);
+/* Seal a memfd completely (F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL): its bytes can
+ * never change again, through any fd or mapping (a verified plugin library image). */
+int ph_memfd_seal_immutable(int fd);
+/* F_GET_SEALS: the seals set on fd, or -1. */
+int ph_memfd_get_seals(int fd);
+/* The F_SEAL_* bits (the macros do not import into Swift). */
+int ph_seal_bits_immutable(void);
+
+/* argc/argv as glibc passed them to the program's constructors (.init_array). The Swift runtime
+ * reads CommandLine.arguments from /proc/self/cmdline, which the runner's private root does not
+ * have; the runner takes its arguments from here. */
+int ph_saved_argc(void);
+char **ph_saved_argv(void);
 
 /* eventfd, non-blocking and close-on-exec. */
 int ph_eventfd(unsigned int initval, int nonblock);

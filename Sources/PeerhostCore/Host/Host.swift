@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PeerhostRing
+import PeerhostSandbox
 import ServiceLifecycle
 #if canImport(Glibc)
 import Glibc
@@ -22,6 +23,10 @@ public final class Host: HostControl, @unchecked Sendable {
     private var published: [String: SessionCounters] = [:]
     /// CPU already added to the counter, per plugin: the runner's pid and its CPU µs at the last scrape.
     private var publishedCPU: [String: (pid: Int32, microseconds: UInt64)] = [:]
+    /// The cgroup hierarchies found at start (nil: none; plugins get rlimits only), and the name of
+    /// this core's own subtree in them: its pid, so hosts side by side never share a group.
+    let cgroups = Cgroups.discover()
+    let cgroupInstance = "\(getpid())"
 
     init(config: HostConfig, loop: IOUringLoop, metrics: HostMetrics, logger: Logger) {
         self.config = config
@@ -29,6 +34,7 @@ public final class Host: HostControl, @unchecked Sendable {
         self.metrics = metrics
         self.logger = logger
         self.audit = AuditLog(path: (config.host.dataDirectory as NSString).appendingPathComponent("audit.log"))
+        cgroups?.removeStaleInstances()   // groups of an earlier core that died without stopping
     }
 
     /// Starts everything, serves until SIGTERM/SIGINT, stops everything.
@@ -83,25 +89,53 @@ public final class Host: HostControl, @unchecked Sendable {
 
     private func startPlugins() {
         let runnerPath = (ExecutableLocation.directory as NSString).appendingPathComponent("peerhost-runner")
+        // Once per host: the private root's mount point and the runner's own files (ld.so --list).
+        let runnerFiles: Result<(mountPoint: String, binds: [BindMount]), PrivateRootError>
+        do throws(PrivateRootError) {
+            runnerFiles = .success((try PrivateRoot.defaultMountPoint(dataDirectory: config.host.dataDirectory),
+                                    try PrivateRoot.runnerBinds(runnerPath: runnerPath)))
+        } catch {
+            runnerFiles = .failure(error)
+        }
         for plugin in config.enabledPlugins {
-            let library: String
+            // Once per plugin: its verified bytes (kept for every restart) and its libraries' binds.
+            var failure: String?
+            var prepared: (LibraryImage, PluginFiles)?
             do {
-                library = try plugin.manifest.resolveLibrary()
+                let path = try plugin.manifest.resolveLibrary()
+                let image = try LibraryImage.load(path: path)
+                // Verified on the sealed bytes every start of this plugin will copy, not on the file.
+                if let refusal = verify(plugin, sha256: image.sha256, libraryPath: path, trust: trust) {
+                    image.close()
+                    throw VerificationRefused(description: refusal)
+                }
+                do {
+                    let runner = try runnerFiles.get()
+                    let binds = try PrivateRoot.pluginBinds(libraryPath: path, excluding: runner.binds)
+                    let target = PrivateRoot.pluginDirectory + "/" + (path as NSString).lastPathComponent
+                    prepared = (image, PluginFiles(mountPoint: runner.mountPoint, binds: runner.binds + binds, libraryTarget: target))
+                } catch {
+                    image.close()
+                    throw error
+                }
+            } catch let error as LibraryNotFoundError {
+                failure = "library \(plugin.manifest.library) not found (\(error))"
             } catch {
-                logger.error("plugin not started", metadata: ["plugin": "\(plugin.name)", "error": "\(error)"])
-                library = ""
+                failure = "\(error)"
+            }
+            if prepared == nil {
+                logger.error("plugin not started", metadata: ["plugin": "\(plugin.name)", "error": "\(failure ?? "?")"])
             }
             let supervisor = PluginSupervisor(config: plugin, tuning: config.tuning, runnerPath: runnerPath,
-                                              libraryPath: library, uidBase: config.host.uidBase, loop: loop,
+                                              library: prepared?.0, files: prepared?.1, cgroups: cgroups, cgroupInstance: cgroupInstance,
+                                              uidBase: config.host.uidBase, loop: loop,
                                               metrics: metrics.plugin(named: plugin.name), logger: logger, audit: audit)
             supervisors.append(supervisor)
-            if library.isEmpty {
-                supervisor.markFailed(reason: "library \(plugin.manifest.library) not found")
-            } else if let refusal = verify(plugin, libraryPath: library, trust: trust) {
-                supervisor.markFailed(reason: refusal)
-            } else {
-                supervisor.start()
+            guard prepared != nil else {
+                supervisor.markFailed(reason: failure ?? "?")
+                continue
             }
+            supervisor.start()
         }
     }
 
@@ -119,13 +153,9 @@ public final class Host: HostControl, @unchecked Sendable {
     /// Secure bootstrapping: the library's bytes against the manifest's hash and its signature, before
     /// a runner exists. Returns the refusal (the plugin's status reason), or nil to start it. Every
     /// outcome is an audit line with action "verify".
-    private func verify(_ plugin: HostConfig.PluginConfig, libraryPath: String, trust: TrustStore) -> String? {
-        // Hash of the file for now; the integration with LibraryImage passes the sealed memfd's hash.
-        guard let hash = librarySHA256(path: libraryPath) else {
-            let reason = "library \(libraryPath) is not readable"
-            audit.record(plugin: plugin.name, pid: 0, action: "verify", object: libraryPath, decision: .denied, reason: reason)
-            return reason
-        }
+    /// Checks the hash of the bytes that will be loaded against the manifest and its signature;
+    /// nil when the plugin may run, else the reason (logged and audited here).
+    private func verify(_ plugin: HostConfig.PluginConfig, sha256 hash: String, libraryPath: String, trust: TrustStore) -> String? {
         switch PluginVerifier.verify(manifest: plugin.manifest, librarySHA256: hash, libraryPath: libraryPath, trust: trust) {
         case .verified(let keyID, let signedTime, _):
             audit.record(plugin: plugin.name, pid: 0, action: "verify", object: libraryPath, decision: .allowed,
@@ -145,11 +175,6 @@ public final class Host: HostControl, @unchecked Sendable {
             audit.record(plugin: plugin.name, pid: 0, action: "verify", object: libraryPath, decision: .denied, reason: reason)
             return reason
         }
-    }
-
-    /// The library's hash, computed from the resolved file.
-    private func librarySHA256(path: String) -> String? {
-        PluginVerifier.librarySHA256(path: path)
     }
 
     /// Once per loop iteration: every live session drains its TX ring and flushes RX.
@@ -214,6 +239,7 @@ public final class Host: HostControl, @unchecked Sendable {
         // Give the loop a moment to complete the cancellations, then stop it.
         await onLoop { }
         loop.stop()
+        cgroups?.removeInstance(cgroupInstance)   // the plugins' groups are gone with their runners
     }
 
     // MARK: HostControl
@@ -277,6 +303,11 @@ struct HostService: Service {
         try? await gracefulShutdown()
         await host.stopAll()
     }
+}
+
+/// A plugin whose bytes or signature did not verify (the reason is the verifier's, already audited).
+struct VerificationRefused: Error, CustomStringConvertible {
+    let description: String
 }
 
 public enum HostError: Error, CustomStringConvertible {

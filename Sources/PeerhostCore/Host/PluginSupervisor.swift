@@ -17,7 +17,15 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     let config: HostConfig.PluginConfig
     let tuning: HostConfig.Tuning
     let runnerPath: String
-    let libraryPath: String
+    /// The verified bytes, loaded once at host start: every incarnation (restarts too) copies
+    /// these same bytes onto its private root.
+    /// nil only for a plugin that could not be prepared (it is marked failed and never spawned).
+    let library: LibraryImage?
+    /// The runner's private root: mount point and read-only binds (runner and plugin libraries).
+    let files: PluginFiles?
+    /// Where per-plugin cgroups can be made (nil: none) and the core's own subtree name in them.
+    let cgroups: Cgroups?
+    let cgroupInstance: String
     let uidBase: UInt32
     let loop: IOUringLoop
     let metrics: PluginMetrics
@@ -41,17 +49,25 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     private var stoppedCallbacks: [() -> Void] = []
     /// Counters of earlier incarnations, so totals survive restarts.
     private var retired = SessionCounters()
+    /// The limits of the live (or last) incarnation and how each is enforced.
+    private(set) var enforcedLimits: EnforcedLimits?
+    private var cgroup: PluginCgroup?
+    private var loggedLimitFallback = false
 
     private enum TimerTag: UInt32 { case heartbeat = 1, restart = 2, stopGrace = 3 }
 
     var name: String { config.name }
 
-    init(config: HostConfig.PluginConfig, tuning: HostConfig.Tuning, runnerPath: String, libraryPath: String,
+    init(config: HostConfig.PluginConfig, tuning: HostConfig.Tuning, runnerPath: String, library: LibraryImage?,
+         files: PluginFiles?, cgroups: Cgroups?, cgroupInstance: String,
          uidBase: UInt32, loop: IOUringLoop, metrics: PluginMetrics, logger: Logger, audit: AuditLog) {
         self.config = config
         self.tuning = tuning
         self.runnerPath = runnerPath
-        self.libraryPath = libraryPath
+        self.library = library
+        self.files = files
+        self.cgroups = cgroups
+        self.cgroupInstance = cgroupInstance
         self.uidBase = uidBase
         self.loop = loop
         self.metrics = metrics
@@ -80,6 +96,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     }
 
     private func spawn() throws {
+        guard let library, let files else { throw SpawnError(step: .args, errno: EINVAL) }
         let geometry = RegionGeometry(ringEntries: UInt32(tuning.ringEntries), slotSize: UInt32(tuning.slotSize),
                                       slotCount: UInt32(tuning.slotCount), recvSlots: UInt32(tuning.receiveSlots))
         let region = try SharedRegion.create(name: name, geometry: geometry)
@@ -97,19 +114,43 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
                                         groupID: groupID, access: PluginAccess(config: config), logger: logger)
         session.delegate = self
         session.spinBudgetNanoseconds = UInt64(tuning.spinMicroseconds) * 1000
-        let spec = SpawnSpec(runnerPath: runnerPath,
-                             argv: ["peerhost-runner", "--plugin", name, "--library", libraryPath],
-                             environment: ["SWIFT_BACKTRACE=enable=no", "PEERHOST_SPIN_US=\(tuning.spinMicroseconds)"],
-                             fds: [region.fd, pair[1], rxWake.fd, txWake.fd],
-                             hostUID: hostIdentity.uid, hostGID: hostIdentity.gid)
-        let spawned: SpawnedProcess
+        // Limits: a cgroup (the parent moves the child into it before releasing it), else rlimits.
+        let limits = PluginLimits.make(config.manifest.limits, plugin: name, cgroups: cgroups, instance: cgroupInstance)
+        if let why = limits.fallbackReason, !loggedLimitFallback {
+            loggedLimitFallback = true
+            logger.warning("plugin limits without cgroups: memory by RLIMIT_AS (address space, coarse), cpu_percent not enforced",
+                           metadata: ["plugin": "\(name)", "reason": "\(why)"])
+        }
+        let cgroupProcs: [Int32]
         do {
-            spawned = try SandboxSpawner.spawn(spec)
+            cgroupProcs = try limits.cgroup?.openProcs() ?? []
         } catch {
+            limits.cgroup?.remove()
             Glibc.close(pair[0]); Glibc.close(pair[1])
             session.shutdown { rxWake.close(); txWake.close() }
             throw error
         }
+        defer { cgroupProcs.forEach { Glibc.close($0) } }
+        // The runner loads the copy of the verified bytes on its read-only tmpfs, never a host path.
+        let copy = PrivateRoot.LibraryCopy(fd: library.fd, size: library.size, target: files.libraryTarget)
+        let spec = SpawnSpec(runnerPath: runnerPath,
+                             argv: ["peerhost-runner", "--plugin", name, "--library", files.libraryTarget] + limits.runnerArguments,
+                             environment: ["SWIFT_BACKTRACE=enable=no", "PEERHOST_SPIN_US=\(tuning.spinMicroseconds)"],
+                             fds: [region.fd, pair[1], rxWake.fd, txWake.fd],
+                             hostUID: hostIdentity.uid, hostGID: hostIdentity.gid,
+                             root: PrivateRoot(mountPoint: files.mountPoint, binds: files.binds, library: copy),
+                             cgroupProcs: cgroupProcs)
+        let spawned: SpawnedProcess
+        do {
+            spawned = try SandboxSpawner.spawn(spec)
+        } catch {
+            limits.cgroup?.remove()
+            Glibc.close(pair[0]); Glibc.close(pair[1])
+            session.shutdown { rxWake.close(); txWake.close() }
+            throw error
+        }
+        self.cgroup = limits.cgroup
+        self.enforcedLimits = limits.enforced
         Glibc.close(pair[1])
         self.session = session
         self.process = spawned
@@ -122,7 +163,8 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         session.start(configJSON: config.startConfigJSON)
         logger.info("plugin starting", metadata: ["plugin": "\(name)", "pid": "\(spawned.pid)"])
         audit.record(plugin: name, pid: spawned.pid, action: "spawn", object: name, decision: .allowed,
-                     reason: "grants: " + (config.grantSummary.isEmpty ? "none" : config.grantSummary.joined(separator: "; ")))
+                     reason: "grants: " + (config.grantSummary.isEmpty ? "none" : config.grantSummary.joined(separator: "; "))
+                        + "; library sha256 \(library.sha256); limits: \(limits.enforced)")
         loop.timeout(handler, nanoseconds: UInt64(tuning.heartbeatIntervalMilliseconds) * 1_000_000, tag: TimerTag.heartbeat.rawValue)
     }
 
@@ -236,7 +278,13 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     private func exited(_ exit: ProcessExit?, incarnation: UInt64) {
         guard incarnation == self.incarnation, let session else { return }
         let cause: RestartCause = killCause ?? (exit.map { $0.exited && $0.code == 0 } == true ? .exit : .crash)
-        let exitText = exit.map { "\($0)" } ?? "unknown exit"
+        var exitText = exit.map { "\($0)" } ?? "unknown exit"
+        // The cgroup's OOM killer sends SIGKILL: say so, the signal alone does not.
+        if let group = cgroup, exit == ProcessExit(exited: false, code: SIGKILL), (group.oomKills() ?? 0) > 0 {
+            exitText += ", killed by the memory limit (\(enforcedLimits?.memoryBytes.map { "\($0 >> 20) MiB" } ?? "?") by \(group.version.rawValue))"
+        }
+        cgroup?.remove()
+        cgroup = nil
         let exitedPID = process?.pid ?? 0
         if let process { Glibc.close(process.pidfd) }
         process = nil
@@ -325,6 +373,16 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     }
 
     var pid: Int32? { process?.pid }
+}
+
+/// The runner's private root for one plugin (PrivateRoot without the per-spawn library fd).
+struct PluginFiles: Sendable {
+    /// The empty host directory each child mounts its own tmpfs on.
+    var mountPoint: String
+    /// The runner's files and the plugin library's own dependencies, read-only.
+    var binds: [BindMount]
+    /// Where the verified bytes are copied inside, e.g. "/plugin/libecho-c.so".
+    var libraryTarget: String
 }
 
 extension SessionCounters {

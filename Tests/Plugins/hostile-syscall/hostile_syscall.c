@@ -8,6 +8,13 @@
  * call returns; open_etc_passwd returns -EACCES (the filter stacked after dlopen answers openat
  * with EACCES) and the plugin keeps running. Raw syscall() is used so that glibc cannot answer
  * from a cache or pick another call. Between attempts it echoes like echo-c.
+ *
+ * File-system probes (the runner's private root, not the filter, must answer these):
+ *   stat:PATH      newfstatat(PATH) from a callback (stat stays allowed after load): 0 or -errno
+ *   open:PATH      openat(PATH) from a callback: -EACCES from the after-load filter at the latest
+ *   ctor:NAME      what openat of a fixed path returned in the library's CONSTRUCTOR, where openat is
+ *                  still allowed (the loader's): NAME is etc_passwd, proc_1_status, dotdot or root_rw;
+ *                  0 would mean the file was there.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -20,12 +27,31 @@
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "peerhost.h"
 
 static const ph_host *host;
+
+/* Results (-errno, or 0 when the file opened) of opens made at load time, before the filter stacked
+ * after dlopen takes openat away: only the private root stands between these and the host. */
+static int64_t ctor_etc_passwd = 1, ctor_proc_1_status = 1, ctor_dotdot = 1, ctor_root_rw = 1;
+
+static int64_t try_open(const char *path, int flags) {
+    long r = syscall(SYS_openat, AT_FDCWD, path, flags, 0644);
+    if (r < 0) return -(int64_t)errno;
+    close((int)r);
+    return 0;
+}
+
+__attribute__((constructor)) static void probe_at_load(void) {
+    ctor_etc_passwd = try_open("/etc/passwd", O_RDONLY);
+    ctor_proc_1_status = try_open("/proc/1/status", O_RDONLY);
+    ctor_dotdot = try_open("/plugin/../../etc/passwd", O_RDONLY);
+    ctor_root_rw = try_open("/planted-by-hostile-syscall", O_WRONLY | O_CREAT);
+}
 static char listen_addr[128] = "tcp:127.0.0.1:7004";
 
 /* Returns what the call returned (-errno on failure) if the process survived; -1000 for an
@@ -57,6 +83,20 @@ static int64_t attempt(const char *what) {
     } else if (!strcmp(what, "open_etc_passwd")) {
         r = syscall(SYS_openat, AT_FDCWD, "/etc/passwd", O_RDONLY);
         if (r >= 0) close((int)r);
+    } else if (!strncmp(what, "stat:", 5)) {
+        struct stat st;
+        r = syscall(SYS_newfstatat, AT_FDCWD, what + 5, &st, 0);
+    } else if (!strncmp(what, "open:", 5)) {
+        r = syscall(SYS_openat, AT_FDCWD, what + 5, O_RDONLY);
+        if (r >= 0) close((int)r);
+    } else if (!strcmp(what, "ctor:etc_passwd")) {
+        return ctor_etc_passwd;
+    } else if (!strcmp(what, "ctor:proc_1_status")) {
+        return ctor_proc_1_status;
+    } else if (!strcmp(what, "ctor:dotdot")) {
+        return ctor_dotdot;
+    } else if (!strcmp(what, "ctor:root_rw")) {
+        return ctor_root_rw;
     } else if (!strcmp(what, "kill_parent")) {
         /* The runner's process group: the notes saw kill(0, SIGKILL) reach the launcher. If the
          * filter let it through, the runner would die of SIGKILL (9), not SIGSYS (31). */
