@@ -13,14 +13,14 @@ struct Peerhost: AsyncParsableCommand {
         discussion: """
             A small core owns every socket and file and hands plugins narrow capabilities declared in \
             their manifests. Start a host with `peerhost run`; inspect and drive it with `peerhost status` \
-            and `peerhost ctl`.
+            and `peerhost ctl`; draft a plugin's syscall profile with `peerhost learn`.
 
             Config: --config FILE, else $PEERHOST_CONFIG, else config/peerhost.toml found above the \
             executable (a development checkout), else /etc/peerhost/peerhost.toml, else the built-in default \
             (both echo plugins on loopback).
             """,
         version: PeerhostVersion.current,
-        subcommands: [RunCommand.self, StatusCommand.self, CtlCommand.self]
+        subcommands: [RunCommand.self, StatusCommand.self, CtlCommand.self, LearnCommand.self]
     )
 }
 

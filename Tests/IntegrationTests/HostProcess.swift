@@ -27,7 +27,8 @@ final class HostProcess: @unchecked Sendable {
     private(set) var runInfo: [String: Any] = [:]
 
     /// `asUser`: run the host as this uid/gid through setpriv (tests of the unprivileged mode).
-    init(config: String, asUser: UInt32? = nil) throws {
+    /// `command`: the subcommand and its arguments before `--config` (`["learn", "echo-c", …]`).
+    init(config: String, asUser: UInt32? = nil, command: [String] = ["run"]) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("peerhost-it-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         configPath = directory.appendingPathComponent("peerhost.toml").path
@@ -38,10 +39,10 @@ final class HostProcess: @unchecked Sendable {
             // The unprivileged host must be able to create its data dir here.
             chmod(directory.path, 0o777)
             process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            process.arguments = ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", Products.peerhost, "run", "--config", configPath]
+            process.arguments = ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", Products.peerhost] + command + ["--config", configPath]
         } else {
             process.executableURL = URL(fileURLWithPath: Products.peerhost)
-            process.arguments = ["run", "--config", configPath]
+            process.arguments = command + ["--config", configPath]
         }
         process.standardOutput = output
         process.standardError = output

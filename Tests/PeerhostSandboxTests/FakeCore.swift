@@ -4,6 +4,7 @@
 import CPeerhostABI
 import CPeerhostShim
 import Foundation
+import PeerhostCore
 import PeerhostRing
 import PeerhostSandbox
 #if canImport(Glibc)
@@ -132,7 +133,10 @@ final class FakeCore {
                environment: [String] = ["SWIFT_BACKTRACE=enable=no"], arguments: [String] = []) throws -> SpawnedProcess {
         let spec = SpawnSpec(
             runnerPath: Products.runner,
-            argv: ["peerhost-runner", "--plugin", plugin, "--library", library] + arguments,
+            // The core always passes the plugin's profile; so does this harness (the built-in
+            // default unless the test gives its own --syscalls).
+            argv: ["peerhost-runner", "--plugin", plugin, "--library", library]
+                + (arguments.contains("--syscalls") ? [] : ["--syscalls", SyscallProfile.builtInDefault.encoded]) + arguments,
             environment: environment,
             fds: [memfd, childControlFD, rxEvent, txEvent],
             hostUID: hostUID, hostGID: hostUID)

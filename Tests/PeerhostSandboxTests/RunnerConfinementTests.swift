@@ -1,5 +1,5 @@
 // The runner's own confinement (RunnerMain.startUp): rlimits, no capabilities in any set,
-// no_new_privs, the seccomp allowlist before dlopen (SyscallAllowlist.swift) and the stacked
+// no_new_privs, the seccomp allowlist before dlopen (the built-in default profile, sandbox/profiles/plugin-default.toml) and the stacked
 // after-load filter. Driven by FakeCore; each test forks one sandbox, so the suite is serialized.
 import CPeerhostABI
 import CPeerhostShim

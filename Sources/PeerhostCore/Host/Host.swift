@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PeerhostRing
+import PeerhostSandbox
 import ServiceLifecycle
 #if canImport(Glibc)
 import Glibc
@@ -20,6 +21,11 @@ public final class Host: HostControl, @unchecked Sendable {
     /// Loop thread only.
     private var supervisors: [PluginSupervisor] = []
     private var published: [String: SessionCounters] = [:]
+    /// /dev/kmsg, opened at start: names the syscall behind a runner's SIGSYS death.
+    let kernelLog = KernelLog()
+    /// `peerhost learn`: the one plugin that runs, and what its runner called.
+    var learn: LearnRequest?
+    let learner = SeccompLearner()
     /// CPU already added to the counter, per plugin: the runner's pid and its CPU µs at the last scrape.
     private var publishedCPU: [String: (pid: Int32, microseconds: UInt64)] = [:]
 
@@ -33,6 +39,13 @@ public final class Host: HostControl, @unchecked Sendable {
 
     /// Starts everything, serves until SIGTERM/SIGINT, stops everything.
     public static func run(config: HostConfig) async throws {
+        _ = try await run(config: config, learn: nil)
+    }
+
+    /// `learn` given: only that plugin runs, in learn mode, for `learn.seconds`; then the host stops
+    /// itself and returns what the runner called (see SeccompLearner.swift).
+    @discardableResult
+    public static func run(config: HostConfig, learn: LearnRequest?) async throws -> [LearnedSyscall] {
         var logger = Logger(label: "peerhost")
         logger.logLevel = Logger.Level(rawValue: config.host.logLevel.rawValue) ?? .info
         let metrics = HostMetrics()
@@ -51,6 +64,10 @@ public final class Host: HostControl, @unchecked Sendable {
         try? FileManager.default.createDirectory(atPath: config.host.dataDirectory, withIntermediateDirectories: true,
                                                  attributes: [.posixPermissions: 0o700])
         let host = Host(config: config, loop: loop, metrics: metrics, logger: logger)
+        host.learn = learn
+        if let why = host.kernelLog.unavailable {
+            logger.warning("\(why) (/dev/kmsg): a runner killed by seccomp will be audited with syscall 'unknown'")
+        }
         host.startLoopThread()
         await host.onLoop { host.startPlugins() }
         metrics.setScrapeHook { [weak host] in host?.publishMetrics() }
@@ -62,7 +79,19 @@ public final class Host: HostControl, @unchecked Sendable {
             services: [.init(service: plane), .init(service: HostService(host: host))],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
+        if let learn {
+            // The learn run ends by itself: the same graceful stop as SIGTERM (plugins get STOP).
+            Task {
+                try? await Task.sleep(for: .seconds(learn.seconds))
+                kill(getpid(), SIGTERM)
+            }
+        }
         try await group.run()
+        guard learn != nil else { return [] }
+        for error in host.learner.errors { logger.error("learn: \(error)") }
+        return host.learner.observed.map {
+            LearnedSyscall(name: $0.key, callsBeforeLoad: $0.value.beforeLoad, callsAfterLoad: $0.value.afterLoad)
+        }.sorted { $0.name < $1.name }
     }
 
     private func startLoopThread() {
@@ -83,7 +112,7 @@ public final class Host: HostControl, @unchecked Sendable {
 
     private func startPlugins() {
         let runnerPath = (ExecutableLocation.directory as NSString).appendingPathComponent("peerhost-runner")
-        for plugin in config.enabledPlugins {
+        for plugin in config.enabledPlugins where learn == nil || plugin.name == learn?.plugin {
             let library: String
             do {
                 library = try plugin.manifest.resolveLibrary()
@@ -94,6 +123,8 @@ public final class Host: HostControl, @unchecked Sendable {
             let supervisor = PluginSupervisor(config: plugin, tuning: config.tuning, runnerPath: runnerPath,
                                               libraryPath: library, uidBase: config.host.uidBase, loop: loop,
                                               metrics: metrics.plugin(named: plugin.name), logger: logger, audit: audit)
+            supervisor.kernelLog = kernelLog
+            if learn != nil { supervisor.learner = learner }
             supervisors.append(supervisor)
             if library.isEmpty {
                 supervisor.markFailed(reason: "library \(plugin.manifest.library) not found")
@@ -227,6 +258,16 @@ struct HostService: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await host.stopAll()
+    }
+}
+
+/// What `peerhost learn` asks of `Host.run`.
+public struct LearnRequest: Sendable {
+    public var plugin: String
+    public var seconds: Int
+    public init(plugin: String, seconds: Int) {
+        self.plugin = plugin
+        self.seconds = seconds
     }
 }
 

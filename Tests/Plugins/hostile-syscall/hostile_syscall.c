@@ -1,6 +1,6 @@
 /*
  * hostile-syscall: a test plugin that tries, on request, one thing the runner's seccomp allowlist
- * (Sources/peerhost-runner/SyscallAllowlist.swift) must stop. Each attempt is a control call:
+ * (sandbox/profiles/plugin-default.toml) must stop. Each attempt is a control call:
  *
  *   peerhost ctl hostile-syscall attempt NAME
  *
