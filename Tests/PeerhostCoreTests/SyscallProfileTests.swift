@@ -134,6 +134,12 @@ struct SyscallProfileTests {
         #expect(SyscallNames.number(of: "newfstatat") == 262)
     }
 
+    @Test func anUnreadableKernelLogSaysSo() {
+        let log = KernelLog(path: "/nonexistent/kmsg")
+        #expect(log.unavailable == "kernel log unreadable")
+        #expect(log.seccompKill(pid: 1).object == "unknown (kernel log unreadable)")
+    }
+
     @Test func aLearnDraftIsAValidLintCleanProfile() throws {
         let draft = SyscallProfile.draft(plugin: "p", observed: [
             LearnedSyscall(name: "openat", callsBeforeLoad: 3, callsAfterLoad: 0),

@@ -94,6 +94,24 @@ struct RunnerConfinementTests {
         close(proc.pidfd)
     }
 
+    /// The runner trusts no `--syscalls` value: malformed, unknown or dangerous fails step seccomp.
+    @Test(arguments: [("read,,write", "--syscalls: syscall entry '': '' is not a syscall name (lowercase letters, digits, _)"),
+                      ("read,nosuchcall", "--syscalls: syscall entry 'nosuchcall': nosuchcall is not an x86_64 system call"),
+                      ("read,write@self", "--syscalls: syscall entry 'write@self': condition 'self' applies only to kill, rt_sigqueueinfo, rt_tgsigqueueinfo, tgkill, tkill"),
+                      ("read,socket", "the profile allows dangerous syscall socket"),
+                      ("read,clone", "the profile allows dangerous syscall clone")])
+    func aBadPolicyFailsStepSeccomp(policy: String, message: String) throws {
+        let core = try FakeCore()
+        let proc = try core.spawn(plugin: "echo-c", library: Products.library("echo-c"), arguments: ["--syscalls", policy])
+        let f = try core.readFrame()
+        #expect(f["type"] as? String == "fail")
+        #expect(f["step"] as? String == "seccomp")
+        #expect(f["message"] as? String == message)
+        #expect(try proc.wait(timeoutMilliseconds: 5000) == ProcessExit(exited: true, code: 1))
+        core.process = nil
+        close(proc.pidfd)
+    }
+
     @Test func seccompOffIsADebuggingEscapeHatch() throws {
         let core = try FakeCore()
         let proc = try core.spawn(plugin: "echo-c", library: Products.library("echo-c"), arguments: ["--seccomp", "off"])
