@@ -81,11 +81,13 @@ public struct SyscallPolicyError: Error, Sendable, Equatable, CustomStringConver
 }
 
 public enum SyscallPolicy {
-    /// CLONE_THREAD and the namespace flags a thread-only clone must not carry.
+    /// CLONE_THREAD and the namespace flags a thread-only clone must not carry. (CLONE_NEWTIME,
+    /// 0x80, is not among them: clone() reads that byte as the exit signal; only clone3 and
+    /// unshare take it, and both are denied.)
     public static let cloneThread: UInt64 = 0x0001_0000
     public static let cloneNamespaceFlags: UInt64 =
         0x0002_0000 /* NEWNS */ | 0x0200_0000 /* NEWCGROUP */ | 0x0400_0000 /* NEWUTS */ | 0x0800_0000 /* NEWIPC */
-        | 0x1000_0000 /* NEWUSER */ | 0x2000_0000 /* NEWPID */ | 0x4000_0000 /* NEWNET */ | 0x80 /* NEWTIME */
+        | 0x1000_0000 /* NEWUSER */ | 0x2000_0000 /* NEWPID */ | 0x4000_0000 /* NEWNET */
 
     public static func encode(_ rules: [SyscallRule]) -> String {
         rules.map(\.description).joined(separator: ",")

@@ -7,7 +7,7 @@ struct LearnCommand: AsyncParsableCommand {
         commandName: "learn",
         abstract: "Run one plugin in learn mode and write a draft syscall profile from what it called.",
         discussion: """
-            Starts the host with only PLUGIN (from the config), its runner's seccomp filter in learn mode: \
+            Starts the host with only PLUGIN (from the config, enabled there or not), its runner's seccomp filter in learn mode: \
             every syscall is recorded and allowed to run (seccomp user notification, answered "continue" \
             by the core), except the dangerous ones of the profile lint, which still kill the runner. \
             Drive the plugin's workload meanwhile (clients, `peerhost ctl` calls: the host serves its \

@@ -4,6 +4,7 @@
 import CPeerhostABI
 import CPeerhostShim
 import Foundation
+import PeerhostCore
 import PeerhostRing
 import PeerhostSandbox
 import Testing
@@ -137,6 +138,46 @@ struct RunnerConfinementTests {
                             "signature": "(string) -> i64", "args": [["string": what]]])
         let exit = try proc.wait(timeoutMilliseconds: 5000)
         #expect(exit == Self.sigsys, "\(what): \(exit)")
+        core.process = nil
+        close(proc.pidfd)
+    }
+
+    /// The threads profile allows clone only with CLONE_THREAD: a fork-style clone (SIGCHLD, no
+    /// CLONE_THREAD) still kills the runner.
+    @Test func theThreadsProfileStillKillsAProcessClone() throws {
+        let threads = try SyscallProfile(text: EmbeddedProfiles.pluginThreads, displayName: "threads")
+        #expect(threads.rules.contains(SyscallRule(name: "clone", when: .thread)))
+        let core = try FakeCore()
+        let proc = try core.spawn(plugin: "hostile-syscall", library: Products.library("hostile-syscall"),
+                                  arguments: ["--syscalls", threads.encoded])
+        #expect(try core.readFrame()["type"] as? String == "hello")
+        try startAndEcho(core, "threads profile")
+        try core.sendFrame(["type": "call", "id": 1, "symbol": "hostile_syscall_attempt",
+                            "signature": "(string) -> i64", "args": [["string": "fork"]]])
+        #expect(try proc.wait(timeoutMilliseconds: 5000) == Self.sigsys)
+        core.process = nil
+        close(proc.pidfd)
+    }
+
+    /// Learn mode: everything runs and is recorded (the runner's own ring loop included), except a
+    /// dangerous syscall, which still kills.
+    @Test func learnModeRecordsWhatRunsAndStillKillsDangerousSyscalls() throws {
+        let core = try FakeCore()
+        let proc = try core.spawn(plugin: "hostile-syscall", library: Products.library("hostile-syscall"),
+                                  arguments: ["--syscalls", "", "--seccomp", "learn"])
+        let learner = SeccompLearner()
+        learner.attach(pid: proc.pid, pidfd: proc.pidfd)
+        #expect(try core.readFrame()["type"] as? String == "hello")
+        try startAndEcho(core, "learning")
+        let seen = learner.observed
+        #expect(seen["openat"].map { $0.beforeLoad > 0 && $0.afterLoad == 0 } == true, "the loader's openat, load phase only: \(seen)")
+        #expect(seen["seccomp"]?.beforeLoad == 1, "the stacking of the after-load filter ends the load phase")
+        #expect(seen["ppoll"].map { $0.afterLoad > 0 } == true, "the ring loop")
+        try core.sendFrame(["type": "call", "id": 1, "symbol": "hostile_syscall_attempt",
+                            "signature": "(string) -> i64", "args": [["string": "socket"]]])
+        #expect(try proc.wait(timeoutMilliseconds: 5000) == Self.sigsys)
+        #expect(learner.observed["socket"] == nil, "killed by the filter, never notified")
+        #expect(learner.errors.isEmpty, "\(learner.errors)")
         core.process = nil
         close(proc.pidfd)
     }

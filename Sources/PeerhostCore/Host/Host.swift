@@ -112,7 +112,9 @@ public final class Host: HostControl, @unchecked Sendable {
 
     private func startPlugins() {
         let runnerPath = (ExecutableLocation.directory as NSString).appendingPathComponent("peerhost-runner")
-        for plugin in config.enabledPlugins where learn == nil || plugin.name == learn?.plugin {
+        // Learn mode runs the one plugin it learns, enabled in the config or not.
+        let plugins = learn.map { l in config.plugins.filter { $0.name == l.plugin } } ?? config.enabledPlugins
+        for plugin in plugins {
             let library: String
             do {
                 library = try plugin.manifest.resolveLibrary()
