@@ -61,12 +61,18 @@ public final class KernelLog: Sendable {
         if let unavailable { return .unknown(why: unavailable) }
         var waited = 0
         while true {
+            let done = waited >= timeoutMilliseconds
             let (found, suppressed) = state.withLock { s -> (Int32?, Bool) in
                 drain(&s)
-                return (s.kills[pid], s.suppressed)
+                // A record is used once (pids are reused); a suppression notice counts for the
+                // lookup that gives up after it.
+                let nr = s.kills.removeValue(forKey: pid)
+                let suppressed = s.suppressed
+                if nr != nil || done { s.suppressed = false }
+                return (nr, suppressed)
             }
             if let nr = found { return .syscall(name: SyscallNames.name(of: nr) ?? "syscall \(nr)", number: nr) }
-            if waited >= timeoutMilliseconds {
+            if done {
                 return .unknown(why: suppressed ? "no kernel log record: the kernel's printk rate limit dropped some" : "no kernel log record")
             }
             usleep(20_000)
@@ -86,9 +92,12 @@ public final class KernelLog: Sendable {
             let record = String(decoding: buffer[0..<n], as: UTF8.self)
             if record.contains("kauditd_printk_skb:") && record.contains("suppressed") { s.suppressed = true }
             guard let (pid, nr) = Self.parseSeccompKill(record) else { continue }
-            if s.kills[pid] == nil { s.order.append(pid) }
             s.kills[pid] = nr
-            if s.order.count > 256 { s.kills[s.order.removeFirst()] = nil }
+            s.order.append(pid)
+            if s.order.count > 256 {
+                let old = s.order.removeFirst()
+                if !s.order.contains(old) { s.kills[old] = nil }
+            }
         }
     }
 

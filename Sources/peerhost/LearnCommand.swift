@@ -11,7 +11,8 @@ struct LearnCommand: AsyncParsableCommand {
             every syscall is recorded and allowed to run (seccomp user notification, answered "continue" \
             by the core), except the dangerous ones of the profile lint, which still kill the runner. \
             Drive the plugin's workload meanwhile (clients, `peerhost ctl` calls: the host serves its \
-            control socket as usual). After --seconds the plugin is stopped and the draft is written: \
+            control socket as usual). After --seconds (or at SIGTERM/SIGINT, whichever comes first) the \
+            plugin is stopped and the draft is written: \
             one [[syscall]] entry per syscall seen, phase "load" for those seen only while the plugin \
             loaded. Review it and replace each reason (docs/syscall-profiles.md).
 

@@ -85,7 +85,8 @@ reason = "glibc loader: RELRO and segment protections after relocation"
 
 [[syscall]]
 name = "brk"
-reason = "malloc grows and trims the heap"
+rare = true
+reason = "malloc grows and trims the heap; whether a run needs it after the filter depends on how much heap the start-up left free (learn runs see it only sometimes)"
 
 [[syscall]]
 name = "munmap"
@@ -214,7 +215,8 @@ reason = "glibc loader: RELRO and segment protections after relocation"
 
 [[syscall]]
 name = "brk"
-reason = "malloc grows and trims the heap"
+rare = true
+reason = "malloc grows and trims the heap; whether a run needs it after the filter depends on how much heap the start-up left free (learn runs see it only sometimes)"
 
 [[syscall]]
 name = "munmap"
