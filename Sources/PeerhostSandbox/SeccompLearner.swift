@@ -50,7 +50,7 @@ public final class SeccompLearner: Sendable {
 
     /// Serves one runner until its filter has no process left. Runs on a thread of its own.
     public func attach(pid: Int32, pidfd: Int32) {
-        Thread_detach { [self] in serve(pid: pid, pidfd: pidfd) }
+        detachThread { [self] in serve(pid: pid, pidfd: pidfd) }
     }
 
     private func serve(pid: Int32, pidfd: Int32) {
@@ -113,7 +113,7 @@ public final class SeccompLearner: Sendable {
 }
 
 /// A detached pthread (Foundation is not a dependency of PeerhostSandbox).
-func Thread_detach(_ body: @escaping @Sendable () -> Void) {
+func detachThread(_ body: @escaping @Sendable () -> Void) {
     final class Box: @unchecked Sendable { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
     let box = Unmanaged.passRetained(Box(body)).toOpaque()
     var thread = pthread_t()
