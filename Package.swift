@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "hostile-syscall", type: .dynamic, targets: ["HostileSyscallPlugin"]),
         .library(name: "hostile-ctor", type: .dynamic, targets: ["HostileCtorPlugin"]),
         .library(name: "memory-hog", type: .dynamic, targets: ["MemoryHogPlugin"]),
+        .library(name: "threaded", type: .dynamic, targets: ["ThreadedPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -88,7 +89,7 @@ let package = Package(
                 exclude: ["manifest.toml"], sources: ["EchoSwift.swift"]),
 
         .target(name: "HostileRingPlugin", dependencies: ["CPeerhostABI", "CPeerhostShim"],
-                path: "Tests/Plugins/hostile-ring", exclude: ["manifest.toml"], sources: ["hostile.c"],
+                path: "Tests/Plugins/hostile-ring", exclude: ["manifest.toml", "syscalls.toml"], sources: ["hostile.c"],
                 publicHeadersPath: "."),
         .target(name: "HostileSyscallPlugin", dependencies: ["CPeerhostABI"],
                 path: "Tests/Plugins/hostile-syscall", exclude: ["manifest.toml"], sources: ["hostile_syscall.c"],
@@ -98,6 +99,9 @@ let package = Package(
                 publicHeadersPath: "."),
         .target(name: "MemoryHogPlugin", dependencies: ["CPeerhostABI"],
                 path: "Tests/Plugins/memory-hog", exclude: ["manifest.toml"], sources: ["memory_hog.c"],
+                publicHeadersPath: "."),
+        .target(name: "ThreadedPlugin", dependencies: ["CPeerhostABI"],
+                path: "Tests/Plugins/threaded", exclude: ["manifest.toml"], sources: ["threaded.c"],
                 publicHeadersPath: "."),
         .target(name: "IOProbePlugin", dependencies: ["CPeerhostABI"],
                 path: "Tests/Plugins/io-probe", exclude: ["manifest.toml"], sources: ["io_probe.c"],
@@ -110,6 +114,7 @@ let package = Package(
         .testTarget(name: "IntegrationTests", dependencies: ["PeerhostCore"]),
         .testTarget(name: "PeerhostSandboxTests", dependencies: [
             "PeerhostSandbox", "PeerhostRing", "CPeerhostShim", "CPeerhostABI",
+            "PeerhostCore",   // SyscallProfile: the runner tests pass the real profiles
         ]),
     ]
 )

@@ -3,6 +3,7 @@
 import CCap
 import CPeerhostShim
 import CSeccomp
+import PeerhostSandbox
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -67,10 +68,14 @@ enum Confinement {
 
     // MARK: seccomp
 
-    /// The allowlist of SyscallAllowlist.swift: default kill-process, x86_64 only (any other
-    /// architecture, x32 included, is killed too).
-    static func installAllowlist() throws(StartupError) {
-        guard let ctx = seccomp_init(SCMP_ACT_KILL_PROCESS) else {
+    /// The plugin's allowlist (the core's `--syscalls`, PeerhostSandbox's SyscallPolicy): default
+    /// kill-process, x86_64 only (any other architecture, x32 included, is killed too).
+    /// Learn mode (`--seccomp learn`, `peerhost learn`): the default becomes a user notification
+    /// that the core answers with "continue" after recording the syscall, so everything the plugin
+    /// calls is seen and still runs — except the dangerous syscalls, which stay killed. The core
+    /// takes the listener fd with pidfd_getfd (the runner does nothing with it).
+    static func installAllowlist(_ rules: [SyscallRule], learn: Bool) throws(StartupError) {
+        guard let ctx = seccomp_init(learn ? SCMP_ACT_NOTIFY : SCMP_ACT_KILL_PROCESS) else {
             throw StartupError(step: "seccomp", message: "seccomp_init failed")
         }
         defer { seccomp_release(ctx) }
@@ -78,32 +83,85 @@ enum Confinement {
         guard rc == 0 else { throw StartupError(step: "seccomp", message: "bad-arch action: \(errnoText(-rc))") }
         let native = seccomp_arch_native()
         guard native == ph_scmp_arch_x86_64() else {
-            throw StartupError(step: "seccomp", message: "the allowlist is for x86_64; this runner is arch 0x\(String(native, radix: 16))")
+            throw StartupError(step: "seccomp", message: "profiles are for x86_64; this runner is arch 0x\(String(native, radix: 16))")
         }
-        // Lint: a forbidden syscall on the list is a build mistake; refuse to run with it.
-        if let bad = SyscallAllowlist.entries.first(where: { SyscallAllowlist.forbidden.contains($0.name) }) {
-            throw StartupError(step: "seccomp", message: "the allowlist contains forbidden syscall \(bad.name)")
+        // The core lints profiles; checking again here keeps a dangerous allow out even if a
+        // caller skipped that (the runner trusts no argument).
+        if let bad = rules.first(where: { DangerousSyscalls.reason(for: $0) != nil }) {
+            throw StartupError(step: "seccomp", message: "the profile allows dangerous syscall \(bad)")
         }
         let me = UInt64(getpid())
-        for e in SyscallAllowlist.entries {
-            let nr = seccomp_syscall_resolve_name(e.name)
-            guard nr != __NR_SCMP_ERROR else {
-                throw StartupError(step: "seccomp", message: "unknown syscall \(e.name) in the allowlist")
+        func add(_ action: UInt32, _ name: String, _ conditions: [scmp_arg_cmp]) throws(StartupError) {
+            guard let nr = SyscallNames.number(of: name) else {
+                throw StartupError(step: "seccomp", message: "unknown syscall \(name)")
             }
-            if e.onlyOnSelf {
-                var cmp = scmp_arg_cmp(arg: 0, op: SCMP_CMP_EQ, datum_a: me, datum_b: 0)
-                rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, nr, 1, &cmp)
-            } else {
-                rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, nr, 0, nil)
+            var c = conditions
+            let r = c.withUnsafeMutableBufferPointer { seccomp_rule_add_array(ctx, action, nr, UInt32($0.count), $0.baseAddress) }
+            guard r == 0 else { throw StartupError(step: "seccomp", message: "rule for \(name): \(errnoText(-r))") }
+        }
+        for rule in rules {
+            let action: UInt32
+            switch rule.action {
+            case .allow: action = SCMP_ACT_ALLOW
+            case .errno(let e): action = ph_scmp_act_errno(UInt16(e))
+            case .kill:
+                // Documentation only outside learn mode: the default kills already, and libseccomp
+                // refuses a rule whose action equals the default (EACCES).
+                if !learn { continue }
+                action = SCMP_ACT_KILL_PROCESS
             }
-            guard rc == 0 else { throw StartupError(step: "seccomp", message: "rule for \(e.name): \(errnoText(-rc))") }
+            switch rule.when {
+            case nil:
+                try add(action, rule.name, [])
+            case .selfOnly:
+                try add(action, rule.name, [scmp_arg_cmp(arg: 0, op: SCMP_CMP_EQ, datum_a: me, datum_b: 0)])
+            case .thread:
+                let mask = SyscallPolicy.cloneThread | SyscallPolicy.cloneNamespaceFlags
+                try add(action, rule.name, [scmp_arg_cmp(arg: 0, op: SCMP_CMP_MASKED_EQ, datum_a: mask, datum_b: SyscallPolicy.cloneThread)])
+            }
+        }
+        if learn {
+            // Dangerous syscalls are killed in learn mode too (a draft can never contain one); the
+            // conditional ones only in their unsafe form, the safe form is learned.
+            let listed = Set(rules.map(\.name))
+            for entry in DangerousSyscalls.entries where !listed.contains(entry.name) {
+                guard SyscallNames.number(of: entry.name) != nil else { continue }
+                if entry.name == "clone3" {
+                    // Its standard answer, as in plugin-threads.toml: glibc then falls back to clone,
+                    // which the learner sees (killing here would end every threaded plugin's run).
+                    try add(ph_scmp_act_errno(UInt16(ENOSYS)), entry.name, [])
+                    continue
+                }
+                switch entry.unlessWhen {
+                case nil:
+                    try add(SCMP_ACT_KILL_PROCESS, entry.name, [])
+                case .selfOnly:
+                    try add(SCMP_ACT_KILL_PROCESS, entry.name, [scmp_arg_cmp(arg: 0, op: SCMP_CMP_NE, datum_a: me, datum_b: 0)])
+                case .thread:
+                    // Killed when CLONE_THREAD is missing or any namespace flag is set: one rule each
+                    // (libseccomp has no masked not-equal).
+                    try add(SCMP_ACT_KILL_PROCESS, entry.name, [scmp_arg_cmp(arg: 0, op: SCMP_CMP_MASKED_EQ, datum_a: SyscallPolicy.cloneThread, datum_b: 0)])
+                    var bit: UInt64 = 1
+                    while bit != 0 {
+                        if SyscallPolicy.cloneNamespaceFlags & bit != 0 {
+                            try add(SCMP_ACT_KILL_PROCESS, entry.name, [scmp_arg_cmp(arg: 0, op: SCMP_CMP_MASKED_EQ, datum_a: bit, datum_b: bit)])
+                        }
+                        bit <<= 1
+                    }
+                }
+            }
         }
         rc = seccomp_load(ctx)
         guard rc == 0 else { throw StartupError(step: "seccomp", message: "seccomp_load: \(errnoText(-rc))") }
+        // Learn mode: the listener fd stays open (the core copies it with pidfd_getfd).
     }
 
-    /// Stacked after dlopen: what only the loader needed now fails with EACCES.
-    static func installAfterLoadFilter() throws(StartupError) {
+    /// Stacked after dlopen: what only the loader needed (phase "load") now fails with EACCES.
+    /// `always`: install it even with nothing to take away (learn mode: the draft must contain the
+    /// seccomp call that stacking makes).
+    static func installAfterLoadFilter(_ rules: [SyscallRule], always: Bool = false) throws(StartupError) {
+        let loadOnly = rules.filter(\.loadOnly).map(\.name)
+        if loadOnly.isEmpty && !always { return }
         guard let ctx = seccomp_init(SCMP_ACT_ALLOW) else {
             throw StartupError(step: "seccomp_after_load", message: "seccomp_init failed")
         }
@@ -111,7 +169,7 @@ enum Confinement {
         // no_new_privs is set already, and prctl is not on the allowlist: don't let libseccomp set it.
         var rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)
         guard rc == 0 else { throw StartupError(step: "seccomp_after_load", message: "nnp attribute: \(errnoText(-rc))") }
-        for name in SyscallAllowlist.deniedAfterLoad {
+        for name in loadOnly {
             let nr = seccomp_syscall_resolve_name(name)
             rc = seccomp_rule_add_array(ctx, ph_scmp_act_errno(UInt16(EACCES)), nr, 0, nil)
             guard rc == 0 else { throw StartupError(step: "seccomp_after_load", message: "rule for \(name): \(errnoText(-rc))") }

@@ -1,6 +1,7 @@
 import CPeerhostABI
 import CPeerhostShim
 import Foundation
+import PeerhostSandbox
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -42,8 +43,10 @@ enum RunnerMain {
     /// StartupError naming it: a `fail` frame on fd 4 with that step, exit status 1.
     /// No plugin code runs before step 8 (dlopen), and from step 7 on every system call is filtered.
     static func startUp(_ argv: [String], control: ControlChannel) throws(StartupError) -> (Region, LoadedPlugin) {
-        // 1. args: --plugin NAME --library PATH [--rlimit-nofile N] [--rlimit-nproc N]
-        //    [--rlimit-as BYTES] [--seccomp on|off] ("off" is for debugging only; the core never passes it).
+        // 1. args: --plugin NAME --library PATH --syscalls POLICY [--rlimit-nofile N] [--rlimit-nproc N]
+        //    [--rlimit-as BYTES] [--seccomp on|off|learn] ("off" is for debugging only; the core never
+        //    passes it; "learn" is `peerhost learn`). POLICY is the plugin's profile as the core parsed
+        //    and linted it (PeerhostSandbox SyscallPolicy); a malformed one fails step "seccomp".
         let opts = try Options.parse(argv)
 
         // 2. signals: SIGPIPE ignored (writes use MSG_NOSIGNAL, but a plugin's own write to a closed
@@ -64,15 +67,25 @@ enum RunnerMain {
         //    the whole guarantee (seccomp without CAP_SYS_ADMIN requires it anyway).
         try Confinement.setNoNewPrivs()
 
-        // 7. seccomp allowlist (SyscallAllowlist.swift), default kill-process, x86_64 only. Before
+        // 7. seccomp allowlist (the plugin's profile), default kill-process, x86_64 only. Before
         //    dlopen: dlopen runs the library's constructors, and plugin code never runs unfiltered.
-        if opts.seccomp { try Confinement.installAllowlist() }
+        if opts.seccomp != .off {
+            let rules = try opts.syscallRules()
+            try Confinement.installAllowlist(rules, learn: opts.seccomp == .learn)
+        }
 
         // 8. dlopen: the plugin library and its entry point, ABI and features checked.
         let plugin = try LoadedPlugin.load(name: opts.plugin, library: opts.library)
 
-        // 9. seccomp after load: a stacked filter takes openat away (EACCES) — only the loader needed it.
-        if opts.seccomp { try Confinement.installAfterLoadFilter() }
+        // 9. seccomp after load: a stacked filter takes the profile's phase-"load" syscalls away
+        //    (EACCES; openat, seccomp) — only the loader and step 9 itself needed them. In learn mode
+        //    it takes nothing away (what the plugin calls after loading is what it is learning) but is
+        //    still stacked, so the draft contains the seccomp call this step makes.
+        switch opts.seccomp {
+        case .on: try Confinement.installAfterLoadFilter(try opts.syscallRules())
+        case .learn: try Confinement.installAfterLoadFilter([], always: true)
+        case .off: break
+        }
 
         // 10. hello: the core may now send START (the plugin's start runs in the ring loop).
         do {
@@ -99,8 +112,22 @@ struct Options {
     var plugin = ""
     var library = ""
     var limits = ResourceLimits()
-    /// false only with `--seccomp off`: for debugging a plugin under strace; never used by the core.
-    var seccomp = true
+    enum SeccompMode { case on, off, learn }
+    /// off only with `--seccomp off`: for debugging a plugin under strace; never used by the core.
+    var seccomp = SeccompMode.on
+    /// `--syscalls`: the compact policy text; nil when not given (then seccomp on refuses to start).
+    var syscalls: String?
+
+    func syscallRules() throws(StartupError) -> [SyscallRule] {
+        guard let syscalls else {
+            throw StartupError(step: "seccomp", message: "no --syscalls policy given (the core passes the plugin's profile)")
+        }
+        do {
+            return try SyscallPolicy.decode(syscalls)
+        } catch {
+            throw StartupError(step: "seccomp", message: "--syscalls: \(error)")
+        }
+    }
 
     static func parse(_ argv: [String]) throws(StartupError) -> Options {
         var o = Options()
@@ -116,10 +143,12 @@ struct Options {
             case "--rlimit-as": o.limits.addressSpace = try number(a, argv[i + 1])
             case "--seccomp":
                 switch argv[i + 1] {
-                case "on": o.seccomp = true
-                case "off": o.seccomp = false
-                default: throw StartupError(step: "args", message: "--seccomp takes on or off, not \(argv[i + 1])")
+                case "on": o.seccomp = .on
+                case "off": o.seccomp = .off
+                case "learn": o.seccomp = .learn
+                default: throw StartupError(step: "args", message: "--seccomp takes on, off or learn, not \(argv[i + 1])")
                 }
+            case "--syscalls": o.syscalls = argv[i + 1]
             default: throw StartupError(step: "args", message: "unknown argument \(a)")
             }
             i += 2

@@ -15,7 +15,8 @@ struct Peerhost: AsyncParsableCommand {
             A small core owns every socket and file and hands plugins narrow capabilities declared in \
             their manifests. Start a host with `peerhost run`; inspect and drive it with `peerhost status` \
             and `peerhost ctl`. Review what plugins may do with `peerhost audit`; plugins must be \
-            signed (`peerhost keygen`, `peerhost sign`) by a trusted key or the host refuses them.
+            signed (`peerhost keygen`, `peerhost sign`) by a trusted key or the host refuses them. Draft a \
+            plugin's syscall profile with `peerhost learn`.
 
             Config: --config FILE, else $PEERHOST_CONFIG, else config/peerhost.toml found above the \
             executable (a development checkout), else /etc/peerhost/peerhost.toml, else the built-in default \
@@ -23,7 +24,7 @@ struct Peerhost: AsyncParsableCommand {
             """,
         version: PeerhostVersion.current,
         subcommands: [RunCommand.self, StatusCommand.self, CtlCommand.self, AuditCommand.self,
-                      KeygenCommand.self, SignCommand.self]
+                      KeygenCommand.self, SignCommand.self, LearnCommand.self]
     )
 
     /// As AsyncParsableCommand.main, except that usage errors exit 2 (not ArgumentParser's 64), so

@@ -70,7 +70,7 @@ struct SignCommand: ParsableCommand {
             if let pinned = manifest.sha256, pinned != hash {
                 throw CommandFailure("\(manifestPath): the manifest pins sha256 \(pinned) but \(libraryPath) has \(hash); refusing to sign")
             }
-            let destination = out ?? SignatureFile.candidates(manifest: manifest, libraryPath: libraryPath)[0]
+            let destination = out ?? SignatureFile.defaultLocation(manifest: manifest, libraryPath: libraryPath)
             do {
                 let signature = try SignatureFile.sign(manifest: manifest, librarySHA256: hash, key: signingKey)
                 try signature.fileText.write(toFile: destination, atomically: true, encoding: .utf8)

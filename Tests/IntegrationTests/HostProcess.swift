@@ -42,6 +42,18 @@ enum Products {
     }()
 }
 
+extension Products {
+    /// Signs a manifest a test wrote or copied into a temporary folder with the checkout's dev key,
+    /// the sidecar `manifest.sig` beside it (never beside the shared build products, whose
+    /// signatures the other tests use). The signature covers the library the manifest resolves to.
+    static func signCopy(_ manifest: String) throws {
+        if let failure = devSigned { throw TestFailure("the dev key is not usable: \(failure)") }
+        let sig = (manifest as NSString).deletingLastPathComponent + "/manifest.sig"
+        let (status, out) = try runCLI(["sign", manifest, "--key", devKeyFolder + "/dev.key", "--out", sig])
+        guard status == 0 else { throw TestFailure("peerhost sign \(manifest): \(out)") }
+    }
+}
+
 /// A `peerhost run` child process on a temporary config and data directory.
 final class HostProcess: @unchecked Sendable {
     let process = Process()
@@ -51,7 +63,8 @@ final class HostProcess: @unchecked Sendable {
     private(set) var runInfo: [String: Any] = [:]
 
     /// `asUser`: run the host as this uid/gid through setpriv (tests of the unprivileged mode).
-    init(config: String, asUser: UInt32? = nil) throws {
+    /// `command`: the subcommand and its arguments before `--config` (`["learn", "echo-c", …]`).
+    init(config: String, asUser: UInt32? = nil, command: [String] = ["run"]) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("peerhost-it-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         configPath = directory.appendingPathComponent("peerhost.toml").path
@@ -62,10 +75,10 @@ final class HostProcess: @unchecked Sendable {
             // The unprivileged host must be able to create its data dir here.
             chmod(directory.path, 0o777)
             process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            process.arguments = ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", Products.peerhost, "run", "--config", configPath]
+            process.arguments = ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", Products.peerhost] + command + ["--config", configPath]
         } else {
             process.executableURL = URL(fileURLWithPath: Products.peerhost)
-            process.arguments = ["run", "--config", configPath]
+            process.arguments = command + ["--config", configPath]
         }
         process.standardOutput = output
         process.standardError = output

@@ -127,6 +127,7 @@ extension Integration {
             defer { try? FileManager.default.removeItem(atPath: dir) }
             try FileManager.default.copyItem(atPath: Products.repoRoot.path + "/plugins/echo-c/manifest.toml", toPath: dir + "/manifest.toml")
             try FileManager.default.copyItem(atPath: Products.buildDirectory.path + "/libecho-c.so", toPath: dir + "/libecho-c.so")
+            try Products.signCopy(dir + "/manifest.toml")
             let host = try HostProcess(config: """
             [host]
             data_dir = "@DATA@"
@@ -198,6 +199,7 @@ extension Integration {
                 p.waitUntilExit()
                 try #require(p.terminationStatus == 0, "compiling \(args)")
             }
+            try Products.signCopy(dir + "/manifest.toml")
             let host = try HostProcess(config: """
             [host]
             data_dir = "@DATA@"

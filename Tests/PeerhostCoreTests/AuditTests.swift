@@ -18,6 +18,9 @@ struct AuditTests {
             let original = try PluginManifest(contentsOf: TestSupport.path(relativeManifest))
             try FileManager.default.copyItem(atPath: TestSupport.path(relativeManifest), toPath: directory + "/manifest.toml")
             try FileManager.default.copyItem(atPath: try original.resolveLibrary(), toPath: directory + "/" + original.library)
+            if let profile = original.sandbox.syscallProfile {   // a profile of its own travels with it
+                try FileManager.default.copyItem(atPath: original.directory + "/" + profile, toPath: directory + "/" + profile)
+            }
             manifest = try PluginManifest(contentsOf: directory + "/manifest.toml")
             key = PrivateSigningKey.generate()
             _ = try key.write(to: directory + "/trust/k")
@@ -56,7 +59,12 @@ struct AuditTests {
         #expect(report.library.hashStatus == "unpinned")
         #expect(report.library.sha256 == FileHash.sha256(path: copy.directory + "/" + copy.manifest.library))
         #expect(report.namespaces == ["user", "pid", "net", "mount", "ipc", "uts"])
-        #expect(report.syscalls == SyscallProfileAudit(profile: nil, path: nil, sha256: nil, findings: []))
+        let profile = try SyscallProfile.forManifest(copy.manifest)
+        #expect(report.syscalls.profile == copy.manifest.sandbox.syscallProfile)
+        #expect(report.syscalls.findings.isEmpty)
+        #expect(report.syscalls.allowlist.count == profile.rules.count && report.syscalls.allowlist.contains("read"))
+        #expect(report.syscalls.allowlist.contains("openat (while loading only)"), "\(report.syscalls.allowlist)")
+        #expect(!report.syscalls.allowlist.contains { $0.hasPrefix("io_uring") || $0.hasPrefix("socket") })
         #expect(report.grants.listen == copy.manifest.net.listen.map(\.description))
         #expect(report.controls.map(\.name) == copy.manifest.controls.map(\.name))
         let document = AuditDocument(config: nil, trust: copy.trust, plugins: [report])
@@ -76,7 +84,9 @@ struct AuditTests {
         #expect(text.contains(row("net.listen", "tcp:127.0.0.1:7001\n")), "\(text)")
         #expect(text.contains(row("net.connect", "-\n")), "\(text)")
         #expect(text.contains(row("limits", "memory 256MiB, cpu 100%, open_files 64, up -, down -\n")), "\(text)")
-        #expect(text.contains(row("syscalls", "host default profile\n")), "\(text)")
+        #expect(text.contains(row("syscalls", "host default profile (sandbox/profiles/plugin-default.toml)\n")), "\(text)")
+        #expect(text.contains(row("", "enforced here: memory 256 MiB by ")), "\(text)")
+        #expect(text.contains("rules, everything else kills the runner: "), "\(text)")
         #expect(text.contains(row("controls", "stats () -> bytes  [echo_c_stats]\n")), "\(text)")
         #expect(text.contains("  findings: none"))
         #expect(text.hasSuffix("verdict: verified"))
@@ -152,7 +162,7 @@ struct AuditTests {
         #expect(report.grants.manifestListen == ["tcp:127.0.0.1:7001"])
     }
 
-    @Test func syscallProfileHookReportsPathAndHash() throws {
+    @Test func syscallProfileAuditReportsPathHashAllowlistAndLint() throws {
         let directory = try TestSupport.makeTemporaryDirectory()
         defer { TestSupport.removeDirectory(directory) }
         try TestSupport.write(TestSupport.manifest(name: "demo") + "\n[sandbox]\nsyscalls = \"p.toml\"\n", to: directory + "/manifest.toml")
@@ -161,7 +171,31 @@ struct AuditTests {
         #expect(result.findings.map(\.code) == ["syscall-profile"])
         try TestSupport.write("x", to: directory + "/p.toml")
         result = PluginAuditor.auditSyscallProfile(manifest: manifest)
-        #expect(result == SyscallProfileAudit(profile: "p.toml", path: directory + "/p.toml", sha256: FileHash.sha256(path: directory + "/p.toml"), findings: []))
+        #expect(result.sha256 == FileHash.sha256(path: directory + "/p.toml"))
+        #expect(result.findings.map(\.code) == ["syscall-profile"], "a profile that does not parse is unsafe")
+        let profile = """
+        arch = "x86_64"
+        default = "kill"
+
+        [[syscall]]
+        name = "read"
+        reason = "ring loop"
+
+        [[syscall]]
+        name = "tgkill"
+        when = "self"
+        reason = "abort()"
+
+        [[syscall]]
+        name = "socket"
+        reason = "a plugin that wants its own sockets"
+        """
+        try TestSupport.write(profile, to: directory + "/p.toml")
+        result = PluginAuditor.auditSyscallProfile(manifest: manifest)
+        #expect(result.allowlist == ["read", "tgkill (only to itself)", "socket"])
+        #expect(result.findings.map(\.code) == ["dangerous-syscall"])
+        #expect(result.findings.first?.severity == .unsafe)
+        #expect(result.findings.first?.message.contains("p.toml:14: socket is dangerous") == true, "\(result.findings)")
     }
 
     @Test func diffShowsWhatAChangeAddsOrRemoves() throws {

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import PeerhostCore
+import PeerhostSandbox
 
 /// The reference pages document every key the parsers accept.
 @Suite("Docs")
@@ -22,6 +23,16 @@ struct DocsTests {
         }
         for (table, keys) in PluginManifest.schemaKeys where !table.isEmpty {
             for key in keys { #expect(Self.mentioned(key, in: text), "\(table.isEmpty ? "" : table + ".")\(key) is not in docs/manifest.md") }
+        }
+    }
+
+    @Test func syscallProfilePageDocumentsEveryKeyAndEveryDangerousSyscall() throws {
+        let text = try String(contentsOfFile: TestSupport.path("docs/syscall-profiles.md"), encoding: .utf8)
+        for key in SyscallProfile.schemaKeys.values.flatMap({ $0 }) where key != "syscall" {
+            #expect(text.contains("\n\(key) =") || text.contains("`\(key)`"), "\(key) is not in docs/syscall-profiles.md")
+        }
+        for entry in DangerousSyscalls.entries {
+            #expect(text.contains(entry.name), "dangerous syscall \(entry.name) is not in docs/syscall-profiles.md")
         }
     }
 }

@@ -158,7 +158,9 @@ struct TrustTests {
         try TestSupport.write(TestSupport.manifest(name: "demo"), to: directory + "/plugin/manifest.toml")
         let manifest = try PluginManifest(contentsOf: directory + "/plugin/manifest.toml")
         #expect(SignatureFile.candidates(manifest: manifest, libraryPath: directory + "/products/libdemo.so")
-                == [directory + "/products/demo.manifest.sig", directory + "/plugin/manifest.sig"])
+                == [directory + "/plugin/manifest.sig", directory + "/products/demo.manifest.sig"])
+        #expect(SignatureFile.defaultLocation(manifest: manifest, libraryPath: directory + "/products/libdemo.so")
+                == directory + "/products/demo.manifest.sig", "signing a checkout's manifest writes beside the build, not the checkout")
         #expect(SignatureFile.candidates(manifest: manifest, libraryPath: directory + "/plugin/libdemo.so")
                 == [directory + "/plugin/manifest.sig"])
     }

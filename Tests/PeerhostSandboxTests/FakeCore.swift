@@ -4,6 +4,7 @@
 import CPeerhostABI
 import CPeerhostShim
 import Foundation
+import PeerhostCore
 import PeerhostRing
 import PeerhostSandbox
 #if canImport(Glibc)
@@ -153,7 +154,10 @@ final class FakeCore {
         }
         let spec = SpawnSpec(
             runnerPath: Products.runner,
-            argv: ["peerhost-runner", "--plugin", plugin, "--library", libraryArgument] + arguments,
+            // The core always passes the plugin's profile; so does this harness (the built-in
+            // default unless the test gives its own --syscalls).
+            argv: ["peerhost-runner", "--plugin", plugin, "--library", libraryArgument]
+                + (arguments.contains("--syscalls") ? [] : ["--syscalls", SyscallProfile.builtInDefault.encoded]) + arguments,
             environment: environment,
             fds: [memfd, childControlFD, rxEvent, txEvent],
             hostUID: hostUID, hostGID: hostUID, root: root)

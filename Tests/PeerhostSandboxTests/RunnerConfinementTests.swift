@@ -1,9 +1,10 @@
 // The runner's own confinement (RunnerMain.startUp): rlimits, no capabilities in any set,
-// no_new_privs, the seccomp allowlist before dlopen (SyscallAllowlist.swift) and the stacked
+// no_new_privs, the seccomp allowlist before dlopen (the built-in default profile, sandbox/profiles/plugin-default.toml) and the stacked
 // after-load filter. Driven by FakeCore; each test forks one sandbox, so the suite is serialized.
 import CPeerhostABI
 import CPeerhostShim
 import Foundation
+import PeerhostCore
 import PeerhostRing
 import PeerhostSandbox
 import Testing
@@ -94,6 +95,24 @@ struct RunnerConfinementTests {
         close(proc.pidfd)
     }
 
+    /// The runner trusts no `--syscalls` value: malformed, unknown or dangerous fails step seccomp.
+    @Test(arguments: [("read,,write", "--syscalls: syscall entry '': '' is not a syscall name (lowercase letters, digits, _)"),
+                      ("read,nosuchcall", "--syscalls: syscall entry 'nosuchcall': nosuchcall is not an x86_64 system call"),
+                      ("read,write@self", "--syscalls: syscall entry 'write@self': condition 'self' applies only to kill, rt_sigqueueinfo, rt_tgsigqueueinfo, tgkill, tkill"),
+                      ("read,socket", "the profile allows dangerous syscall socket"),
+                      ("read,clone", "the profile allows dangerous syscall clone")])
+    func aBadPolicyFailsStepSeccomp(policy: String, message: String) throws {
+        let core = try FakeCore()
+        let proc = try core.spawn(plugin: "echo-c", library: Products.library("echo-c"), arguments: ["--syscalls", policy])
+        let f = try core.readFrame()
+        #expect(f["type"] as? String == "fail")
+        #expect(f["step"] as? String == "seccomp")
+        #expect(f["message"] as? String == message)
+        #expect(try proc.wait(timeoutMilliseconds: 5000) == ProcessExit(exited: true, code: 1))
+        core.process = nil
+        close(proc.pidfd)
+    }
+
     @Test func seccompOffIsADebuggingEscapeHatch() throws {
         let core = try FakeCore()
         let proc = try core.spawn(plugin: "echo-c", library: Products.library("echo-c"), arguments: ["--seccomp", "off"])
@@ -119,6 +138,46 @@ struct RunnerConfinementTests {
                             "signature": "(string) -> i64", "args": [["string": what]]])
         let exit = try proc.wait(timeoutMilliseconds: 5000)
         #expect(exit == Self.sigsys, "\(what): \(exit)")
+        core.process = nil
+        close(proc.pidfd)
+    }
+
+    /// The threads profile allows clone only with CLONE_THREAD: a fork-style clone (SIGCHLD, no
+    /// CLONE_THREAD) still kills the runner.
+    @Test func theThreadsProfileStillKillsAProcessClone() throws {
+        let threads = try SyscallProfile(text: EmbeddedProfiles.pluginThreads, displayName: "threads")
+        #expect(threads.rules.contains(SyscallRule(name: "clone", when: .thread)))
+        let core = try FakeCore()
+        let proc = try core.spawn(plugin: "hostile-syscall", library: Products.library("hostile-syscall"),
+                                  arguments: ["--syscalls", threads.encoded])
+        #expect(try core.readFrame()["type"] as? String == "hello")
+        try startAndEcho(core, "threads profile")
+        try core.sendFrame(["type": "call", "id": 1, "symbol": "hostile_syscall_attempt",
+                            "signature": "(string) -> i64", "args": [["string": "fork"]]])
+        #expect(try proc.wait(timeoutMilliseconds: 5000) == Self.sigsys)
+        core.process = nil
+        close(proc.pidfd)
+    }
+
+    /// Learn mode: everything runs and is recorded (the runner's own ring loop included), except a
+    /// dangerous syscall, which still kills.
+    @Test func learnModeRecordsWhatRunsAndStillKillsDangerousSyscalls() throws {
+        let core = try FakeCore()
+        let proc = try core.spawn(plugin: "hostile-syscall", library: Products.library("hostile-syscall"),
+                                  arguments: ["--syscalls", "", "--seccomp", "learn"])
+        let learner = SeccompLearner()
+        learner.attach(pid: proc.pid, pidfd: proc.pidfd)
+        #expect(try core.readFrame()["type"] as? String == "hello")
+        try startAndEcho(core, "learning")
+        let seen = learner.observed
+        #expect(seen["openat"].map { $0.beforeLoad > 0 && $0.afterLoad == 0 } == true, "the loader's openat, load phase only: \(seen)")
+        #expect(seen["seccomp"]?.beforeLoad == 1, "the stacking of the after-load filter ends the load phase")
+        #expect(seen["ppoll"].map { $0.afterLoad > 0 } == true, "the ring loop")
+        try core.sendFrame(["type": "call", "id": 1, "symbol": "hostile_syscall_attempt",
+                            "signature": "(string) -> i64", "args": [["string": "socket"]]])
+        #expect(try proc.wait(timeoutMilliseconds: 5000) == Self.sigsys)
+        #expect(learner.observed["socket"] == nil, "killed by the filter, never notified")
+        #expect(learner.errors.isEmpty, "\(learner.errors)")
         core.process = nil
         close(proc.pidfd)
     }

@@ -8,6 +8,7 @@
 // multicast, listening on every interface, no memory limit, a namespace left out.
 
 import Foundation
+import PeerhostSandbox
 
 public struct AuditFinding: Sendable, Equatable, Codable {
     public enum Severity: String, Sendable, Codable { case unsafe, warning }
@@ -30,6 +31,9 @@ public struct SyscallProfileAudit: Sendable, Equatable, Codable {
     /// Absolute path and sha256 of the profile file (nil when default or unreadable).
     public var path: String?
     public var sha256: String?
+    /// Every rule the runner's filter gets, one line each: "read", "tgkill (only to itself)",
+    /// "openat (while loading only)", "clone3 → errno 38". Empty when the profile does not parse.
+    public var allowlist: [String] = []
     public var findings: [AuditFinding]
 }
 
@@ -91,9 +95,13 @@ public struct PluginAuditReport: Sendable, Equatable, Codable {
         public var openFiles: Int?
         public var bandwidthUp: UInt64?
         public var bandwidthDown: UInt64?
+        /// How this machine would enforce them for the user running the audit (cgroup v1/v2,
+        /// rlimit, none): "memory 256 MiB by cgroup v1; processes 4 by cgroup v1 + rlimit; …".
+        public var enforcement: String?
 
         enum CodingKeys: String, CodingKey {
             case memory, cpuPercent = "cpu_percent", openFiles = "open_files", bandwidthUp = "bandwidth_up", bandwidthDown = "bandwidth_down"
+            case enforcement
         }
     }
 
@@ -254,7 +262,8 @@ public enum PluginAuditor {
                           storage: storage, kvQuota: manifest.storage.kvQuota),
             limits: .init(memory: manifest.limits.memoryBytes, cpuPercent: manifest.limits.cpuPercent,
                           openFiles: manifest.limits.openFiles, bandwidthUp: manifest.limits.bandwidthUp,
-                          bandwidthDown: manifest.limits.bandwidthDown),
+                          bandwidthDown: manifest.limits.bandwidthDown,
+                          enforcement: PluginLimits.preview(manifest.limits, cgroups: Cgroups.discover()).description),
             namespaces: namespaces, syscalls: syscalls,
             controls: manifest.controls.map { .init(name: $0.name, symbol: $0.symbol, signature: $0.signature.description) },
             findings: findings, verdict: verdict)
@@ -264,15 +273,40 @@ public enum PluginAuditor {
     /// hash (the hash is covered by the signature); the profile lint (a dangerous syscall such as
     /// io_uring_setup, ptrace or an unconditioned clone is "unsafe") plugs in here and returns its
     /// findings with the same severities.
+    /// The profile a plugin runs under (its file, or the built-in default), its allowlist, and the
+    /// lint: a dangerous allow or a profile that does not parse is unsafe (the host would refuse it).
     public static func auditSyscallProfile(manifest: PluginManifest) -> SyscallProfileAudit {
-        guard let path = CanonicalManifest.profilePath(manifest) else {
-            return SyscallProfileAudit(profile: nil, path: nil, sha256: nil, findings: [])
+        let path = CanonicalManifest.profilePath(manifest)
+        var audit = SyscallProfileAudit(profile: manifest.sandbox.syscallProfile, path: path,
+                                        sha256: path.flatMap { FileHash.sha256(path: $0) }, findings: [])
+        if let path, audit.sha256 == nil {
+            audit.findings = [.init(.unsafe, "syscall-profile", "syscall profile \(path) is not readable")]
+            return audit
         }
-        guard let hash = FileHash.sha256(path: path) else {
-            return SyscallProfileAudit(profile: manifest.sandbox.syscallProfile, path: path, sha256: nil,
-                                       findings: [.init(.unsafe, "syscall-profile", "syscall profile \(path) is not readable")])
+        do {
+            let profile = try SyscallProfile.forManifest(manifest)
+            audit.allowlist = profile.rules.map(Self.describe)
+            audit.findings = profile.lint().map { .init(.unsafe, "dangerous-syscall", $0.description) }
+        } catch {
+            audit.findings = [.init(.unsafe, "syscall-profile", "syscall profile: \(error)")]
         }
-        return SyscallProfileAudit(profile: manifest.sandbox.syscallProfile, path: path, sha256: hash, findings: [])
+        return audit
+    }
+
+    static func describe(_ rule: SyscallRule) -> String {
+        var text = rule.name
+        switch rule.action {
+        case .allow: break
+        case .errno(let e): text += " → errno \(e)"
+        case .kill: text += " → kill"
+        }
+        switch rule.when {
+        case .selfOnly?: text += " (only to itself)"
+        case .thread?: text += " (threads only)"
+        case nil: break
+        }
+        if rule.loadOnly { text += " (while loading only)" }
+        return text
     }
 }
 
@@ -349,8 +383,10 @@ public struct AuditDocument: Sendable, Equatable, Codable {
                                     "open_files \(l.openFiles.map(String.init) ?? "-")",
                                     "up \(l.bandwidthUp.map { $0 == 0 ? "unlimited" : ByteSize.format($0) + "/s" } ?? "-")",
                                     "down \(l.bandwidthDown.map { $0 == 0 ? "unlimited" : ByteSize.format($0) + "/s" } ?? "-")"].joined(separator: ", ")))
+            if let how = l.enforcement { rows.append(("", "enforced here: \(how)")) }
             rows.append(("namespaces", plugin.namespaces.joined(separator: ", ")))
-            rows.append(("syscalls", plugin.syscalls.profile.map { "\($0) (\(plugin.syscalls.path ?? "")) sha256 \(plugin.syscalls.sha256 ?? "-")" } ?? "host default profile"))
+            rows.append(("syscalls", plugin.syscalls.profile.map { "\($0) (\(plugin.syscalls.path ?? "")) sha256 \(plugin.syscalls.sha256 ?? "-")" } ?? "host default profile (sandbox/profiles/plugin-default.toml)"))
+            rows.append(("", "\(plugin.syscalls.allowlist.count) rules, everything else kills the runner: " + plugin.syscalls.allowlist.joined(separator: ", ")))
             list("controls", plugin.controls.map { "\($0.name) \($0.signature)  [\($0.symbol)]" })
             let width = rows.map(\.0.count).max() ?? 0
             for (key, value) in rows { out.append("  " + key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value) }

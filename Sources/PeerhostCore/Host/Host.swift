@@ -21,6 +21,11 @@ public final class Host: HostControl, @unchecked Sendable {
     /// Loop thread only.
     private var supervisors: [PluginSupervisor] = []
     private var published: [String: SessionCounters] = [:]
+    /// /dev/kmsg, opened at start: names the syscall behind a runner's SIGSYS death.
+    let kernelLog = KernelLog()
+    /// `peerhost learn`: the one plugin that runs, and what its runner called.
+    var learn: LearnRequest?
+    let learner = SeccompLearner()
     /// CPU already added to the counter, per plugin: the runner's pid and its CPU µs at the last scrape.
     private var publishedCPU: [String: (pid: Int32, microseconds: UInt64)] = [:]
     /// The cgroup hierarchies found at start (nil: none; plugins get rlimits only), and the name of
@@ -39,6 +44,13 @@ public final class Host: HostControl, @unchecked Sendable {
 
     /// Starts everything, serves until SIGTERM/SIGINT, stops everything.
     public static func run(config: HostConfig) async throws {
+        _ = try await run(config: config, learn: nil)
+    }
+
+    /// `learn` given: only that plugin runs, in learn mode, for `learn.seconds`; then the host stops
+    /// itself and returns what the runner called (see SeccompLearner.swift).
+    @discardableResult
+    public static func run(config: HostConfig, learn: LearnRequest?) async throws -> [LearnedSyscall] {
         var logger = Logger(label: "peerhost")
         logger.logLevel = Logger.Level(rawValue: config.host.logLevel.rawValue) ?? .info
         let metrics = HostMetrics()
@@ -57,6 +69,10 @@ public final class Host: HostControl, @unchecked Sendable {
         try? FileManager.default.createDirectory(atPath: config.host.dataDirectory, withIntermediateDirectories: true,
                                                  attributes: [.posixPermissions: 0o700])
         let host = Host(config: config, loop: loop, metrics: metrics, logger: logger)
+        host.learn = learn
+        if let why = host.kernelLog.unavailable {
+            logger.warning("\(why) (/dev/kmsg): a runner killed by seccomp will be audited with syscall 'unknown'")
+        }
         host.startLoopThread()
         await host.onLoop { host.startPlugins() }
         metrics.setScrapeHook { [weak host] in host?.publishMetrics() }
@@ -68,7 +84,19 @@ public final class Host: HostControl, @unchecked Sendable {
             services: [.init(service: plane), .init(service: HostService(host: host))],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
+        if let learn {
+            // The learn run ends by itself: the same graceful stop as SIGTERM (plugins get STOP).
+            Task {
+                try? await Task.sleep(for: .seconds(learn.seconds))
+                kill(getpid(), SIGTERM)
+            }
+        }
         try await group.run()
+        guard learn != nil else { return [] }
+        for error in host.learner.errors { logger.error("learn: \(error)") }
+        return host.learner.observed.map {
+            LearnedSyscall(name: $0.key, callsBeforeLoad: $0.value.beforeLoad, callsAfterLoad: $0.value.afterLoad)
+        }.sorted { $0.name < $1.name }
     }
 
     private func startLoopThread() {
@@ -97,7 +125,9 @@ public final class Host: HostControl, @unchecked Sendable {
         } catch {
             runnerFiles = .failure(error)
         }
-        for plugin in config.enabledPlugins {
+        // Learn mode runs the one plugin it learns, enabled in the config or not.
+        let plugins = learn.map { l in config.plugins.filter { $0.name == l.plugin } } ?? config.enabledPlugins
+        for plugin in plugins {
             // Once per plugin: its verified bytes (kept for every restart) and its libraries' binds.
             var failure: String?
             var prepared: (LibraryImage, PluginFiles)?
@@ -130,6 +160,8 @@ public final class Host: HostControl, @unchecked Sendable {
                                               library: prepared?.0, files: prepared?.1, cgroups: cgroups, cgroupInstance: cgroupInstance,
                                               uidBase: config.host.uidBase, loop: loop,
                                               metrics: metrics.plugin(named: plugin.name), logger: logger, audit: audit)
+            supervisor.kernelLog = kernelLog
+            if learn != nil { supervisor.learner = learner }
             supervisors.append(supervisor)
             guard prepared != nil else {
                 supervisor.markFailed(reason: failure ?? "?")
@@ -150,11 +182,9 @@ public final class Host: HostControl, @unchecked Sendable {
         return store
     }()
 
-    /// Secure bootstrapping: the library's bytes against the manifest's hash and its signature, before
-    /// a runner exists. Returns the refusal (the plugin's status reason), or nil to start it. Every
-    /// outcome is an audit line with action "verify".
-    /// Checks the hash of the bytes that will be loaded against the manifest and its signature;
-    /// nil when the plugin may run, else the reason (logged and audited here).
+    /// Secure bootstrapping: the hash of the sealed bytes that will be loaded, against the manifest's
+    /// pin and its signature, before a runner exists. Returns the refusal (the plugin's status
+    /// reason), or nil to start it. Every outcome is an audit line with action "verify".
     private func verify(_ plugin: HostConfig.PluginConfig, sha256 hash: String, libraryPath: String, trust: TrustStore) -> String? {
         switch PluginVerifier.verify(manifest: plugin.manifest, librarySHA256: hash, libraryPath: libraryPath, trust: trust) {
         case .verified(let keyID, let signedTime, _):
@@ -308,6 +338,16 @@ struct HostService: Service {
 /// A plugin whose bytes or signature did not verify (the reason is the verifier's, already audited).
 struct VerificationRefused: Error, CustomStringConvertible {
     let description: String
+}
+
+/// What `peerhost learn` asks of `Host.run`.
+public struct LearnRequest: Sendable {
+    public var plugin: String
+    public var seconds: Int
+    public init(plugin: String, seconds: Int) {
+        self.plugin = plugin
+        self.seconds = seconds
+    }
 }
 
 public enum HostError: Error, CustomStringConvertible {

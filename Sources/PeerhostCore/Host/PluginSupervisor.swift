@@ -53,6 +53,13 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     private(set) var enforcedLimits: EnforcedLimits?
     private var cgroup: PluginCgroup?
     private var loggedLimitFallback = false
+    /// The host's /dev/kmsg reader: names the syscall of a SIGSYS death (KernelLog.swift).
+    var kernelLog: KernelLog?
+    /// Learn mode (`peerhost learn`): the runner's filter notifies instead of killing and this
+    /// records what it calls (SeccompLearner.swift).
+    var learner: SeccompLearner?
+    /// The profile of the current incarnation (set by `start`).
+    private(set) var syscallProfile: SyscallProfile?
 
     private enum TimerTag: UInt32 { case heartbeat = 1, restart = 2, stopGrace = 3 }
 
@@ -85,6 +92,22 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         state = .starting
         reason = ""
         killCause = nil
+        // The syscall profile: parsed and linted before every spawn. A bad or dangerous profile
+        // does not get better by restarting, so the plugin is left failed.
+        do {
+            let profile = try SyscallProfile.forManifest(config.manifest)
+            let findings = profile.lint()
+            if !findings.isEmpty {
+                let text = findings.map { "\($0.syscall) (\($0.reason))" }.joined(separator: "; ")
+                refuse("syscall profile \(profile.displayName) allows dangerous syscalls: \(text)",
+                       object: profile.displayName)
+                return
+            }
+            syscallProfile = profile
+        } catch {
+            refuse("syscall profile: \(error)", object: config.manifest.sandbox.syscallProfile ?? EmbeddedProfiles.defaultDisplayName)
+            return
+        }
         do {
             try spawn()
         } catch {
@@ -134,7 +157,9 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         // The runner loads the copy of the verified bytes on its read-only tmpfs, never a host path.
         let copy = PrivateRoot.LibraryCopy(fd: library.fd, size: library.size, target: files.libraryTarget)
         let spec = SpawnSpec(runnerPath: runnerPath,
-                             argv: ["peerhost-runner", "--plugin", name, "--library", files.libraryTarget] + limits.runnerArguments,
+                             argv: ["peerhost-runner", "--plugin", name, "--library", files.libraryTarget] + limits.runnerArguments
+                                 + (learner == nil ? ["--syscalls", syscallProfile?.encoded ?? ""]
+                                                   : ["--syscalls", "", "--seccomp", "learn"]),
                              environment: ["SWIFT_BACKTRACE=enable=no", "PEERHOST_SPIN_US=\(tuning.spinMicroseconds)"],
                              fds: [region.fd, pair[1], rxWake.fd, txWake.fd],
                              hostUID: hostIdentity.uid, hostGID: hostIdentity.gid,
@@ -154,6 +179,10 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         Glibc.close(pair[1])
         self.session = session
         self.process = spawned
+        if let learner {
+            learner.markLoading()
+            learner.attach(pid: spawned.pid, pidfd: spawned.pidfd)
+        }
         let channel = RunnerControlChannel(fd: pair[0])
         self.channel = channel
         let me = incarnation
@@ -191,9 +220,15 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
             // EOF: the runner exited (or closed fd 4, which it never does while alive). Reap it off
             // the loop thread, then tear the incarnation down.
             guard let process else { return }
-            Thread.detachNewThread { [self, loop] in
+            Thread.detachNewThread { [self, loop, kernelLog] in
                 let exit = try? process.wait()
-                loop.execute { self.exited(exit, incarnation: incarnation) }
+                // SIGSYS = the seccomp filter killed it: ask the kernel's log which syscall.
+                let killer: KernelLog.Lookup? = if let exit, !exit.exited, exit.code == SIGSYS {
+                    kernelLog?.seccompKill(pid: process.pid) ?? .unknown(why: "kernel log unreadable")
+                } else {
+                    nil
+                }
+                loop.execute { self.exited(exit, killedBy: killer, incarnation: incarnation) }
             }
         }
     }
@@ -275,7 +310,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     }
 
     /// The runner is gone: cancel and drain every operation on its pool, then unmap; restart later.
-    private func exited(_ exit: ProcessExit?, incarnation: UInt64) {
+    private func exited(_ exit: ProcessExit?, killedBy killer: KernelLog.Lookup?, incarnation: UInt64) {
         guard incarnation == self.incarnation, let session else { return }
         let cause: RestartCause = killCause ?? (exit.map { $0.exited && $0.code == 0 } == true ? .exit : .crash)
         var exitText = exit.map { "\($0)" } ?? "unknown exit"
@@ -308,6 +343,11 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
             return
         }
         if killCause == nil || reason.isEmpty { reason = "runner exited (\(exitText))" }
+        if let killer {
+            reason += ": killed by seccomp: \(killer.object)"
+            audit.record(plugin: name, pid: exitedPID, action: "syscall", object: killer.object, decision: .killed,
+                         reason: "not allowed by syscall profile \(syscallProfile?.displayName ?? "?")")
+        }
         audit.record(plugin: name, pid: exitedPID, action: "exit", object: exitText, decision: .info,
                      reason: "cause \(cause.rawValue): \(reason)")
         logger.warning("plugin exited", metadata: ["plugin": "\(name)", "exit": "\(exitText)", "cause": "\(cause.rawValue)"])
@@ -334,6 +374,13 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         audit.record(plugin: name, pid: 0, action: "restart", object: name, decision: .restarted,
                      reason: "cause \(cause.rawValue), restart \(restarts) in \(delayMs) ms: \(reason)")
         loop.timeout(handler, nanoseconds: UInt64(delayMs) * 1_000_000, tag: TimerTag.restart.rawValue)
+    }
+
+    /// A plugin whose syscall profile is unusable or dangerous: failed, audited as action "profile".
+    private func refuse(_ why: String, object: String) {
+        logger.error("plugin not started", metadata: ["plugin": "\(name)", "error": "\(why)"])
+        audit.record(plugin: name, pid: 0, action: "profile", object: object, decision: .failed, reason: why)
+        markFailed(reason: why)
     }
 
     /// A plugin that cannot even be spawned (its library is missing): failed, with the reason.

@@ -59,15 +59,24 @@ public struct SignatureFile: Sendable, Equatable {
         """
     }
 
-    /// Where the sidecar for `manifest` is looked for, first match wins: beside a library that is
-    /// not in the manifest's folder (the build products folder), then beside the manifest.
+    /// Where the sidecar for `manifest` is looked for, first match wins: beside the manifest (an
+    /// explicit signature of exactly this manifest), then beside a library that is not in the
+    /// manifest's folder (the build products folder, where development builds sign what they build).
     public static func candidates(manifest: PluginManifest, libraryPath: String) -> [String] {
         let libraryFolder = ((libraryPath as NSString).deletingLastPathComponent as NSString).standardizingPath
         let besideManifest = (manifest.directory as NSString).appendingPathComponent("manifest.sig")
         if libraryFolder == (manifest.directory as NSString).standardizingPath {
             return [besideManifest]
         }
-        return [(libraryFolder as NSString).appendingPathComponent("\(manifest.name).manifest.sig"), besideManifest]
+        return [besideManifest, (libraryFolder as NSString).appendingPathComponent("\(manifest.name).manifest.sig")]
+    }
+
+    /// Where `peerhost sign` writes a sidecar when not told (--out): beside the manifest when the
+    /// library sits there (an installed plugin), else beside the library (a build products folder),
+    /// so signing the checkout's manifests never writes into the checkout.
+    public static func defaultLocation(manifest: PluginManifest, libraryPath: String) -> String {
+        let candidates = candidates(manifest: manifest, libraryPath: libraryPath)
+        return candidates.count > 1 ? candidates[1] : candidates[0]
     }
 
     /// Signs `manifest` for the library bytes hashing to `librarySHA256`.

@@ -1,6 +1,6 @@
 /*
  * hostile-syscall: a test plugin that tries, on request, one thing the runner's seccomp allowlist
- * (Sources/peerhost-runner/SyscallAllowlist.swift) must stop. Each attempt is a control call:
+ * (sandbox/profiles/plugin-default.toml) must stop. Each attempt is a control call:
  *
  *   peerhost ctl hostile-syscall attempt NAME
  *
@@ -15,6 +15,24 @@
  *   ctor:NAME      what openat of a fixed path returned in the library's CONSTRUCTOR, where openat is
  *                  still allowed (the loader's): NAME is etc_passwd, proc_1_status, dotdot or root_rw;
  *                  0 would mean the file was there.
+ *
+ * Constructor variants: a plugin NAMED "ctor-ATTACK" (a manifest the tests generate, pointing at
+ * this same library) runs attempt(ATTACK) inside its constructor, i.e. inside dlopen, before the
+ * runner has checked anything about it. glibc passes the runner's argv to constructors of dlopened
+ * libraries, and the runner is started with `--plugin NAME`. The descriptor then declares that
+ * name, so a constructor attack that is refused without a kill still loads and runs, and
+ * `ctor_result` reports what the constructor got.
+ *
+ * Attacks besides the syscalls above (tests: Tests/IntegrationTests/HostileSuiteTests.swift):
+ *   connect_loopback   socket + connect to 127.0.0.1:7999, where the test listens
+ *   setns              setns(0, 0)
+ *   fork_bomb          fork in a loop
+ *   spin               loop forever (the heartbeat must notice)
+ *   alloc              allocate and touch 512 MiB in 1 MiB steps (past any test memory limit)
+ *   mark               create a file in /tmp/peerhost-hostile-mark, a 1777 directory on the host
+ *   read_host_proc     open /proc/1/cmdline (the host's init, if /proc were there)
+ *   listen_ungranted   ask the core to listen on tcp:127.0.0.1:7999 (callbacks only: the host
+ *                      API does not exist yet in a constructor)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,6 +45,8 @@
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -39,6 +59,12 @@ static const ph_host *host;
  * after dlopen takes openat away: only the private root stands between these and the host. */
 static int64_t ctor_etc_passwd = 1, ctor_proc_1_status = 1, ctor_dotdot = 1, ctor_root_rw = 1;
 
+static int64_t attempt(const char *what);
+
+/* The constructor variant's name and result (see the header comment). */
+static char plugin_name[72] = "hostile-syscall";
+static int64_t ctor_result = -1000;
+
 static int64_t try_open(const char *path, int flags) {
     long r = syscall(SYS_openat, AT_FDCWD, path, flags, 0644);
     if (r < 0) return -(int64_t)errno;
@@ -46,7 +72,14 @@ static int64_t try_open(const char *path, int flags) {
     return 0;
 }
 
-__attribute__((constructor)) static void probe_at_load(void) {
+__attribute__((constructor)) static void probe_at_load(int argc, char **argv, char **envp) {
+    (void)envp;
+    for (int i = 1; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--plugin") || strncmp(argv[i + 1], "ctor-", 5)) continue;
+        if (strlen(argv[i + 1]) >= sizeof plugin_name) break;
+        strcpy(plugin_name, argv[i + 1]);
+        ctor_result = attempt(plugin_name + 5);   /* may never return: that is the point */
+    }
     ctor_etc_passwd = try_open("/etc/passwd", O_RDONLY);
     ctor_proc_1_status = try_open("/proc/1/status", O_RDONLY);
     ctor_dotdot = try_open("/plugin/../../etc/passwd", O_RDONLY);
@@ -97,6 +130,38 @@ static int64_t attempt(const char *what) {
         return ctor_dotdot;
     } else if (!strcmp(what, "ctor:root_rw")) {
         return ctor_root_rw;
+    } else if (!strcmp(what, "connect_loopback")) {
+        r = syscall(SYS_socket, AF_INET, SOCK_STREAM, 0);
+        if (r >= 0) {
+            struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(7999), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+            r = syscall(SYS_connect, (int)r, &to, sizeof to);
+        }
+    } else if (!strcmp(what, "setns")) {
+        r = syscall(SYS_setns, 0, 0);
+    } else if (!strcmp(what, "fork_bomb")) {
+        for (int i = 0; i < 1000; i++) {
+            r = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+            if (r == 0) for (;;) syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+        }
+    } else if (!strcmp(what, "spin")) {
+        for (volatile uint64_t n = 0;; n++) {}
+    } else if (!strcmp(what, "alloc")) {
+        for (r = 0; r < 512; r++) {
+            char *p = malloc(1 << 20);
+            if (!p) return -ENOMEM;
+            memset(p, (int)r, 1 << 20);   /* touched, so it is resident, not just reserved */
+        }
+    } else if (!strcmp(what, "mark")) {
+        r = syscall(SYS_openat, AT_FDCWD, "/tmp/peerhost-hostile-mark/pwned", O_WRONLY | O_CREAT, 0644);
+        if (r >= 0) close((int)r);
+    } else if (!strcmp(what, "read_host_proc")) {
+        r = syscall(SYS_openat, AT_FDCWD, "/proc/1/cmdline", O_RDONLY);
+        if (r >= 0) close((int)r);
+    } else if (!strcmp(what, "listen_ungranted")) {
+        if (!host) return -1001;
+        return host->listen(host->ctx, "tcp:127.0.0.1:7999", strlen("tcp:127.0.0.1:7999"));
+    } else if (!strcmp(what, "ctor_result")) {
+        return ctor_result;
     } else if (!strcmp(what, "kill_parent")) {
         /* The runner's process group: the notes saw kill(0, SIGKILL) reach the launcher. If the
          * filter let it through, the runner would die of SIGKILL (9), not SIGSYS (31). */
@@ -112,6 +177,7 @@ int64_t hostile_syscall_attempt(const char *what) { return attempt(what); }
 static ph_status on_start(const ph_host *h, const char *config, size_t len, void **user) {
     host = h;
     (void)user;
+    if (!strncmp(plugin_name, "ctor-", 5)) return PH_OK;   /* a constructor variant serves nothing */
     const char *k = config ? memmem(config, len, "\"listen\"", 8) : NULL;
     if (k) {
         const char *q = memchr(k + 8, '"', len - (size_t)(k + 8 - config));
@@ -130,10 +196,10 @@ static void on_data(void *user, ph_conn conn, ph_buffer *buf) {
     if (host->send(host->ctx, conn, buf) != PH_OK) host->buffer_free(host->ctx, buf);
 }
 
-static const ph_plugin plugin = {
+static ph_plugin plugin = {
     .size = sizeof(ph_plugin),
     .abi_version = PH_ABI_VERSION,
-    .name = "hostile-syscall",
+    .name = plugin_name,
     .version = "1.0.0",
     .features = PH_FEAT_STREAMS | PH_FEAT_CONTROL,
     .start = on_start,
