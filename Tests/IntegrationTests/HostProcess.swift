@@ -177,6 +177,13 @@ final class HostProcess: @unchecked Sendable {
     }
 }
 
+/// The plugin's entry of the host's /status document ([:] when it has none).
+func status(_ host: HostProcess, _ plugin: String) throws -> [String: Any] {
+    let (_, body) = try httpGet(host.httpAddress, "/status")
+    let doc = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+    return (doc?["plugins"] as? [[String: Any]])?.first { $0["name"] as? String == plugin } ?? [:]
+}
+
 func runCLI(_ arguments: [String]) throws -> (Int32, String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: Products.peerhost)

@@ -110,12 +110,6 @@ extension Integration {
             """
         }
 
-        func status(_ host: HostProcess, _ plugin: String) throws -> [String: Any] {
-            let (_, body) = try httpGet(host.httpAddress, "/status")
-            let doc = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
-            return (doc?["plugins"] as? [[String: Any]])?.first { $0["name"] as? String == plugin } ?? [:]
-        }
-
         /// The 1777 mark directory, empty; removed by the caller.
         func makeMarkDirectory() throws {
             try? FileManager.default.removeItem(atPath: Self.markDirectory)

@@ -40,12 +40,6 @@ extension Integration {
         manifest = "@REPO@/Tests/Plugins/memory-hog/manifest.toml"
         """
 
-        func status(_ host: HostProcess, _ plugin: String) throws -> [String: Any] {
-            let (_, body) = try httpGet(host.httpAddress, "/status")
-            let doc = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
-            return (doc?["plugins"] as? [[String: Any]])?.first { $0["name"] as? String == plugin } ?? [:]
-        }
-
         func attempt(_ host: HostProcess, _ what: String) throws -> Int? {
             let (rc, out) = try host.cli(["ctl", "hostile-syscall", "attempt", what])
             return rc == 0 ? Int(out.trimmingCharacters(in: .whitespacesAndNewlines)) : nil

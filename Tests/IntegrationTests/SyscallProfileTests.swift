@@ -39,12 +39,6 @@ extension Integration {
             return text
         }
 
-        func status(_ host: HostProcess, _ plugin: String) throws -> [String: Any] {
-            let (_, body) = try httpGet(host.httpAddress, "/status")
-            let doc = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
-            return (doc?["plugins"] as? [[String: Any]])?.first { $0["name"] as? String == plugin } ?? [:]
-        }
-
         /// A copy of a manifest in a temporary folder with its [sandbox] syscalls replaced (nil:
         /// removed, i.e. the built-in default). The library is still found in the build products.
         func manifestCopy(_ manifest: String, syscalls: String?, extraFiles: [String: String] = [:]) throws -> String {

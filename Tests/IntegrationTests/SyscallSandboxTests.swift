@@ -40,12 +40,6 @@ extension Integration {
                 .replacingOccurrences(of: "@CRASHLOOP@", with: crashLoopLimit.map { "crash_loop_limit = \($0)" } ?? "")
         }
 
-        func status(_ host: HostProcess, _ plugin: String) throws -> [String: Any] {
-            let (_, body) = try httpGet(host.httpAddress, "/status")
-            let doc = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
-            return (doc?["plugins"] as? [[String: Any]])?.first { $0["name"] as? String == plugin } ?? [:]
-        }
-
         func crashes(_ host: HostProcess, _ plugin: String) throws -> Double {
             series(try host.metrics(), "peerhost_plugin_restarts_total", ["plugin=\"\(plugin)\"", "cause=\"crash\""])
         }
