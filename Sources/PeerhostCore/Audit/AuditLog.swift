@@ -56,52 +56,34 @@ public struct AuditEvent: Sendable, Equatable, Codable {
 }
 
 public final class AuditLog: Sendable {
-    public let path: String
+    public var path: String { file.path }
     /// Rotate when the file would grow past this many bytes: audit.log → audit.log.1 → … → .N.
-    public let maxBytes: UInt64
+    public var maxBytes: UInt64 { file.maxBytes }
     /// Rotated files kept besides the live one.
-    public let keep: Int
+    public var keep: Int { file.keep }
     /// Lines per second one plugin may write (burst = 2×); the rest are counted and reported.
     public let linesPerSecond: Double
 
-    private struct State {
-        var fd: Int32 = -1
-        var size: UInt64 = 0
-        /// Per plugin: tokens, last refill (monotonic ns), lines suppressed since the last written one.
-        var buckets: [String: (tokens: Double, last: UInt64, suppressed: Int)] = [:]
-        var lastError: String?
-    }
-    private let state = Mutex(State())
+    private let file: RotatingFile
+    /// Per plugin: tokens, last refill (monotonic ns), lines suppressed since the last written one.
+    private let buckets = Mutex<[String: (tokens: Double, last: UInt64, suppressed: Int)]>([:])
 
     public init(path: String, maxBytes: UInt64 = Defaults.auditLogMaxBytes, keep: Int = Defaults.auditLogKeep,
                 linesPerSecond: Double = Defaults.auditLinesPerSecond) {
-        self.path = path
-        self.maxBytes = maxBytes
-        self.keep = keep
+        self.file = RotatingFile(path: path, maxBytes: maxBytes, keep: keep)
         self.linesPerSecond = linesPerSecond
     }
 
-    deinit {
-        state.withLock { if $0.fd >= 0 { close($0.fd) } }
-    }
-
     /// Appends one line. Never throws: an audit log that cannot be written is reported once through
-    /// `lastError` (the host logs it) and the host keeps running.
+    /// `takeError` (the host logs it) and the host keeps running.
     public func record(_ event: AuditEvent) {
-        state.withLock { s in
-            var event = event
-            if event.decision == .denied || event.action == "ring" {
-                guard admit(&s, plugin: event.plugin, suppressedInto: &event) else { return }
-            }
-            guard var line = try? JSONEncoder.audit.encode(event) else { return }
-            line.append(0x0A)
-            if s.fd < 0 || s.size + UInt64(line.count) > maxBytes {
-                reopen(&s, rotate: s.fd >= 0 || fileSize() + UInt64(line.count) > maxBytes)
-            }
-            guard s.fd >= 0 else { return }
-            let written = line.withUnsafeBytes { write(s.fd, $0.baseAddress, $0.count) }
-            if written == line.count { s.size += UInt64(written) } else { s.lastError = "write \(path): \(String(cString: strerror(errno)))" }
+        var event = event
+        if event.decision == .denied || event.action == "ring" {
+            guard admit(plugin: event.plugin, suppressedInto: &event) else { return }
         }
+        guard var line = try? JSONEncoder.audit.encode(event) else { return }
+        line.append(0x0A)
+        file.append(Array(line))
     }
 
     public func record(plugin: String, pid: Int32, action: String, object: String,
@@ -110,9 +92,7 @@ public final class AuditLog: Sendable {
     }
 
     /// The first write error since the last call, if any.
-    public func takeError() -> String? {
-        state.withLock { s in defer { s.lastError = nil }; return s.lastError }
-    }
+    public func takeError() -> String? { file.takeError() }
 
     /// Reads every event of the live file (tests, `peerhost audit --log`).
     public static func events(at path: String) throws -> [AuditEvent] {
@@ -120,46 +100,25 @@ public final class AuditLog: Sendable {
         return try text.split(separator: "\n").map { try JSONDecoder().decode(AuditEvent.self, from: Data($0.utf8)) }
     }
 
-    // MARK: private (called with the lock held)
-
-    private func admit(_ s: inout State, plugin: String, suppressedInto event: inout AuditEvent) -> Bool {
-        let now = monotonicNanoseconds()
-        var b = s.buckets[plugin] ?? (tokens: 2 * linesPerSecond, last: now, suppressed: 0)
-        b.tokens = min(2 * linesPerSecond, b.tokens + Double(now &- b.last) / 1e9 * linesPerSecond)
-        b.last = now
-        guard b.tokens >= 1 else {
-            b.suppressed += 1
-            s.buckets[plugin] = b
-            return false
+    private func admit(plugin: String, suppressedInto event: inout AuditEvent) -> Bool {
+        buckets.withLock { buckets in
+            let now = monotonicNanoseconds()
+            var b = buckets[plugin] ?? (tokens: 2 * linesPerSecond, last: now, suppressed: 0)
+            b.tokens = min(2 * linesPerSecond, b.tokens + Double(now &- b.last) / 1e9 * linesPerSecond)
+            b.last = now
+            guard b.tokens >= 1 else {
+                b.suppressed += 1
+                buckets[plugin] = b
+                return false
+            }
+            b.tokens -= 1
+            if b.suppressed > 0 {
+                event.reason += " (\(b.suppressed) similar lines suppressed before this one)"
+                b.suppressed = 0
+            }
+            buckets[plugin] = b
+            return true
         }
-        b.tokens -= 1
-        if b.suppressed > 0 {
-            event.reason += " (\(b.suppressed) similar lines suppressed before this one)"
-            b.suppressed = 0
-        }
-        s.buckets[plugin] = b
-        return true
-    }
-
-    private func fileSize() -> UInt64 {
-        var st = stat()
-        return stat(path, &st) == 0 ? UInt64(st.st_size) : 0
-    }
-
-    private func reopen(_ s: inout State, rotate: Bool) {
-        if s.fd >= 0 { close(s.fd); s.fd = -1 }
-        if rotate && keep > 0 {
-            for i in stride(from: keep - 1, through: 1, by: -1) { rename("\(path).\(i)", "\(path).\(i + 1)") }
-            rename(path, "\(path).1")
-        } else if rotate {
-            unlink(path)
-        }
-        s.fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        if s.fd < 0 {
-            s.lastError = "open \(path): \(String(cString: strerror(errno)))"
-            return
-        }
-        s.size = fileSize()
     }
 }
 
