@@ -171,4 +171,18 @@ public struct Host {
         guard let f = raw.pointee.conn_set_weight else { throw .notSupported }
         try Host.check(f(ctx, conn, weight))
     }
+
+    /// ABI 1.1: tags a connection with the remote peer's id (1...40 bytes) for per-peer accounting.
+    /// Throws `.notSupported` on a 1.0 host (its table is too short or lacks PH_FEAT_PEER_TAGS).
+    public func setPeer(_ conn: Connection, id: [UInt8]) throws(PluginError) {
+        // Raw loads: on a 1.0 host the table ends before this field, so nothing past `size` is read.
+        let base = UnsafeRawPointer(raw)
+        let offset = MemoryLayout<ph_host>.offset(of: \ph_host.conn_set_peer)!
+        typealias SetPeer = @convention(c) (UnsafeMutableRawPointer?, ph_conn, UnsafePointer<UInt8>?, Int) -> ph_status
+        guard Int(base.load(as: UInt32.self)) >= offset + MemoryLayout<SetPeer?>.size,
+              base.load(fromByteOffset: MemoryLayout<ph_host>.offset(of: \ph_host.features)!, as: UInt64.self) & UInt64(PH_FEAT_PEER_TAGS) != 0,
+              let f = base.load(fromByteOffset: offset, as: SetPeer?.self) else { throw .notSupported }
+        let ctx = base.load(fromByteOffset: MemoryLayout<ph_host>.offset(of: \ph_host.ctx)!, as: UnsafeMutableRawPointer?.self)
+        try Host.check(id.withUnsafeBufferPointer { f(ctx, conn, $0.baseAddress, $0.count) })
+    }
 }

@@ -63,6 +63,10 @@ public struct Features: OptionSet, Sendable, Hashable {
     public static let shaping = Features(rawValue: UInt64(PH_FEAT_SHAPING))
     /// PH_FEAT_ALL_V1 (the macro is an expression and does not import).
     public static let allV1 = Features(rawValue: (1 << 8) - 1)
+    /// ABI 1.1: conn_set_peer (per-peer accounting).
+    public static let peerTags = Features(rawValue: UInt64(PH_FEAT_PEER_TAGS))
+    /// PH_FEAT_ALL_V1_1.
+    public static let allV1_1 = Features(rawValue: (1 << 9) - 1)
 }
 
 public enum LogLevel: Int32, Sendable {

@@ -293,6 +293,36 @@ public struct PluginCgroup: Sendable, Equatable {
         return nil
     }
 
+    /// The group's own counters, each nil where this group has no such file: CPU from cpuacct.usage
+    /// (v1, ns; present when cpuacct is co-mounted with cpu) or cpu.stat's usage_usec (v2); memory
+    /// from memory.usage_in_bytes (v1) or memory.current (v2) — what the memory limit is enforced
+    /// on (resident pages plus the page cache charged to the group, e.g. its tmpfs root).
+    /// Reads only inside the group's own directories (the host's subtree).
+    public func usage() -> (cpuSeconds: Double?, memoryBytes: UInt64?) {
+        func read(_ path: String) -> String? { try? String(contentsOfFile: path, encoding: .utf8) }
+        var cpu: Double?, memory: UInt64?
+        for dir in directories {
+            if cpu == nil, let text = read(dir + "/cpuacct.usage"),
+               let ns = UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                cpu = Double(ns) / 1e9
+            }
+            if cpu == nil, let text = read(dir + "/cpu.stat") {
+                for line in text.split(separator: "\n") where line.hasPrefix("usage_usec ") {
+                    if let us = UInt64(line.dropFirst("usage_usec ".count)) { cpu = Double(us) / 1e6 }
+                }
+            }
+            if memory == nil, self.memory {
+                for file in ["/memory.usage_in_bytes", "/memory.current"] {
+                    if let text = read(dir + file), let bytes = UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                        memory = bytes
+                        break
+                    }
+                }
+            }
+        }
+        return (cpu, memory)
+    }
+
     /// rmdir of every directory; a group whose last task was just reaped can be busy for a moment.
     public func remove() {
         for dir in directories {

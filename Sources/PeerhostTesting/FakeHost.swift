@@ -204,7 +204,7 @@ public final class FakeHost {
         var h = ph_host()
         h.size = UInt32(MemoryLayout<ph_host>.size)
         h.abi_version = ABIVersion.current
-        h.features = Features.allV1.rawValue
+        h.features = Features.allV1_1.rawValue
         h.log = { ctx, level, msg, len in
             let s = msg.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: len), as: UTF8.self) } ?? ""
             FakeHost.me(ctx).logs.append((level, s))
@@ -281,6 +281,7 @@ public final class FakeHost {
         h.kv_scan = { ctx, k, l, _ in FakeHost.me(ctx).request("kv_scan", k, l) }
         h.conn_set_rate = { _, _, _, _ in PH_OK }
         h.conn_set_weight = { _, _, w in (1...1000).contains(w) ? PH_OK : PH_EINVAL }
+        h.conn_set_peer = { _, _, id, len in id != nil && (1...Int(PH_PEER_ID_MAX)).contains(len) ? PH_OK : PH_EINVAL }
         return h
     }
 }

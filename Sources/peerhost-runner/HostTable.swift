@@ -11,7 +11,7 @@ enum HostTable {
         var h = ph_host()
         h.size = UInt32(MemoryLayout<ph_host>.size)
         h.abi_version = ABI.version
-        h.features = ABI.allFeaturesV1
+        h.features = ABI.allFeatures
         h.ctx = ctx
 
         h.log = { ctx, level, msg, len in
@@ -171,6 +171,20 @@ enum HostTable {
             d.id = conn
             d.arg = Int64(weight)
             d.slot = PH_NO_SLOT
+            return Runner.from(ctx).simple(d, blockOn: conn)
+        }
+        // ABI 1.1. The id rides in the descriptor itself (from `request` on, PH_PEER_ID_MAX bytes),
+        // so there is no slot to own and nothing to complete.
+        h.conn_set_peer = { ctx, conn, id, len in
+            guard let id, len > 0, len <= Int(PH_PEER_ID_MAX) else { return PH_EINVAL }
+            var d = ph_desc()
+            d.type = UInt16(PH_MSG_CONN_PEER.rawValue)
+            d.id = conn
+            d.slot = PH_NO_SLOT
+            d.length = UInt32(len)
+            withUnsafeMutableBytes(of: &d) { raw in
+                (raw.baseAddress! + MemoryLayout<ph_desc>.offset(of: \ph_desc.request)!).copyMemory(from: id, byteCount: len)
+            }
             return Runner.from(ctx).simple(d, blockOn: conn)
         }
         return h

@@ -49,7 +49,7 @@ struct LoadedPlugin {
         guard name == expected else {
             throw StartupError(step: "entry", message: "\(library) declares plugin name \"\(name)\", expected \"\(expected)\"")
         }
-        let all = ABI.allFeaturesV1
+        let all = ABI.allFeatures
         guard d.features & ~all == 0 else {
             throw StartupError(step: "features", message: "plugin \(expected) declares unknown feature bits 0x\(String(d.features & ~all, radix: 16)) (ABI 1.x knows 0x\(String(all, radix: 16)))")
         }

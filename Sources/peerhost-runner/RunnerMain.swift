@@ -168,6 +168,7 @@ struct Options {
 /// Header macros built from expressions do not import into Swift; these mirror them.
 enum ABI {
     static let version = UInt32(PH_ABI_MAJOR) << 16 | UInt32(PH_ABI_MINOR) << 8 | UInt32(PH_ABI_PATCH)
-    static let allFeaturesV1: UInt64 = (1 << 8) - 1          // PH_FEAT_ALL_V1
+    /// PH_FEAT_ALL_V1_1: what this runner serves and accepts from a plugin (1.1 adds PEER_TAGS).
+    static let allFeatures: UInt64 = (1 << 9) - 1
     static let ringCtlSize: UInt64 = 4 * UInt64(PH_CACHELINE) // sizeof(ph_ring_ctl): 4 cache lines (_Atomic does not import)
 }

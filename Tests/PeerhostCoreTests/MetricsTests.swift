@@ -11,6 +11,8 @@ struct MetricsTests {
         "peerhost_plugin_violations_total", "peerhost_plugin_denials_total", "peerhost_plugin_cpu_seconds_total",
         "peerhost_plugin_resident_memory_bytes", "peerhost_plugin_storage_bytes", "peerhost_shaper_wait_seconds_total",
         "peerhost_datapath_copied_bytes_total", "peerhost_ring_wakeups_total",
+        // Issue 5: supervision and per-peer accounting (ABI 1.1).
+        "peerhost_plugin_downtime_seconds_total", "peerhost_peer_bytes_total", "peerhost_peer_messages_total",
     ]
 
     /// `| `name` | type | labels | meaning |` rows of docs/metrics.md.
@@ -41,6 +43,7 @@ struct MetricsTests {
         let plugin = metrics.plugin(named: "echo-c")
         plugin.violation("slot_out_of_range")
         plugin.denial("connect")
+        plugin.publishPeers([("7463703a31", PeerUsage())])
         let text = String(decoding: metrics.render(), as: UTF8.self)
         let output = Self.rendered(text)
         let documented = try Self.documented()
@@ -77,6 +80,8 @@ struct MetricsTests {
         plugin.addCPUSeconds(0.5)
         plugin.residentMemory(1 << 20)
         plugin.shaperWait(.outbound, seconds: 0.25)
+        plugin.restart(.limit)
+        plugin.addDowntime(seconds: 1.5)
         metrics.denial(plugin: "echo-c", action: "listen")
         metrics.bytesIn(plugin: "echo-swift", 1)
         let text = String(decoding: metrics.render(), as: UTF8.self)
@@ -91,6 +96,8 @@ struct MetricsTests {
             #"peerhost_plugin_up{plugin="echo-c"} 1"#,
             #"peerhost_plugin_restarts_total{plugin="echo-c",cause="hang"} 1"#,
             #"peerhost_plugin_restarts_total{plugin="echo-c",cause="crash"} 0"#,
+            #"peerhost_plugin_restarts_total{plugin="echo-c",cause="limit"} 1"#,
+            #"peerhost_plugin_downtime_seconds_total{plugin="echo-c"} 1.5"#,
             #"peerhost_plugin_cpu_seconds_total{plugin="echo-c"} 0.5"#,
             #"peerhost_plugin_resident_memory_bytes{plugin="echo-c"} 1048576"#,
             #"peerhost_shaper_wait_seconds_total{plugin="echo-c",direction="out"} 0.25"#,

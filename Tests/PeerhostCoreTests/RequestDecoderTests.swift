@@ -63,7 +63,7 @@ import Testing
         #expect(kind(ph_desc(type: PH_MSG_CONN_WEIGHT, id: 99, arg: 5), &dec) == .connectionNotOwned)
     }
 
-    @Test(arguments: [UInt16(0), 1, 5, 12, 31, 58, 200, .max])
+    @Test(arguments: [UInt16(0), 1, 5, 12, 31, 59, 200, .max])   // 58 = CONN_PEER (ABI 1.1)
     func garbageTypes(_ type: UInt16) throws {
         var dec = try decoder()
         var d = ph_desc()

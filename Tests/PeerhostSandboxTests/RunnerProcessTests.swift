@@ -23,7 +23,7 @@ struct RunnerProcessTests {
         let hello = try core.readFrame()
         #expect(hello["type"] as? String == "hello")
         #expect(hello["name"] as? String == plugin)
-        #expect(hello["abi"] as? String == "1.0.0")
+        #expect(hello["abi"] as? String == "1.1.0")
         #expect((hello["features"] as? Int).map { $0 & Int(PH_FEAT_STREAMS) != 0 } == true)
 
         // START with the config in receive slot 0.
@@ -231,7 +231,7 @@ struct RunnerRefusesBadPluginsTests {
 
     @Test func unknownFeatureBitsAreRefused() throws {
         try expectRefusal("future", abi: "PH_ABI_VERSION", features: "(1ull << 12) | PH_FEAT_STREAMS", step: "features",
-                          message: "plugin future declares unknown feature bits 0x1000 (ABI 1.x knows 0xff)")
+                          message: "plugin future declares unknown feature bits 0x1000 (ABI 1.x knows 0x1ff)")
     }
 }
 

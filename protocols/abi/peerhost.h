@@ -28,7 +28,7 @@ extern "C" {
 #endif
 
 #define PH_ABI_MAJOR 1
-#define PH_ABI_MINOR 0
+#define PH_ABI_MINOR 1
 #define PH_ABI_PATCH 0
 /* One number for comparisons: 0x00MMmmpp. */
 #define PH_ABI_VERSION ((PH_ABI_MAJOR << 16) | (PH_ABI_MINOR << 8) | PH_ABI_PATCH)
@@ -77,6 +77,14 @@ typedef enum ph_status {
 #define PH_FEAT_CONTROL   (1ull << 6)  /* control methods declared in the manifest */
 #define PH_FEAT_SHAPING   (1ull << 7)  /* conn_set_rate / conn_set_weight */
 #define PH_FEAT_ALL_V1    ((1ull << 8) - 1)
+/* ABI 1.1 */
+#define PH_FEAT_PEER_TAGS (1ull << 8)  /* conn_set_peer: per-peer accounting */
+#define PH_FEAT_ALL_V1_1  ((1ull << 9) - 1)
+
+/* The longest peer id conn_set_peer takes: it travels inside one ring descriptor (no buffer slot,
+ * no completion), and 40 bytes hold a BitTorrent peer id (20) and a libp2p Ed25519 peer id (38).
+ * A plugin with longer ids passes a digest of them. */
+#define PH_PEER_ID_MAX 40
 
 /* ---------------------------------------------------------------------------------------------
  * Buffers. Payload lives in a pool of fixed-size slots shared with the core; the core receives
@@ -173,6 +181,18 @@ typedef struct ph_host {
      * weight for fair share among the plugin's connections (1..1000, default 100). */
     ph_status (*conn_set_rate)(void *ctx, ph_conn conn, uint64_t up, uint64_t down);
     ph_status (*conn_set_weight)(void *ctx, ph_conn conn, uint32_t weight);
+
+    /* ---- ABI 1.1: present when size covers it and features has the bit ---- */
+
+    /* Tags a stream or UDP socket with the remote peer's id (1..PH_PEER_ID_MAX opaque bytes, e.g.
+     * the BitTorrent peer id from the handshake), so the host accounts its bytes and messages per
+     * peer (PH_FEAT_PEER_TAGS). What the connection carried before its first tag (bytes received
+     * before on_accept returned) counts for that first id; calling it again re-tags the connection
+     * and traffic counted before stays with the previous id. PH_EINVAL for an empty or too long id, PH_ENOTCONN for an
+     * unknown connection (the core checks ownership too). Check `size` before calling:
+     *   host->size >= offsetof(ph_host, conn_set_peer) + sizeof(host->conn_set_peer)
+     *   && (host->features & PH_FEAT_PEER_TAGS) */
+    ph_status (*conn_set_peer)(void *ctx, ph_conn conn, const uint8_t *id, size_t len);
 } ph_host;
 
 /* ---------------------------------------------------------------------------------------------

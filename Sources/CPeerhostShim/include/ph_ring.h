@@ -88,7 +88,10 @@ typedef enum ph_msg_type {
     PH_MSG_KV_SCAN = 54,    /* request, slot: prefix, arg: limit */
     PH_MSG_CONN_RATE = 55,  /* id: conn, arg: up bytes/s, arg2: down bytes/s */
     PH_MSG_CONN_WEIGHT = 56,/* id: conn, arg: weight */
-    PH_MSG_CONTROL_DONE = 57/* request: control call id (the result goes over the control socket) */
+    PH_MSG_CONTROL_DONE = 57,/* request: control call id (the result goes over the control socket) */
+    /* ABI 1.1 */
+    PH_MSG_CONN_PEER = 58   /* id: conn, length: id bytes (1..PH_PEER_ID_MAX), the id bytes in the
+                               descriptor itself from `request` on (request, arg, arg2, reserved) */
 } ph_msg_type;
 
 /* Ring control block: each index on its own cache line so producer and consumer never share one. */

@@ -57,6 +57,26 @@ public enum Defaults {
     /// decision we have not made yet; the key exists so configs written now stay valid.
     public static let crashLoopLimit = 0
 
+    // ---- usage log (<data_dir>/usage.log) ---------------------------------------------------------
+
+    /// One record per plugin every 60 s: fine enough to bill or audit by the minute, and a host with
+    /// ten plugins writes ~15 000 lines (~5 MiB) a day.
+    public static let usageLogIntervalSeconds = 60
+    /// Same sizes as the audit log and for the same reason: 16 MiB (~50 000 records) per file, five
+    /// rotated files kept, a bounded 96 MiB of history.
+    public static let usageLogMaxBytes: UInt64 = 16 << 20
+    public static let usageLogKeep = 5
+
+    // ---- per-peer accounting (ABI 1.1 conn_set_peer; PeerTable.swift) --------------------------
+
+    /// Peers tracked per plugin: 256 × ~100 bytes is nothing, and it keeps enough candidates that a
+    /// peer entering the top list arrives with its history rather than from zero.
+    public static let peerTableCapacity = 256
+    /// Peers per plugin exported as metric series (4 series each): 10 bounds the cardinality at
+    /// 40 series per plugin however big the swarm, and still shows who carries the traffic (a
+    /// BitTorrent client unchokes 4 + 1 peers at a time; a gossip mesh has D = 6–12 peers).
+    public static let peerMetricsTop = 10
+
     // ---- audit log --------------------------------------------------------------------------
 
     /// 16 MiB per file holds about 80 000 lines: days of a busy host's grants and restarts, small

@@ -27,6 +27,7 @@ heartbeat_timeout_ms = 5000
 backoff_base_ms = 200
 backoff_cap_ms = 30000
 crash_loop_limit = 0              # 0 = keep restarting with capped backoff
+usage_log_interval_s = 60         # per-plugin usage records in <data_dir>/usage.log; 0 = off
 
 [security]                        # plugin signatures: docs/signing.md
 # Development only: trust the key `make build` generates per checkout (.peerhost-dev/, never committed)

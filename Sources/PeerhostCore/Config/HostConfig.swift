@@ -54,6 +54,8 @@ public struct HostConfig: Sendable {
         public var backoffCapMilliseconds = Defaults.backoffCapMilliseconds
         /// 0 = no limit.
         public var crashLoopLimit = Defaults.crashLoopLimit
+        /// Seconds between usage-log records (<data_dir>/usage.log); 0 = no usage log.
+        public var usageLogIntervalSeconds = Defaults.usageLogIntervalSeconds
         public init() {}
     }
 
@@ -129,7 +131,8 @@ extension HostConfig {
         "": ["host", "tuning", "security", "plugin"],
         "host": ["data_dir", "http", "uid_base", "log_level"],
         "tuning": ["ring_entries", "slot_size", "slot_count", "recv_slots", "spin_us", "heartbeat_interval_ms",
-                   "heartbeat_timeout_ms", "backoff_base_ms", "backoff_cap_ms", "crash_loop_limit"],
+                   "heartbeat_timeout_ms", "backoff_base_ms", "backoff_cap_ms", "crash_loop_limit",
+                   "usage_log_interval_s"],
         "plugin": ["name", "manifest", "enabled", "config", "listen"],
         "security": ["trust", "allow_unsigned"],
     ]
@@ -224,6 +227,7 @@ extension HostConfig {
                                   .badValue("backoff_cap_ms (\(tuning.backoffCapMilliseconds)) is below backoff_base_ms (\(tuning.backoffBaseMilliseconds))"))
             }
             if let value = try table.integer("crash_loop_limit", in: 0...1_000_000) { tuning.crashLoopLimit = Int(value) }
+            if let value = try table.integer("usage_log_interval_s", in: 0...86_400) { tuning.usageLogIntervalSeconds = Int(value) }
         }
 
         // [security]

@@ -26,8 +26,8 @@ public final class Host: HostControl, @unchecked Sendable {
     /// `peerhost learn`: the one plugin that runs, and what its runner called.
     var learn: LearnRequest?
     let learner = SeccompLearner()
-    /// CPU already added to the counter, per plugin: the runner's pid and its CPU µs at the last scrape.
-    private var publishedCPU: [String: (pid: Int32, microseconds: UInt64)] = [:]
+    /// `<data_dir>/usage.log`: per-plugin usage records (UsageLog.swift), written by `accountingLoop`.
+    let usageLog: UsageLog
     /// The cgroup hierarchies found at start (nil: none; plugins get rlimits only), and the name of
     /// this core's own subtree in them: its pid, so hosts side by side never share a group.
     let cgroups = Cgroups.discover()
@@ -39,6 +39,7 @@ public final class Host: HostControl, @unchecked Sendable {
         self.metrics = metrics
         self.logger = logger
         self.audit = AuditLog(path: (config.host.dataDirectory as NSString).appendingPathComponent("audit.log"))
+        self.usageLog = UsageLog(path: (config.host.dataDirectory as NSString).appendingPathComponent("usage.log"))
         cgroups?.removeStaleInstances()   // groups of an earlier core that died without stopping
     }
 
@@ -91,7 +92,9 @@ public final class Host: HostControl, @unchecked Sendable {
                 kill(getpid(), SIGTERM)
             }
         }
+        let accounting = Task { await host.accountingLoop() }
         try await group.run()
+        accounting.cancel()
         guard learn != nil else { return [] }
         for error in host.learner.errors { logger.error("learn: \(error)") }
         return host.learner.observed.map {
@@ -237,20 +240,37 @@ public final class Host: HostControl, @unchecked Sendable {
                     m.ringDepth(.rx, Int(session.region.depth(rx: true)))
                     m.ringDepth(.tx, Int(session.region.depth(rx: false)))
                 }
-                if let pid = supervisor.pid, let usage = ProcessUsage.read(pid: pid) {
-                    m.residentMemory(usage.residentBytes)
-                    // A restarted runner (new pid) starts from 0 again.
-                    let last = publishedCPU[supervisor.name]
-                    let previous = last?.pid == pid ? last!.microseconds : 0
-                    let micros = UInt64(usage.cpuSeconds * 1e6)
-                    if micros > previous { m.addCPUSeconds(Double(micros - previous) / 1e6) }
-                    publishedCPU[supervisor.name] = (pid, micros)
-                }
+                supervisor.sampleUsage()   // CPU, memory and downtime counters
+                m.publishPeers(supervisor.peers.top(Defaults.peerMetricsTop))
                 published[supervisor.name] = now
             }
             semaphore.signal()
         }
         _ = semaphore.wait(timeout: .now() + 2)
+    }
+
+    /// Off the loop thread: every second, samples each plugin's byte rates (for status); every
+    /// `usage_log_interval_s`, appends one usage record per plugin to usage.log (disk I/O here,
+    /// never on the loop). Ends when its task is cancelled at shutdown.
+    func accountingLoop() async {
+        let interval = config.tuning.usageLogIntervalSeconds
+        var elapsed = 0
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+            elapsed += 1
+            let due = interval > 0 && elapsed >= interval
+            let records: [UsageRecord] = await onLoop { [self] in
+                supervisors.forEach { $0.sampleRates() }
+                guard due else { return [] }
+                let time = AuditEvent.now()
+                return supervisors.map { $0.sampleUsage(); return $0.usageRecord(time: time) }
+            }
+            if due {
+                elapsed = 0
+                usageLog.append(records)
+                if let error = usageLog.file.takeError() { logger.error("usage log: \(error)") }
+            }
+        }
     }
 
     func stopAll() async {
@@ -289,10 +309,12 @@ public final class Host: HostControl, @unchecked Sendable {
                     status.connections = c.connectionsOpen
                     status.bytesIn = c.bytesIn
                     status.bytesOut = c.bytesOut
-                    if let pid = s.pid, let usage = ProcessUsage.read(pid: pid) {
-                        status.cpuSeconds = usage.cpuSeconds
-                        status.memoryBytes = usage.residentBytes
-                    }
+                    let usage = s.sampleUsage()
+                    status.cpuSeconds = s.cpuSecondsTotal
+                    status.memoryBytes = usage?.memoryBytes ?? 0
+                    status.bytesInPerSecond = s.rates.inbound
+                    status.bytesOutPerSecond = s.rates.outbound
+                    status.lastCause = s.lastCause?.rawValue
                 }
                 result.append(status)
             }
@@ -366,7 +388,8 @@ func monotonicNanoseconds() -> UInt64 {
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
 
-/// CPU seconds and resident memory of a process, from /proc (cgroups come with the accounting issue).
+/// CPU seconds and resident memory of a process, from /proc (the fallback of
+/// PluginSupervisor.resourceUsage when the runner has no cgroup with the counter).
 struct ProcessUsage {
     var cpuSeconds: Double
     var residentBytes: UInt64

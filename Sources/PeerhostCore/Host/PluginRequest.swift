@@ -28,6 +28,8 @@ public enum PluginRequest: Equatable, Sendable {
     case connRate(conn: UInt64, up: UInt64, down: UInt64)
     case connWeight(conn: UInt64, weight: UInt32)
     case controlDone(request: UInt64)
+    /// ABI 1.1: the plugin tags a connection with its remote peer's id (1...PH_PEER_ID_MAX bytes).
+    case connPeer(conn: UInt64, peer: [UInt8])
 }
 
 /// Why a descriptor was refused. Each is a violation: counted (label `kind`), logged, and the
@@ -220,6 +222,16 @@ public struct RequestDecoder {
             return .connWeight(conn: conn, weight: UInt32(d.arg))
         case PH_MSG_CONTROL_DONE:
             return .controlDone(request: d.request)
+        case PH_MSG_CONN_PEER:
+            let conn = try ownedConn()
+            guard d.length >= 1, d.length <= UInt32(PH_PEER_ID_MAX) else {
+                throw Violation(.badArgument, "peer id of \(d.length) bytes outside 1...\(PH_PEER_ID_MAX)")
+            }
+            // From the private copy `d`, never from the ring: the id starts at `request`.
+            let peer = withUnsafeBytes(of: d) { raw in
+                Array(raw[MemoryLayout<ph_desc>.offset(of: \ph_desc.request)!...].prefix(Int(d.length)))
+            }
+            return .connPeer(conn: conn, peer: peer)
         default:
             throw Violation(.badType, "descriptor type \(d.type) is not a plugin request")
         }

@@ -124,6 +124,15 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     private var nextTimerTag: UInt32 = 1
     private let doorbell: UnsafeMutablePointer<UInt64>
     private(set) var counters = SessionCounters()
+    /// Per-peer accounting (ABI 1.1): the plugin's table (owned by the supervisor, so it outlives
+    /// this incarnation) and the peer tag of each tagged connection, by connection index.
+    var peers: PeerTable?
+    private var peerOfConn: [UInt32: String] = [:]
+    /// Only for a plugin that declared PH_FEAT_PEER_TAGS: what each connection carried before its
+    /// first tag (the tag arrives after on_accept, when the first bytes may already be counted),
+    /// by connection index; handed to the peer when it is tagged.
+    private var peerTagging = false
+    private var untagged: [PeerUsage] = []
     private(set) var violated = false
     private var lastActivity: UInt64 = 0
     var spinBudgetNanoseconds: UInt64 = 50_000
@@ -317,9 +326,12 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     private func handle(_ request: PluginRequest) {
         switch request {
         case .ready(let status, let features):
+            peerTagging = features & UInt64(PH_FEAT_PEER_TAGS) != 0
             delegate?.sessionReady(self, status: status, features: features)
         case .heartbeatAck(let sequence):
             lastHeartbeatAck = sequence
+        case .connPeer(let conn, let peer):
+            tagPeer(conn: conn, peer: PeerTable.key(peer))
         case .log(let level, let text, let slot):
             let l: Logger.Level = level >= 3 ? .error : level == 2 ? .warning : level == 1 ? .info : .debug
             logger.log(level: l, "\(text)", metadata: ["plugin": "\(plugin)"])
@@ -480,6 +492,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             if c.result > 0, let conn = conns[Int(connIndex)], !conn.closed {
                 _ = decoder.owners.transfer(slot, from: .kernel, to: .plugin)
                 counters.bytesIn &+= UInt64(c.result)
+                if peerTagging { accountPeer(connIndex, inbound: UInt64(c.result)) }
                 push(ph_desc(type: PH_MSG_DATA, id: conn.id, slot: slot, length: UInt32(c.result)))
             } else {
                 // Data for a connection the plugin closed, or an empty buffer: straight back.
@@ -507,6 +520,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         var state = sends[Int(slot)]
         let index = state.connIndex
         if result > 0 { counters.bytesOut &+= UInt64(result) }
+        if result > 0, peerTagging { accountPeer(index, outbound: UInt64(result)) }
         if result > 0, UInt32(result) < state.remaining, let conn = conns[Int(index)], !conn.closed {
             // Short send: continue from where the kernel stopped; the slot stays in flight.
             state.offset += UInt32(result)
@@ -599,16 +613,59 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         conn.closed = true
         conns[Int(index)] = conn
         connIndexByID[conn.id] = nil
-        if conn.kind == .stream { counters.connectionsOpen -= 1 }
+        if conn.kind == .stream {
+            counters.connectionsOpen -= 1
+            Self.finishStream(conn.fd)
+        }
         loop.cancel(handler, fd: conn.fd)
         loop.close(handler, fd: conn.fd)
         releaseIfDone(index)
+    }
+
+    /// A normal close for the peer (FIN, not RST), also when the runner died: Linux answers close()
+    /// with a RST when unread bytes wait in the receive queue — which is the rule, not the
+    /// exception, once a dead plugin stopped taking data and the core's receive slots filled up.
+    /// So send the FIN first (SHUT_WR: after any bytes already queued), then discard what is
+    /// waiting. Both calls are non-blocking (MSG_DONTWAIT), and the drain is bounded so a peer
+    /// that keeps sending cannot hold the loop; bytes arriving after it may still draw a RST, but
+    /// only after the peer has read its EOF.
+    static func finishStream(_ fd: Int32) {
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+        var scratch = [UInt8](repeating: 0, count: 65_536)
+        for _ in 0..<16 {
+            let n = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n <= 0 { break }
+        }
+    }
+
+    // MARK: Per-peer accounting (ABI 1.1)
+
+    private func tagPeer(conn: UInt64, peer: String) {
+        guard let index = connIndexByID[conn] else { return }
+        if peerOfConn[index] == nil, Int(index) < untagged.count {
+            peers?.add(peer: peer, usage: untagged[Int(index)])
+            untagged[Int(index)] = PeerUsage()
+        }
+        peerOfConn[index] = peer
+    }
+
+    private func accountPeer(_ index: UInt32, inbound: UInt64 = 0, outbound: UInt64 = 0) {
+        if let peer = peerOfConn[index] {
+            if inbound > 0 { peers?.add(peer: peer, inbound: inbound) }
+            if outbound > 0 { peers?.add(peer: peer, outbound: outbound) }
+            return
+        }
+        if Int(index) >= untagged.count { untagged.append(contentsOf: repeatElement(PeerUsage(), count: Int(index) + 1 - untagged.count)) }
+        if inbound > 0 { untagged[Int(index)].bytesIn &+= inbound; untagged[Int(index)].messagesIn &+= 1 }
+        if outbound > 0 { untagged[Int(index)].bytesOut &+= outbound; untagged[Int(index)].messagesOut &+= 1 }
     }
 
     private func releaseIfDone(_ index: UInt32) {
         guard let conn = conns[Int(index)], conn.closed, !conn.recvArmed, conn.sendsInFlight == 0,
               !conn.connectInFlight else { return }
         conn.peer?.deallocate()
+        peerOfConn[index] = nil
+        if Int(index) < untagged.count { untagged[Int(index)] = PeerUsage() }
         conns[Int(index)] = nil
         freeConnIndices.append(index)
     }
@@ -849,6 +906,7 @@ extension PluginSession {
            let textLength = writeSender(peer, toEndOf: slot) {
             _ = decoder.owners.transfer(slot, from: .kernel, to: .plugin)
             counters.bytesIn &+= UInt64(result)
+            if peerTagging { accountPeer(index, inbound: UInt64(result)) }
             push(ph_desc(type: PH_MSG_DATAGRAM, id: conn.id, arg: Int64(textLength), slot: slot, length: UInt32(result)))
             armDatagramReceive(index)
         } else {
@@ -932,6 +990,7 @@ extension PluginSession {
         let index = sends[Int(slot)].connIndex
         conns[Int(index)]?.sendsInFlight -= 1
         if result > 0 { counters.bytesOut &+= UInt64(result) }
+        if result > 0, peerTagging { accountPeer(index, outbound: UInt64(result)) }
         payloadSlotHome(slot, conn: conns[Int(index)]?.id ?? 0)
         releaseIfDone(index)
     }

@@ -45,6 +45,20 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     private var killCause: RestartCause?
     private var consecutiveFailures = 0
     private var runningSince: ContinuousClock.Instant?
+    /// Since when the plugin has been down after having run (nil: up, or never started); the
+    /// downtime counter is advanced by `accrueDowntime`.
+    private var downSince: ContinuousClock.Instant?
+    /// The cause of the last runner death or start failure (status and usage log).
+    private(set) var lastCause: RestartCause?
+    /// Accounting, loop thread only (`sampleUsage`, `sampleRates`): CPU seconds of every runner
+    /// so far, the last sample (a new pid starts from 0), downtime, bytes/s over the last sample.
+    private(set) var cpuSecondsTotal: Double = 0
+    private(set) var lastUsage: ResourceUsage?
+    private(set) var downtimeSeconds: Double = 0
+    /// Per-peer accounting across incarnations (ABI 1.1 conn_set_peer).
+    let peers = PeerTable()
+    private var rateSample: (at: ContinuousClock.Instant, bytesIn: UInt64, bytesOut: UInt64)?
+    private(set) var rates: (inbound: Double, outbound: Double) = (0, 0)
     private var stopping = false
     private var stoppedCallbacks: [() -> Void] = []
     /// Counters of earlier incarnations, so totals survive restarts.
@@ -136,6 +150,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         let session = try PluginSession(plugin: name, loop: loop, region: region, rxWake: rxWake, txWake: txWake,
                                         groupID: groupID, access: PluginAccess(config: config), logger: logger)
         session.delegate = self
+        session.peers = peers
         session.spinBudgetNanoseconds = UInt64(tuning.spinMicroseconds) * 1000
         // Limits: a cgroup (the parent moves the child into it before releasing it), else rlimits.
         let limits = PluginLimits.make(config.manifest.limits, plugin: name, cgroups: cgroups, instance: cgroupInstance)
@@ -242,6 +257,8 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         }
         state = .running
         runningSince = .now
+        accrueDowntime()
+        downSince = nil
         metrics.up(true)
         logger.info("plugin running", metadata: ["plugin": "\(name)", "pid": "\(process?.pid ?? 0)"])
     }
@@ -312,12 +329,14 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     /// The runner is gone: cancel and drain every operation on its pool, then unmap; restart later.
     private func exited(_ exit: ProcessExit?, killedBy killer: KernelLog.Lookup?, incarnation: UInt64) {
         guard incarnation == self.incarnation, let session else { return }
-        let cause: RestartCause = killCause ?? (exit.map { $0.exited && $0.code == 0 } == true ? .exit : .crash)
+        var cause: RestartCause = killCause ?? (exit.map { $0.exited && $0.code == 0 } == true ? .exit : .crash)
         var exitText = exit.map { "\($0)" } ?? "unknown exit"
         // The cgroup's OOM killer sends SIGKILL: say so, the signal alone does not.
         if let group = cgroup, exit == ProcessExit(exited: false, code: SIGKILL), (group.oomKills() ?? 0) > 0 {
             exitText += ", killed by the memory limit (\(enforcedLimits?.memoryBytes.map { "\($0 >> 20) MiB" } ?? "?") by \(group.version.rawValue))"
+            if killCause == nil { cause = .limit }
         }
+        if runningSince != nil || downSince == nil { downSince = .now }
         cgroup?.remove()
         cgroup = nil
         let exitedPID = process?.pid ?? 0
@@ -336,6 +355,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         }
         if stopping {
             state = .stopped
+            downSince = nil   // stopped on purpose: not downtime
             logger.info("plugin stopped", metadata: ["plugin": "\(name)", "exit": "\(exitText)"])
             let callbacks = stoppedCallbacks
             stoppedCallbacks = []
@@ -358,9 +378,14 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         if let since = runningSince, ContinuousClock.now - since > .seconds(30) { consecutiveFailures = 0 }
         runningSince = nil
         consecutiveFailures += 1
+        lastCause = cause
+        // The cause leads the reason, so status, audit and logs tell crash, hang, limit, violation
+        // and start failure apart with the same word the metric's `cause` label uses.
+        let why = reason.hasPrefix(cause.rawValue + ": ") ? String(reason.dropFirst(cause.rawValue.count + 2)) : reason
+        reason = "\(cause.rawValue): \(why)"
         if tuning.crashLoopLimit > 0 && consecutiveFailures > tuning.crashLoopLimit {
             state = .failed
-            reason = "crash loop: \(consecutiveFailures - 1) restarts without 30 s of stable running; last: \(reason)"
+            reason = "crash loop: \(consecutiveFailures - 1) restarts without 30 s of stable running; last cause \(cause.rawValue): \(why)"
             logger.error("plugin keeps failing; leaving it down", metadata: ["plugin": "\(name)", "reason": "\(reason)"])
             audit.record(plugin: name, pid: 0, action: "restart", object: name, decision: .failed, reason: reason)
             return
@@ -369,11 +394,32 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         metrics.restart(cause)   // counted when a restart is scheduled, not when the plugin is left down
         state = .backoff
         let exponent = min(consecutiveFailures - 1, 20)
-        let delayMs = min(tuning.backoffCapMilliseconds, tuning.backoffBaseMilliseconds << exponent)
+        let delayMs = Self.jittered(min(tuning.backoffCapMilliseconds, tuning.backoffBaseMilliseconds << exponent))
         logger.info("restarting plugin after backoff", metadata: ["plugin": "\(name)", "delay_ms": "\(delayMs)"])
         audit.record(plugin: name, pid: 0, action: "restart", object: name, decision: .restarted,
                      reason: "cause \(cause.rawValue), restart \(restarts) in \(delayMs) ms: \(reason)")
         loop.timeout(handler, nanoseconds: UInt64(delayMs) * 1_000_000, tag: TimerTag.restart.rawValue)
+    }
+
+    /// "Equal jitter": a uniform delay in [d/2, d]. Plugins that died together (a host-wide cause:
+    /// memory pressure, a bad upgrade, a peer flood hitting them all) then restart spread out
+    /// instead of in lockstep, while every delay stays at least half the exponential backoff, so
+    /// a crash loop still slows down as intended.
+    static func jittered(_ delayMs: Int) -> Int {
+        guard delayMs > 1 else { return delayMs }
+        return delayMs / 2 + Int.random(in: 0...(delayMs - delayMs / 2))
+    }
+
+    /// Adds the time down since the last call to the downtime counter (at scrape and when the
+    /// plugin is running again), so the counter also grows while a plugin stays down.
+    func accrueDowntime() {
+        guard let since = downSince else { return }
+        let now = ContinuousClock.now
+        let d = (now - since).components
+        let seconds = Double(d.seconds) + Double(d.attoseconds) / 1e18
+        metrics.addDowntime(seconds: seconds)
+        downtimeSeconds += seconds
+        downSince = now
     }
 
     /// A plugin whose syscall profile is unusable or dangerous: failed, audited as action "profile".
@@ -420,6 +466,76 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     }
 
     var pid: Int32? { process?.pid }
+
+    /// Samples the live runner, adds its CPU since the last sample to the total and the metric,
+    /// and sets the memory gauge (0 when no runner lives). CPU a runner used between its last
+    /// sample and its death is not seen (its cgroup and /proc entry are gone by then).
+    @discardableResult
+    func sampleUsage() -> ResourceUsage? {
+        let usage = resourceUsage()
+        if let usage {
+            let previous = lastUsage?.pid == usage.pid ? lastUsage!.cpuSeconds : 0
+            if usage.cpuSeconds > previous {
+                cpuSecondsTotal += usage.cpuSeconds - previous
+                metrics.addCPUSeconds(usage.cpuSeconds - previous)
+            }
+            metrics.residentMemory(usage.memoryBytes)
+        } else {
+            metrics.residentMemory(0)
+        }
+        lastUsage = usage
+        accrueDowntime()
+        return usage
+    }
+
+    /// Bytes per second each way since the previous call at least a second ago.
+    func sampleRates() {
+        let now = ContinuousClock.now
+        let c = counters
+        if let last = rateSample {
+            let d = (now - last.at).components
+            let seconds = Double(d.seconds) + Double(d.attoseconds) / 1e18
+            guard seconds >= 1 else { return }
+            rates = (Double(c.bytesIn &- last.bytesIn) / seconds, Double(c.bytesOut &- last.bytesOut) / seconds)
+        }
+        rateSample = (now, c.bytesIn, c.bytesOut)
+    }
+
+    /// The usage-log record of this plugin now (after `sampleUsage`).
+    func usageRecord(time: String) -> UsageRecord {
+        let c = counters
+        return UsageRecord(time: time, plugin: name, state: state.rawValue, pid: pid, restarts: restarts,
+                           lastCause: lastCause?.rawValue, connections: c.connectionsOpen, bytesIn: c.bytesIn,
+                           bytesOut: c.bytesOut, messagesIn: c.messagesIn, messagesOut: c.messagesOut,
+                           cpuSeconds: cpuSecondsTotal, memoryBytes: lastUsage?.memoryBytes ?? 0,
+                           cpuSource: lastUsage?.cpuSource ?? "none", memorySource: lastUsage?.memorySource ?? "none",
+                           downtimeSeconds: downtimeSeconds)
+    }
+
+    /// CPU seconds and memory of the live runner: from its cgroup where the host made one with the
+    /// counter (v1 memory.usage_in_bytes / cpuacct.usage, v2 memory.current / cpu.stat), else
+    /// from /proc/<pid> (RSS, utime + stime). Pseudo-files only: cheap enough for the loop thread.
+    func resourceUsage() -> ResourceUsage? {
+        guard let pid = process?.pid else { return nil }
+        let proc = ProcessUsage.read(pid: pid)
+        let group = cgroup?.usage()
+        guard proc != nil || group?.cpuSeconds != nil else { return nil }
+        return ResourceUsage(pid: pid,
+                             cpuSeconds: group?.cpuSeconds ?? proc?.cpuSeconds ?? 0,
+                             memoryBytes: group?.memoryBytes ?? proc?.residentBytes ?? 0,
+                             cpuSource: group?.cpuSeconds != nil ? (cgroup?.version.rawValue ?? "cgroup") : "proc",
+                             memorySource: group?.memoryBytes != nil ? (cgroup?.version.rawValue ?? "cgroup") : "proc")
+    }
+}
+
+/// One sample of a runner's resource use (PluginSupervisor.resourceUsage).
+struct ResourceUsage: Sendable, Equatable {
+    var pid: Int32
+    var cpuSeconds: Double
+    var memoryBytes: UInt64
+    /// Where each figure came from: "cgroup_v1", "cgroup_v2" or "proc".
+    var cpuSource: String
+    var memorySource: String
 }
 
 /// The runner's private root for one plugin (PrivateRoot without the per-spawn library fd).

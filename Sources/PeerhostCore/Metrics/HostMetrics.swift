@@ -29,6 +29,8 @@ public enum RestartCause: String, Sendable, CaseIterable {
     case crash
     /// Heartbeats stopped arriving within heartbeat_timeout_ms.
     case hang
+    /// The kernel killed it for exceeding a resource limit (the memory cgroup's OOM killer).
+    case limit
     /// The core killed it for a bad descriptor or another broken invariant.
     case violation
     /// It exited cleanly without being asked to.
@@ -51,7 +53,9 @@ public enum MetricCatalog {
         .init(name: "peerhost_plugin_up", kind: .gauge, labels: ["plugin"],
               help: "1 while the plugin's runner is running and answering heartbeats, else 0."),
         .init(name: "peerhost_plugin_restarts_total", kind: .counter, labels: ["plugin", "cause"],
-              help: "Runner restarts by cause: crash, hang, violation, exit, start_failure."),
+              help: "Runner restarts by cause: crash, hang, limit, violation, exit, start_failure."),
+        .init(name: "peerhost_plugin_downtime_seconds_total", kind: .counter, labels: ["plugin"],
+              help: "Time the plugin was not serving after having run: from a runner's death until its successor is running."),
         .init(name: "peerhost_plugin_bytes_total", kind: .counter, labels: ["plugin", "direction"],
               help: "Payload bytes; direction in = from the network towards the plugin, out = towards the network."),
         .init(name: "peerhost_plugin_messages_total", kind: .counter, labels: ["plugin", "direction"],
@@ -74,6 +78,10 @@ public enum MetricCatalog {
               help: "Time the plugin's traffic waited for bandwidth tokens, by direction."),
         .init(name: "peerhost_datapath_copied_bytes_total", kind: .counter, labels: ["plugin"],
               help: "Payload bytes copied on the data path (reassembly across slots); zero-copy keeps this low."),
+        .init(name: "peerhost_peer_bytes_total", kind: .counter, labels: ["plugin", "peer", "direction"],
+              help: "Payload bytes per remote peer the plugin tagged (ABI 1.1 conn_set_peer, peer = hex id); only the plugin's top 10 peers by bytes."),
+        .init(name: "peerhost_peer_messages_total", kind: .counter, labels: ["plugin", "peer", "direction"],
+              help: "Receives (in) and completed sends (out) per tagged remote peer; only the plugin's top 10 peers by bytes."),
         .init(name: "peerhost_ring_wakeups_total", kind: .counter, labels: ["plugin", "ring"],
               help: "eventfd writes to wake the consumer of a ring; far fewer than messages under load."),
     ]
@@ -100,6 +108,8 @@ public final class PluginMetrics: Sendable {
     private let storage: Gauge
     private let shaperWait: [TrafficDirection: Counter]
     private let copiedBytes: Counter
+    private let downtime: Counter
+    private let peerSeries = Mutex<[String: PeerSeries]>([:])
     private let wakeups: [RingName: Counter]
 
     init(plugin: String, registry: PrometheusCollectorRegistry) {
@@ -126,6 +136,7 @@ public final class PluginMetrics: Sendable {
         storage = gauge("peerhost_plugin_storage_bytes")
         shaperWait = byDirection("peerhost_shaper_wait_seconds_total")
         copiedBytes = counter("peerhost_datapath_copied_bytes_total")
+        downtime = counter("peerhost_plugin_downtime_seconds_total")
         wakeups = Dictionary(uniqueKeysWithValues: RingName.allCases.map { ($0, counter("peerhost_ring_wakeups_total", [("ring", $0.rawValue)])) })
         // Known restart causes start at 0 so rate() works from the first restart on.
         for cause in RestartCause.allCases { _ = restartCounter(cause) }
@@ -150,6 +161,7 @@ public final class PluginMetrics: Sendable {
     public func residentMemory(_ bytes: UInt64) { residentMemory.set(Int64(clamping: bytes)) }
     public func storage(_ bytes: UInt64) { storage.set(Int64(clamping: bytes)) }
     public func restart(_ cause: RestartCause) { restartCounter(cause).increment() }
+    public func addDowntime(seconds: Double) { if seconds > 0 { downtime.increment(by: seconds) } }
     /// `kind` names the broken invariant, e.g. "slot_out_of_range", "slot_not_owned", "bad_type".
     public func violation(_ kind: String) {
         registry.makeCounter(descriptor: HostMetrics.descriptor(MetricCatalog.definition("peerhost_plugin_violations_total")),
@@ -159,6 +171,40 @@ public final class PluginMetrics: Sendable {
     public func denial(_ action: String) {
         registry.makeCounter(descriptor: HostMetrics.descriptor(MetricCatalog.definition("peerhost_plugin_denials_total")),
                              labels: [("plugin", plugin), ("action", action)]).increment()
+    }
+
+    /// Per-peer series for the plugin's current top peers (PeerTable.top): each series shows the
+    /// peer's total since the host started; a peer that leaves the top list loses its series
+    /// (Prometheus reads the gap and a later return as a counter reset), so at most `top` peers
+    /// ever have series at once.
+    func publishPeers(_ top: [(peer: String, usage: PeerUsage)]) {
+        peerSeries.withLock { series in
+            let keep = Set(top.map(\.peer))
+            for (peer, old) in series where !keep.contains(peer) {
+                old.counters.forEach { registry.unregisterCounter($0) }
+                series[peer] = nil
+            }
+            for (peer, usage) in top {
+                let s = series[peer] ?? PeerSeries(counters: [
+                    peerCounter("peerhost_peer_bytes_total", peer, .inbound), peerCounter("peerhost_peer_bytes_total", peer, .outbound),
+                    peerCounter("peerhost_peer_messages_total", peer, .inbound), peerCounter("peerhost_peer_messages_total", peer, .outbound),
+                ], published: PeerUsage())
+                let now = [usage.bytesIn, usage.bytesOut, usage.messagesIn, usage.messagesOut]
+                let before = [s.published.bytesIn, s.published.bytesOut, s.published.messagesIn, s.published.messagesOut]
+                for i in 0..<4 where now[i] > before[i] { s.counters[i].increment(by: Int64(clamping: now[i] - before[i])) }
+                series[peer] = PeerSeries(counters: s.counters, published: usage)
+            }
+        }
+    }
+
+    private struct PeerSeries {
+        var counters: [Counter]   // bytes in, bytes out, messages in, messages out
+        var published: PeerUsage
+    }
+
+    private func peerCounter(_ name: String, _ peer: String, _ direction: TrafficDirection) -> Counter {
+        registry.makeCounter(descriptor: HostMetrics.descriptor(MetricCatalog.definition(name)),
+                             labels: [("plugin", plugin), ("peer", peer), ("direction", direction.rawValue)])
     }
 
     private func restartCounter(_ cause: RestartCause) -> Counter {

@@ -49,6 +49,12 @@ public struct StatusDocument: Sendable, Equatable, Codable {
         public var connections: Int
         public var bytesIn: UInt64
         public var bytesOut: UInt64
+        /// Bytes per second each way, over the host's last one-second sample.
+        public var bytesInPerSecond: Double = 0
+        public var bytesOutPerSecond: Double = 0
+        /// Cause of the last runner death or start failure (the restarts metric's `cause`); nil if none.
+        public var lastCause: String?
+        /// CPU seconds of every runner of this plugin since the host started.
         public var cpuSeconds: Double
         public var memoryBytes: UInt64
         public var storageBytes: UInt64
@@ -79,6 +85,9 @@ public struct StatusDocument: Sendable, Equatable, Codable {
             case name, state, reason, pid, restarts, connections
             case bytesIn = "bytes_in"
             case bytesOut = "bytes_out"
+            case bytesInPerSecond = "bytes_in_per_s"
+            case bytesOutPerSecond = "bytes_out_per_s"
+            case lastCause = "last_cause"
             case cpuSeconds = "cpu_seconds"
             case memoryBytes = "memory_bytes"
             case storageBytes = "storage_bytes"
@@ -95,6 +104,9 @@ public struct StatusDocument: Sendable, Equatable, Codable {
             try container.encode(connections, forKey: .connections)
             try container.encode(bytesIn, forKey: .bytesIn)
             try container.encode(bytesOut, forKey: .bytesOut)
+            try container.encode(bytesInPerSecond, forKey: .bytesInPerSecond)
+            try container.encode(bytesOutPerSecond, forKey: .bytesOutPerSecond)
+            try container.encode(lastCause, forKey: .lastCause)
             try container.encode(cpuSeconds, forKey: .cpuSeconds)
             try container.encode(memoryBytes, forKey: .memoryBytes)
             try container.encode(storageBytes, forKey: .storageBytes)
@@ -117,12 +129,14 @@ public struct StatusDocument: Sendable, Equatable, Codable {
     /// The readable table `peerhost status` prints.
     public var table: String {
         var lines = ["peerhost \(host.version)  pid \(host.pid)  up \(Self.duration(host.uptimeSeconds))  io: \(host.ioBackend)", ""]
-        let header = ["PLUGIN", "STATE", "PID", "RESTARTS", "CONNS", "IN", "OUT", "CPU", "MEM", "REASON"]
+        let header = ["PLUGIN", "STATE", "PID", "RESTARTS", "CONNS", "IN", "IN/S", "OUT", "OUT/S", "CPU", "MEM", "STORAGE", "REASON"]
         var rows = [header]
         for plugin in plugins {
             rows.append([plugin.name, plugin.state.rawValue, plugin.pid.map(String.init) ?? "-", String(plugin.restarts),
-                         String(plugin.connections), Self.bytes(plugin.bytesIn), Self.bytes(plugin.bytesOut),
-                         String(format: "%.2fs", plugin.cpuSeconds), Self.bytes(plugin.memoryBytes), plugin.reason ?? ""])
+                         String(plugin.connections), Self.bytes(plugin.bytesIn), Self.bytes(UInt64(max(0, plugin.bytesInPerSecond))),
+                         Self.bytes(plugin.bytesOut), Self.bytes(UInt64(max(0, plugin.bytesOutPerSecond))),
+                         String(format: "%.2fs", plugin.cpuSeconds), Self.bytes(plugin.memoryBytes),
+                         Self.bytes(plugin.storageBytes), plugin.reason ?? ""])
         }
         let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {
