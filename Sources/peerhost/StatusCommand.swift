@@ -10,7 +10,10 @@ struct StatusCommand: ParsableCommand {
             control socket. --json prints the same document as GET /status (schema: \
             docs/status.schema.json).
 
-            The table has one row per plugin: state, runner pid, restarts, open connections, bytes             in and out with the last second's rates, CPU seconds since the host started (cgroup or             /proc), memory, storage, and why it is not running, led by the cause (crash, hang,             limit, violation, exit, start_failure; a crash loop says "last cause ...").
+            The table has one row per plugin: state, runner pid, restarts, open connections, bytes \
+            in and out with the last second's rates, CPU seconds since the host started (cgroup or \
+            /proc), memory, storage, and why it is not running, led by the cause (crash, hang, \
+            limit, violation, exit, start_failure; a crash loop says "last cause ...").
 
             Examples:
               peerhost status
