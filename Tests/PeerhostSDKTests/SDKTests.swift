@@ -96,6 +96,20 @@ struct SDKTests {
         #expect(host.slotsOwnedByPlugin == 1)
     }
 
+    /// ABI 1.1: setPeer calls conn_set_peer on a 1.1 table, and refuses (notSupported) a table
+    /// whose size ends before the call, as a 1.0 host's does, without reading past it.
+    @Test func setPeerNeedsA1_1HostTable() throws {
+        let host = FakeHost()
+        let h = Host(host.host)
+        try h.setPeer(7, id: Array("-TR3000-abcdefghijkl".utf8))
+        #expect(throws: PluginError.invalid) { try h.setPeer(7, id: [UInt8](repeating: 1, count: 41)) }
+        var old = host.host.pointee
+        old.size = UInt32(MemoryLayout<ph_host>.offset(of: \ph_host.conn_set_peer)!)   // a 1.0 table
+        try withUnsafePointer(to: &old) { table in
+            #expect(throws: PluginError.notSupported) { try Host(table).setPeer(7, id: [1]) }
+        }
+    }
+
     @Test func bytesHelperMallocsACopy() {
         let r = PluginExport.bytes("{}")
         defer { free(r.data) }
