@@ -58,6 +58,8 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     /// Learn mode (`peerhost learn`): the runner's filter notifies instead of killing and this
     /// records what it calls (SeccompLearner.swift).
     var learner: SeccompLearner?
+    /// The plugin's shaper node (Shaper.swift), kept across restarts; nil = not shaped.
+    var shaping: PluginShaper?
     /// The profile of the current incarnation (set by `start`).
     private(set) var syscallProfile: SyscallProfile?
 
@@ -136,6 +138,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         let session = try PluginSession(plugin: name, loop: loop, region: region, rxWake: rxWake, txWake: txWake,
                                         groupID: groupID, access: PluginAccess(config: config), logger: logger)
         session.delegate = self
+        session.shaping = shaping
         session.spinBudgetNanoseconds = UInt64(tuning.spinMicroseconds) * 1000
         // Limits: a cgroup (the parent moves the child into it before releasing it), else rlimits.
         let limits = PluginLimits.make(config.manifest.limits, plugin: name, cgroups: cgroups, instance: cgroupInstance)
