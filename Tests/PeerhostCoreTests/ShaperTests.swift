@@ -74,13 +74,16 @@ struct ShaperTests {
         let end = UInt64(seconds * 1e9)
         var turn = 0
         while now < end {
-            // Everyone tries, in a rotating order (no one is always first).
+            // Everyone tries, in a rotating order (no one is always first); like the session,
+            // connections within their share go first, then those that borrow.
             for k in 0..<nodes.count {
                 let (node, conns) = nodes[(k + turn) % nodes.count]
                 let pi = (k + turn) % nodes.count
-                for (ci, c) in conns.enumerated() where node.admit(c, direction, now: now) {
-                    node.charge(c, direction, bytes: 16_384, now: now)
-                    moved[pi][ci] += 16_384
+                for borrow in [false, true] {
+                    for (ci, c) in conns.enumerated() where node.admit(c, direction, now: now, borrow: borrow) {
+                        node.charge(c, direction, bytes: 16_384, now: now)
+                        moved[pi][ci] += 16_384
+                    }
                 }
             }
             turn += 1

@@ -165,8 +165,11 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     var shaping: PluginShaper?
     /// Connections waiting for tokens (conn index), per direction; served by the shaper timer.
     private var shapedWaiting: [Set<UInt32>] = [[], []]
-    private var shaperTimerArmed = false
-    /// The shaper's refill timer tag (plugin timer tags stay below it).
+    /// When the earliest pending refill timer fires (.max: none pending), and a serial that keeps
+    /// the tags of pending refill timers distinct.
+    private var shaperTimerDeadline: UInt64 = .max
+    private var shaperTimerSerial: UInt32 = 0
+    /// Refill timer tags have this bit (plus a 16-bit serial); plugin timer tags stay below it.
     private static let shaperTimerTag: UInt32 = 1 << 30
 
     /// A connect that neither succeeds nor fails within this time completes with PH_ETIMEDOUT.
@@ -467,8 +470,8 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             recvCompleted(connIndex: c.tag, c)
         case .send:
             sendCompleted(slot: c.tag, result: c.result)
-        case .timeout where c.tag == Self.shaperTimerTag:
-            shaperTimerArmed = false
+        case .timeout where c.tag & Self.connectTimerBit == 0 && c.tag & Self.shaperTimerTag != 0:
+            shaperTimerDeadline = .max
             if !shuttingDown { serveShaped() }
         case .timeout where c.tag & Self.connectTimerBit != 0:
             connectDeadline(tag: c.tag, result: c.result)
@@ -1221,21 +1224,26 @@ extension PluginSession {
 
     fileprivate func waitForTokens(_ index: UInt32, _ direction: ShapingDirection, now: UInt64) {
         shapedWaiting[direction.rawValue].insert(index)
-        armShaperTimer()
+        armShaperTimer(now: now)
     }
 
-    /// One refill timer per session, set for the earliest moment a waiting connection could go
-    /// (at least 1 ms, at most one allocation interval so shares follow the load).
-    fileprivate func armShaperTimer() {
-        guard !shaperTimerArmed, !shuttingDown, let shaping else { return }
+    /// A refill timer for the earliest moment a waiting connection could go (at least 1 ms, at
+    /// most one allocation interval so shares follow the load). A connection that starts waiting
+    /// with an earlier moment than the pending timer's gets a timer of its own: otherwise it would
+    /// wait for a later one while its tokens overflow the bucket.
+    fileprivate func armShaperTimer(now: UInt64) {
+        guard !shuttingDown, let shaping else { return }
         var wait = Shaper.allocationInterval
         for d in ShapingDirection.allCases {
             for index in shapedWaiting[d.rawValue] {
                 if let node = conns[Int(index)]?.shaper { wait = min(wait, shaping.delay(node, d)) }
             }
         }
-        shaperTimerArmed = true
-        loop.timeout(handler, nanoseconds: max(wait, 1_000_000), tag: Self.shaperTimerTag)
+        wait = max(wait, 1_000_000)
+        guard now &+ wait &+ 500_000 < shaperTimerDeadline else { return }
+        shaperTimerDeadline = now &+ wait
+        shaperTimerSerial &+= 1
+        loop.timeout(handler, nanoseconds: wait, tag: Self.shaperTimerTag | (shaperTimerSerial & 0xFFFF))
     }
 
     /// The refill timer fired: every waiting connection that now has tokens goes, in turns — each
@@ -1244,12 +1252,14 @@ extension PluginSession {
     fileprivate func serveShaped() {
         guard let shaping else { return }
         let now = monotonicNanoseconds()
-        // Receives: resume (the multishot receive is re-armed once its stop has completed).
-        for index in shapedWaiting[ShapingDirection.down.rawValue] {
+        // Receives: resume (the multishot receive is re-armed once its stop has completed); those
+        // within their fair share first, then those that borrow their plugin's spare tokens.
+        for borrow in [false, true] {
+          for index in shapedWaiting[ShapingDirection.down.rawValue] {
             guard let conn = conns[Int(index)], !conn.closed, let node = conn.shaper else {
                 shapedWaiting[1].remove(index); continue
             }
-            guard shaping.admit(node, .down, now: now) else { continue }
+            guard shaping.admit(node, .down, now: now, borrow: borrow) else { continue }
             shapedWaiting[1].remove(index)
             conns[Int(index)]!.rxPaused = false
             if conn.kind == .udp {
@@ -1258,8 +1268,11 @@ extension PluginSession {
                 conns[Int(index)]!.recvArmed = true
                 loop.recv(handler, fd: conn.fd, group: group, tag: index)
             }
+          }
         }
-        // Sends: round robin over the connections with a queue.
+        // Sends: round robin over the connections with a queue, within their share first, then
+        // borrowing.
+        for borrow in [false, true] {
         var ready = shapedWaiting[ShapingDirection.up.rawValue].sorted()
         while !ready.isEmpty {
             var next: [UInt32] = []
@@ -1267,7 +1280,7 @@ extension PluginSession {
                 guard let conn = conns[Int(index)], !conn.closed, let node = conn.shaper, !conn.queuedSends.isEmpty else {
                     shapedWaiting[0].remove(index); continue
                 }
-                guard shaping.admit(node, .up, now: now) else { continue }
+                guard shaping.admit(node, .up, now: now, borrow: borrow) else { continue }
                 let send = conns[Int(index)]!.queuedSends.removeFirst()
                 shaping.charge(node, .up, bytes: Int(send.length), now: now)
                 submit(index, send)
@@ -1275,6 +1288,7 @@ extension PluginSession {
             }
             ready = next
         }
-        if !shapedWaiting[0].isEmpty || !shapedWaiting[1].isEmpty { armShaperTimer() }
+        }
+        if !shapedWaiting[0].isEmpty || !shapedWaiting[1].isEmpty { armShaperTimer(now: now) }
     }
 }

@@ -247,13 +247,19 @@ public final class PluginShaper: @unchecked Sendable {
 
     /// Whether `conn` may start an operation in direction `d` now (every bucket on its path has
     /// tokens). When not, the wait starts counting and the connection counts as blocked.
-    public func admit(_ conn: ConnShaper, _ direction: ShapingDirection, now: UInt64) -> Bool {
+    ///
+    /// `borrow`: a connection without a rate of its own may go past its fair-share bucket while
+    /// its plugin still has tokens (so the plugin's grant is used even when some connections are
+    /// idle for a moment). The session first serves connections within their share, then the
+    /// borrowers, so borrowing never takes a busy sibling's share.
+    public func admit(_ conn: ConnShaper, _ direction: ShapingDirection, now: UInt64, borrow: Bool = true) -> Bool {
         let d = direction.rawValue
         shaper.tick(now: now)
         shaper.global[d].refill(now: now)
         bucket[d].refill(now: now)
         conn.bucket[d].refill(now: now)
-        if shaper.global[d].ready && bucket[d].ready && conn.bucket[d].ready {
+        let own = conn.bucket[d].ready || (borrow && !conn.rate[d].isFinite)
+        if shaper.global[d].ready && bucket[d].ready && own {
             conn.stopWaiting(d, now: now)
             return true
         }
