@@ -652,6 +652,8 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             payloadSlotHome(q.slot, conn: conn.id)
         }
         conns[Int(index)]!.queuedSends = []
+        shapedWaiting[0].remove(index)   // the index may be reused by another connection
+        shapedWaiting[1].remove(index)
         loop.cancel(handler, fd: conn.fd)
         loop.close(handler, fd: conn.fd)
         releaseIfDone(index)
