@@ -17,6 +17,8 @@ let package = Package(
         // Test plugins: hostile behaviour the core must contain.
         .library(name: "hostile-ring", type: .dynamic, targets: ["HostileRingPlugin"]),
         .library(name: "io-probe", type: .dynamic, targets: ["IOProbePlugin"]),
+        .library(name: "flood", type: .dynamic, targets: ["FloodPlugin"]),
+        .library(name: "flood-b", type: .dynamic, targets: ["FloodBPlugin"]),
         .library(name: "hostile-syscall", type: .dynamic, targets: ["HostileSyscallPlugin"]),
         .library(name: "hostile-ctor", type: .dynamic, targets: ["HostileCtorPlugin"]),
         .library(name: "memory-hog", type: .dynamic, targets: ["MemoryHogPlugin"]),
@@ -105,6 +107,12 @@ let package = Package(
                 publicHeadersPath: "."),
         .target(name: "IOProbePlugin", dependencies: ["CPeerhostABI"],
                 path: "Tests/Plugins/io-probe", exclude: ["manifest.toml"], sources: ["io_probe.c"],
+                publicHeadersPath: "."),
+        .target(name: "FloodPlugin", dependencies: ["CPeerhostABI"],
+                path: "Tests/Plugins/flood", exclude: ["manifest.toml"], sources: ["flood.c"],
+                publicHeadersPath: "."),
+        .target(name: "FloodBPlugin", dependencies: ["CPeerhostABI"],
+                path: "Tests/Plugins/flood-b", exclude: ["manifest.toml"], sources: ["flood_b.c"],
                 publicHeadersPath: "."),
 
         // ---- Tests (Swift Testing) ----------------------------------------------------------

@@ -8,14 +8,14 @@
 # and a section with a function named section_<name> listed in SECTIONS.
 #   BENCH_SECS   seconds per measurement (default 3; tcpclient adds 1 s warm-up)
 #   BENCH_CONNS  connection counts for request/response (default "1 64 1000")
-#   SECTIONS     sections to run (default "tcp_echo rings")
+#   SECTIONS     sections to run (default "tcp_echo rings peerhost_ring shaper")
 #   BASELINES_OUT where the C baselines are built (default /tmp/peerhost-baselines)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${BENCH_SECS:-3}
 CONNS=${BENCH_CONNS:-"1 64 1000"}
-SECTIONS=${SECTIONS:-"tcp_echo rings peerhost_ring"}
+SECTIONS=${SECTIONS:-"tcp_echo rings peerhost_ring shaper"}
 BASE=${BASELINES_OUT:-/tmp/peerhost-baselines}
 SHARED=${SHARED_DIR:-$ROOT/../shared}
 OUT=${BENCH_OUT:-$ROOT/bench/BENCHMARKS.md}
@@ -230,6 +230,45 @@ section_peerhost_ring() {
     echo
     echo "Idle (one message, then nothing for 2 s), CPU % of both processes:"
     for spin in 5 50; do echo "- spin $spin: $("$rb" idle 2 "$spin" | tail -1 | field cpu_percent)%"; done
+    echo
+  } >>"$WORK/report.md"
+}
+
+# The shaper's cost: the plugin echo path with shaping on (global and plugin limits far above the
+# load, so every send and receive goes through the buckets but never waits) against the same
+# host with shaping off, alternating off/on twice in this run; the ratio is on/off of the sums.
+section_shaper() {
+  echo "== shaper: echo-c with shaping off vs on (limits far above the load)" >&2
+  local off="$PLUGIN_CONFIG" on="$WORK/peerhost-bench-shaped.toml"
+  sed -e "s#$WORK/data#$WORK/data-shaped#" "$PLUGIN_CONFIG" >"$on"
+  printf '\n[shaping]\nup = "100GiB/s"\ndown = "100GiB/s"\n' >>"$on"
+  sed -i -e 's#^manifest = "\(.*echo-c/manifest.toml\)"$#manifest = "\1"\nbandwidth = { up = "50GiB/s", down = "50GiB/s" }#' "$on"
+  local n rows="" round cfg line rps
+  for n in 1 64; do
+    local sum_off=0 sum_on=0
+    for round in 1 2; do
+      for cfg in off on; do
+        local file=$off; [[ $cfg == on ]] && file=$on
+        start_server "$BIN/peerhost run --config $file" 7001 unpinned || continue
+        line=$("$BASE/tcpclient" rr 7001 "$n" "$SECS" "$CLIENT_CPU" 2>&1 | tail -1) || line=""
+        stop_server
+        rps=$(echo "$line" | field req_per_s); rps=${rps:-0}
+        echo "   $cfg rr $n (round $round): $line" >&2
+        if [[ $cfg == off ]]; then sum_off=$(awk -v a="$sum_off" -v b="$rps" 'BEGIN{print a+b}'); else sum_on=$(awk -v a="$sum_on" -v b="$rps" 'BEGIN{print a+b}'); fi
+      done
+    done
+    rows="$rows$(awk -v n="$n" -v a="$sum_off" -v b="$sum_on" 'BEGIN { printf "| %s conns | %.0f | %.0f | %s |\n", n, a / 2, b / 2, (a > 0) ? sprintf("%.2f×", b / a) : "-" }')"$'\n'
+  done
+  {
+    echo "## Shaper cost: plugin echo path (echo-c), shaping on vs off"
+    echo
+    echo "64 B request/response, ${SECS} s per run, off/on alternated twice in this run (mean of the two)."
+    echo "\"On\": [shaping] up/down = 100GiB/s and the plugin's bandwidth = 50GiB/s each way, so every send and"
+    echo "receive takes tokens at all three levels but never waits. Target: on/off ≥ 0.95×."
+    echo
+    echo "| load | off req/s | on req/s | on/off |"
+    echo "|---|---:|---:|---:|"
+    printf '%s' "$rows"
     echo
   } >>"$WORK/report.md"
 }

@@ -12,6 +12,11 @@ struct CtlCommand: ParsableCommand {
             Results print as numbers, or for bytes as text when UTF-8 (JSON) and hex otherwise. \
             A wrong method, count or type exits non-zero with the reason.
 
+            The name `host` addresses the host itself: `peerhost ctl host set-rate PLUGIN|global UP DOWN` \
+            changes a bandwidth limit at run time (bytes per second each way, e.g. 10MiB; 0 = unlimited; \
+            never above the manifest's [limits] bandwidth). Each change \
+            is an audit line (action set-rate); `peerhost status` shows the current rates.
+
             Examples:
               peerhost ctl echo-c stats
               peerhost ctl echo-c set_greeting "hello there"
@@ -19,6 +24,8 @@ struct CtlCommand: ParsableCommand {
               peerhost ctl echo-c scale 1.5 2
               peerhost ctl echo-c toggle true
               peerhost ctl echo-c checksum @/etc/hostname
+              peerhost ctl host set-rate echo-c 10MiB 0
+              peerhost ctl host set-rate global 100MiB 100MiB
             """
     )
 

@@ -10,6 +10,8 @@ public struct HostConfig: Sendable {
     public var tuning: Tuning
     /// `[security]`: extra trusted signing keys and the unsigned-plugin escape hatch.
     public var security: SecuritySettings
+    /// `[shaping]`: the global bandwidth limits, bytes/s each way (0 = unlimited).
+    public var shaping = ShapingSettings()
     /// In file order; a plugin's index here gives its host uid (uid_base + index).
     public var plugins: [PluginConfig]
 
@@ -36,6 +38,12 @@ public struct HostConfig: Sendable {
         /// host logs a warning and an audit line, and `peerhost audit` calls them unsafe. A pinned
         /// manifest sha256 is still enforced.
         public var allowUnsigned: [String] = []
+        public init() {}
+    }
+
+    public struct ShapingSettings: Sendable, Equatable {
+        public var up: UInt64 = 0
+        public var down: UInt64 = 0
         public init() {}
     }
 
@@ -71,6 +79,25 @@ public struct HostConfig: Sendable {
         public var listenOverride: [NetGrant]?
         /// The host's data_dir (absolute): the plugin's storage root is `<dataDirectory>/<name>/`.
         public var dataDirectory: String = ""
+        /// Fair-share weight against the other plugins on a saturated global limit (default 1).
+        public var weight: UInt32 = 1
+        /// The config's `bandwidth = { up, down }` (bytes/s, nil = not set): it may lower the
+        /// manifest's `[limits] bandwidth`, never raise it.
+        public var bandwidthUp: UInt64?
+        public var bandwidthDown: UInt64?
+
+        /// The plugin's limits in bytes/s (0 = unlimited): the lower of manifest and config.
+        public var effectiveBandwidth: (up: UInt64, down: UInt64) {
+            func lower(_ a: UInt64?, _ b: UInt64?) -> UInt64 {
+                switch (a.flatMap { $0 == 0 ? nil : $0 }, b.flatMap { $0 == 0 ? nil : $0 }) {
+                case let (x?, y?): return min(x, y)
+                case let (x?, nil): return x
+                case let (nil, y?): return y
+                default: return 0
+                }
+            }
+            return (lower(manifest.limits.bandwidthUp, bandwidthUp), lower(manifest.limits.bandwidthDown, bandwidthDown))
+        }
 
         /// The effective grants, one line each, for the status document: the manifest's, with
         /// net.listen narrowed by the config.
@@ -128,12 +155,14 @@ extension HostConfig {
     /// Every key the config accepts, by table ("" = top level); docs/config.md documents each
     /// (a test checks) and anything else is an "unknown key" error.
     public static let schemaKeys: [String: [String]] = [
-        "": ["host", "tuning", "security", "plugin"],
+        "": ["host", "tuning", "security", "shaping", "plugin"],
         "host": ["data_dir", "http", "uid_base", "log_level"],
         "tuning": ["ring_entries", "slot_size", "slot_count", "recv_slots", "spin_us", "heartbeat_interval_ms",
                    "heartbeat_timeout_ms", "backoff_base_ms", "backoff_cap_ms", "crash_loop_limit",
                    "usage_log_interval_s"],
-        "plugin": ["name", "manifest", "enabled", "config", "listen"],
+        "plugin": ["name", "manifest", "enabled", "config", "listen", "weight", "bandwidth"],
+        "plugin.bandwidth": ["up", "down"],
+        "shaping": ["up", "down"],
         "security": ["trust", "allow_unsigned"],
     ]
 
@@ -243,6 +272,13 @@ extension HostConfig {
             allowUnsignedKeyPaths = try table.stringArray("allow_unsigned") ?? []
         }
 
+        // [shaping]
+        if let table = try root.table("shaping") {
+            try table.allowOnly(Self.schemaKeys["shaping"]!)
+            shaping.up = try PluginManifest.size(table, "up", rate: true) ?? 0
+            shaping.down = try PluginManifest.size(table, "down", rate: true) ?? 0
+        }
+
         // [[plugin]]
         plugins = []
         for (index, entry) in (try root.tableArray("plugin") ?? []).enumerated() {
@@ -289,9 +325,22 @@ extension HostConfig {
                 }
                 listenOverride = grants
             }
-            plugins.append(PluginConfig(name: name, index: index, enabled: enabled, manifest: manifest,
-                                        settings: settings, listenOverride: listenOverride,
-                                        dataDirectory: (dataDirectory as NSString).standardizingPath))
+            var plugin = PluginConfig(name: name, index: index, enabled: enabled, manifest: manifest,
+                                      settings: settings, listenOverride: listenOverride,
+                                      dataDirectory: (dataDirectory as NSString).standardizingPath)
+            plugin.weight = UInt32(try entry.integer("weight", in: 1...1000) ?? 1)
+            if let table = try entry.table("bandwidth") {
+                try table.allowOnly(Self.schemaKeys["plugin.bandwidth"]!)
+                // The config may lower the manifest's grant, never raise it.
+                for (key, granted) in [("up", manifest.limits.bandwidthUp), ("down", manifest.limits.bandwidthDown)] {
+                    guard let value = try PluginManifest.size(table, key, rate: true) else { continue }
+                    if let granted, granted != 0, value == 0 || value > granted {
+                        throw table.error(key, .badValue("\(value == 0 ? "unlimited" : ByteSize.format(value) + "/s") exceeds the manifest's [limits] bandwidth.\(key) (\(ByteSize.format(granted))/s); a config may lower a manifest's limit, never raise it"))
+                    }
+                    if key == "up" { plugin.bandwidthUp = value } else { plugin.bandwidthDown = value }
+                }
+            }
+            plugins.append(plugin)
         }
         // After the plugins, so a name that matches none (a typo would silently leave the real
         // plugin refused) is an error.

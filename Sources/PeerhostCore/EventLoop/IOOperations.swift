@@ -27,8 +27,25 @@ extension IOUringLoop {
     public func recv(_ h: HandlerID, fd: Int32, group: BufferGroup, tag: UInt32 = 0) {
         let ud = begin(h, .recv, tag: tag, fd: fd)
         cancelledFDs[h.slot]?.remove(fd)
+        stoppedRecvs.remove(ud)
         armed[ud] = Armed(fd: fd, group: group, isAccept: false)
         prepRecvGroup(ud, fd: fd, group: group)
+    }
+
+    /// Stops the multishot receive armed with (h, tag) without touching other operations on its
+    /// fd (the shaper pauses a connection this way; the socket buffer keeps what arrives and TCP
+    /// pushes back on the peer). It ends with one final completion — -ECANCELED, or a last data
+    /// completion without the MORE flag — and is not re-armed by the loop. Call `recv` again for
+    /// the same tag only after that final completion.
+    public func stopRecv(_ h: HandlerID, tag: UInt32) {
+        let slot = check(h)
+        let ud = UserData.encode(slot: UInt32(slot), generation: h.generation, op: .recv, tag: tag)
+        failParked(slot: slot) { $0.userData == ud }   // parked on ENOBUFS: it ends at once
+        guard armed[ud] != nil else { return }
+        stoppedRecvs.insert(ud)
+        let s = sqe()
+        io_uring_prep_cancel64(s, ud, 0)
+        io_uring_sqe_set_data64(s, UserData.encode(slot: UInt32(slot), generation: h.generation, op: .cancelRequest, tag: 0))
     }
 
     /// Single receive into a given buffer.

@@ -80,6 +80,8 @@ public final class IOUringLoop: @unchecked Sendable {
     }
     /// user_data → armed multishot op; consulted only on a multishot's final CQE.
     var armed: [UInt64: Armed] = [:]
+    /// Multishot receives stopped by `stopRecv`: ended, never re-armed by the loop.
+    var stoppedRecvs: Set<UInt64> = []
     var groupsWithParked: [BufferGroup] = []
     var bufferGroups: [UInt16: BufferGroup] = [:]
     /// Completions made up by the loop (e.g. a parked receive cancelled), delivered in the reap step
@@ -297,7 +299,8 @@ public final class IOUringLoop: @unchecked Sendable {
     // MARK: - Dispatch
 
     @inline(__always)
-    private func dispatch(userData ud: UInt64, result: Int32, flags rawFlags: UInt32) {
+    private func dispatch(userData ud: UInt64, result rawResult: Int32, flags rawFlags: UInt32) {
+        var result = rawResult
         guard let op = OpKind(rawValue: UserData.op(ud)) else { return }
         if op.isInternal {
             if op == .loopWake { armWakeRead() }
@@ -314,7 +317,11 @@ public final class IOUringLoop: @unchecked Sendable {
 
         switch op {
         case .recv, .accept:
-            if final, let arm = armed[ud] {
+            if final, !stoppedRecvs.isEmpty, stoppedRecvs.remove(ud) != nil {
+                // Stopped by stopRecv: it ends here, whatever the kernel said (ENOBUFS included).
+                armed[ud] = nil
+                if result == -ENOBUFS { result = -ECANCELED }
+            } else if final, let arm = armed[ud] {
                 if op == .recv && result == -ENOBUFS, let group = arm.group, !cancelling[slot],
                    !(cancelledFDs[UInt32(slot)]?.contains(arm.fd) ?? false) {
                     // The kernel ran out of provided buffers and ended the multishot receive. Park

@@ -32,6 +32,8 @@ public final class Host: HostControl, @unchecked Sendable {
     /// this core's own subtree in them: its pid, so hosts side by side never share a group.
     let cgroups = Cgroups.discover()
     let cgroupInstance = "\(getpid())"
+    /// Bandwidth shaping (Shaper.swift): global → plugin → connection buckets. Loop thread only.
+    let shaper: Shaper
 
     init(config: HostConfig, loop: IOUringLoop, metrics: HostMetrics, logger: Logger) {
         self.config = config
@@ -40,6 +42,7 @@ public final class Host: HostControl, @unchecked Sendable {
         self.logger = logger
         self.audit = AuditLog(path: (config.host.dataDirectory as NSString).appendingPathComponent("audit.log"))
         self.usageLog = UsageLog(path: (config.host.dataDirectory as NSString).appendingPathComponent("usage.log"))
+        self.shaper = Shaper(up: config.shaping.up, down: config.shaping.down, now: monotonicNanoseconds())
         cgroups?.removeStaleInstances()   // groups of an earlier core that died without stopping
     }
 
@@ -164,6 +167,9 @@ public final class Host: HostControl, @unchecked Sendable {
                                               uidBase: config.host.uidBase, loop: loop,
                                               metrics: metrics.plugin(named: plugin.name), logger: logger, audit: audit)
             supervisor.kernelLog = kernelLog
+            let rate = plugin.effectiveBandwidth
+            supervisor.shaping = shaper.addPlugin(plugin.name, weight: plugin.weight, up: rate.up, down: rate.down,
+                                                  now: monotonicNanoseconds())
             if learn != nil { supervisor.learner = learner }
             supervisors.append(supervisor)
             guard prepared != nil else {
@@ -236,6 +242,10 @@ public final class Host: HostControl, @unchecked Sendable {
                 m.wakeups(.rx, Int(now.rxWakeups &- before.rxWakeups))
                 m.wakeups(.tx, Int(now.txWakeups &- before.txWakeups))
                 m.connections(now.connectionsOpen)
+                if let wait = shaper.plugins[supervisor.name]?.takeUnpublishedWait() {
+                    m.shaperWait(.outbound, seconds: Double(wait[0]) / 1e9)
+                    m.shaperWait(.inbound, seconds: Double(wait[1]) / 1e9)
+                }
                 if let session = supervisor.session {
                     m.ringDepth(.rx, Int(session.region.depth(rx: true)))
                     m.ringDepth(.tx, Int(session.region.depth(rx: false)))
@@ -315,6 +325,7 @@ public final class Host: HostControl, @unchecked Sendable {
                     status.bytesInPerSecond = s.rates.inbound
                     status.bytesOutPerSecond = s.rates.outbound
                     status.lastCause = s.lastCause?.rawValue
+                    status.rate = shaper.plugins[plugin.name].map(\.status)
                 }
                 result.append(status)
             }
@@ -327,6 +338,8 @@ public final class Host: HostControl, @unchecked Sendable {
     }
 
     public func callControl(plugin: String, method: String, args: [ControlArgument]) async throws -> ControlValue {
+        // "host" is reserved as a plugin name: `peerhost ctl host METHOD …` is for the host itself.
+        if plugin == "host" { return try await hostMethod(method, args: args) }
         guard let configured = config.plugins.first(where: { $0.name == plugin }) else {
             throw ControlCallError.unknownPlugin(plugin, known: config.plugins.map(\.name))
         }

@@ -52,6 +52,20 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         var family: Int32 = 0
         /// UDP: where recvmsg writes the sender (private memory; must outlive the recvmsg).
         var peer: UnsafeMutablePointer<sockaddr_storage>? = nil
+        /// The shaper's node (streams and UDP sockets of a shaped plugin).
+        var shaper: ConnShaper? = nil
+        /// Sends waiting for tokens, in order (the slot stays in flight, i.e. with the core).
+        var queuedSends: [QueuedSend] = []
+        /// Receive paused by the shaper: not re-armed until the buckets have tokens again.
+        var rxPaused = false
+    }
+
+    /// A send held back by the shaper. `to` is set for a UDP datagram.
+    struct QueuedSend {
+        var slot: UInt32
+        var offset: UInt32
+        var length: UInt32
+        var to: SocketAddress?
     }
 
     /// An outbound TCP connect between CONNECT and its COMPLETE. The request's slot is held by
@@ -156,6 +170,16 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     private var syncs: [UInt32: (request: UInt64, file: UInt64)] = [:]
     private var nextSyncTag: UInt32 = 0
     private(set) var shuttingDown = false
+    /// The plugin's shaper node (set by the supervisor before start; nil = not shaped).
+    var shaping: PluginShaper?
+    /// Connections waiting for tokens (conn index), per direction; served by the shaper timer.
+    private var shapedWaiting: [Set<UInt32>] = [[], []]
+    /// When the earliest pending refill timer fires (.max: none pending), and a serial that keeps
+    /// the tags of pending refill timers distinct.
+    private var shaperTimerDeadline: UInt64 = .max
+    private var shaperTimerSerial: UInt32 = 0
+    /// Refill timer tags have this bit (plus a 16-bit serial); plugin timer tags stay below it.
+    private static let shaperTimerTag: UInt32 = 1 << 30
 
     /// A connect that neither succeeds nor fails within this time completes with PH_ETIMEDOUT.
     static let connectTimeoutNanoseconds: UInt64 = 10_000_000_000
@@ -350,14 +374,14 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             }
             sends[Int(slot)] = SendState(connIndex: index, offset: offset, remaining: length)
             conns[Int(index)]!.sendsInFlight += 1
-            loop.send(handler, fd: c.fd, from: region.slotAddress(slot) + Int(offset), length: Int(length), tag: slot)
+            shapeSend(index, QueuedSend(slot: slot, offset: offset, length: length, to: nil))
         case .close(let conn):
             if let index = connIndexByID[conn] { closeConn(index, notify: false) }
         case .timerSet(let timer, let delay):
             let tag = nextTimerTag
             nextTimerTag &+= 1
             if nextTimerTag == 0 { nextTimerTag = 1 }
-            if nextTimerTag >= Self.connectTimerBit { nextTimerTag = 1 }   // keep clear of connect deadlines
+            if nextTimerTag >= Self.shaperTimerTag { nextTimerTag = 1 }   // keep clear of the shaper's and connect tags
             timerIDsByTag[tag] = timer
             timerTagsByID[timer] = tag
             loop.timeout(handler, nanoseconds: delay, tag: tag)
@@ -386,7 +410,14 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             fileClose(file)
         case .kv(let request, _, let slot, _, _, _):
             complete(request: request, status: PH_ENOTSUP, slot: slot)   // the store lands in another issue
-        case .connRate, .connWeight, .controlDone:
+        case .connRate(let conn, let up, let down):
+            // Always inside the plugin's own grant: the plugin bucket caps whatever is asked.
+            if let index = connIndexByID[conn], let node = conns[Int(index)]?.shaper {
+                node.setRate(up: up, down: down, now: monotonicNanoseconds())
+            }
+        case .connWeight(let conn, let weight):
+            if let index = connIndexByID[conn], let node = conns[Int(index)]?.shaper { node.setWeight(weight) }
+        case .controlDone:
             break
         }
     }
@@ -451,6 +482,9 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             recvCompleted(connIndex: c.tag, c)
         case .send:
             sendCompleted(slot: c.tag, result: c.result)
+        case .timeout where c.tag & Self.connectTimerBit == 0 && c.tag & Self.shaperTimerTag != 0:
+            shaperTimerDeadline = .max
+            if !shuttingDown { serveShaped() }
         case .timeout where c.tag & Self.connectTimerBit != 0:
             connectDeadline(tag: c.tag, result: c.result)
         case .timeout:
@@ -494,6 +528,16 @@ final class PluginSession: IOHandler, @unchecked Sendable {
                 counters.bytesIn &+= UInt64(c.result)
                 if peerTagging { accountPeer(connIndex, inbound: UInt64(c.result)) }
                 push(ph_desc(type: PH_MSG_DATA, id: conn.id, slot: slot, length: UInt32(c.result)))
+                if let node = conn.shaper, let shaping, shaping.active {
+                    // Taken after the fact (the length is known only now); in debt → pause.
+                    let now = monotonicNanoseconds()
+                    shaping.charge(node, .down, bytes: Int(c.result), now: now)
+                    if c.hasMore, !conn.rxPaused, !shaping.admit(node, .down, now: now) {
+                        conns[Int(connIndex)]!.rxPaused = true
+                        loop.stopRecv(handler, tag: connIndex)
+                        waitForTokens(connIndex, .down, now: now)
+                    }
+                }
             } else {
                 // Data for a connection the plugin closed, or an empty buffer: straight back.
                 _ = decoder.owners.transfer(slot, from: .kernel, to: .core)
@@ -508,7 +552,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
                 push(ph_desc(type: PH_MSG_CLOSED, id: conn.id, status: Int16(reason.rawValue)))
                 closeConn(connIndex, notify: false)
             }
-        } else if !c.hasMore && !conn.closed {
+        } else if !c.hasMore && !conn.closed && !conn.rxPaused {
             conn.recvArmed = true
             conns[Int(connIndex)] = conn
             loop.recv(handler, fd: conn.fd, group: group, tag: connIndex)
@@ -593,7 +637,8 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     private func addConn(fd: Int32, kind: ConnKind) -> UInt32 {
         let id = Self.nextConnID
         Self.nextConnID &+= 1
-        let conn = Conn(id: id, fd: fd, kind: kind)
+        var conn = Conn(id: id, fd: fd, kind: kind)
+        if kind != .listener, let shaping { conn.shaper = shaping.openConnection(now: monotonicNanoseconds()) }
         let index: UInt32
         if let reuse = freeConnIndices.popLast() {
             index = reuse
@@ -617,6 +662,15 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             counters.connectionsOpen -= 1
             Self.finishStream(conn.fd)
         }
+        conn.shaper?.close(now: monotonicNanoseconds())
+        for q in conn.queuedSends {
+            // Never submitted: the slot goes home as if its send had been cancelled.
+            conns[Int(index)]!.sendsInFlight -= 1
+            payloadSlotHome(q.slot, conn: conn.id)
+        }
+        conns[Int(index)]!.queuedSends = []
+        shapedWaiting[0].remove(index)   // the index may be reused by another connection
+        shapedWaiting[1].remove(index)
         loop.cancel(handler, fd: conn.fd)
         loop.close(handler, fd: conn.fd)
         releaseIfDone(index)
@@ -865,6 +919,15 @@ extension PluginSession {
     /// comes back (the plugin holds them all: back-pressure, the kernel buffers or drops).
     fileprivate func armDatagramReceive(_ index: UInt32) {
         guard let conn = conns[Int(index)], conn.kind == .udp, !conn.closed, !conn.recvArmed, let peer = conn.peer else { return }
+        if let node = conn.shaper, let shaping, shaping.active || conn.rxPaused {
+            let now = monotonicNanoseconds()
+            if conn.rxPaused || !shaping.admit(node, .down, now: now) {
+                // In debt: not re-armed; the socket buffer holds (or drops) what arrives.
+                conns[Int(index)]!.rxPaused = true
+                waitForTokens(index, .down, now: now)
+                return
+            }
+        }
         guard let slot = udpFreeSlots.popLast() else {
             if !udpWaiting.contains(index) { udpWaiting.append(index) }
             return
@@ -907,6 +970,9 @@ extension PluginSession {
             _ = decoder.owners.transfer(slot, from: .kernel, to: .plugin)
             counters.bytesIn &+= UInt64(result)
             if peerTagging { accountPeer(index, inbound: UInt64(result)) }
+            if let node = conn.shaper, let shaping, shaping.active {
+                shaping.charge(node, .down, bytes: Int(result), now: monotonicNanoseconds())
+            }
             push(ph_desc(type: PH_MSG_DATAGRAM, id: conn.id, arg: Int64(textLength), slot: slot, length: UInt32(result)))
             armDatagramReceive(index)
         } else {
@@ -982,8 +1048,7 @@ extension PluginSession {
         }
         sends[Int(slot)] = SendState(connIndex: index, offset: offset, remaining: length)
         conns[Int(index)]!.sendsInFlight += 1
-        loop.sendmsg(handler, fd: conn.fd, from: region.slotAddress(slot) + Int(offset), length: Int(length),
-                     to: address, tag: slot)
+        shapeSend(index, QueuedSend(slot: slot, offset: offset, length: length, to: address))
     }
 
     fileprivate func datagramSent(slot: UInt32, result: Int32) {
@@ -1186,5 +1251,105 @@ private func errnoStatus(_ error: Error) -> ph_status {
     case EADDRINUSE: return PH_EADDRINUSE
     case EACCES, EPERM: return PH_EDENIED
     default: return PH_EIO
+    }
+}
+
+// MARK: - Shaping (Shaper.swift)
+
+extension PluginSession {
+    /// A send (TCP or UDP) whose slot is already in flight: submitted now if the buckets have
+    /// tokens and nothing older of this connection waits, else queued until they refill. Its
+    /// bytes are taken when it is submitted, before the kernel sees it.
+    fileprivate func shapeSend(_ index: UInt32, _ send: QueuedSend) {
+        guard let node = conns[Int(index)]?.shaper, let shaping,
+              shaping.active || !conns[Int(index)]!.queuedSends.isEmpty else { submit(index, send); return }
+        let now = monotonicNanoseconds()
+        if conns[Int(index)]!.queuedSends.isEmpty, shaping.admit(node, .up, now: now) {
+            shaping.charge(node, .up, bytes: Int(send.length), now: now)
+            submit(index, send)
+        } else {
+            conns[Int(index)]!.queuedSends.append(send)
+            waitForTokens(index, .up, now: now)
+        }
+    }
+
+    fileprivate func submit(_ index: UInt32, _ send: QueuedSend) {
+        let fd = conns[Int(index)]!.fd
+        let from = region.slotAddress(send.slot) + Int(send.offset)
+        if let to = send.to {
+            loop.sendmsg(handler, fd: fd, from: from, length: Int(send.length), to: to, tag: send.slot)
+        } else {
+            loop.send(handler, fd: fd, from: from, length: Int(send.length), tag: send.slot)
+        }
+    }
+
+    fileprivate func waitForTokens(_ index: UInt32, _ direction: ShapingDirection, now: UInt64) {
+        shapedWaiting[direction.rawValue].insert(index)
+        armShaperTimer(now: now)
+    }
+
+    /// A refill timer for the earliest moment a waiting connection could go (at least 1 ms, at
+    /// most one allocation interval so shares follow the load). A connection that starts waiting
+    /// with an earlier moment than the pending timer's gets a timer of its own: otherwise it would
+    /// wait for a later one while its tokens overflow the bucket.
+    fileprivate func armShaperTimer(now: UInt64) {
+        guard !shuttingDown, let shaping else { return }
+        var wait = Shaper.allocationInterval
+        for d in ShapingDirection.allCases {
+            for index in shapedWaiting[d.rawValue] {
+                if let node = conns[Int(index)]?.shaper { wait = min(wait, shaping.delay(node, d)) }
+            }
+        }
+        wait = max(wait, 1_000_000)
+        guard now &+ wait &+ 500_000 < shaperTimerDeadline else { return }
+        shaperTimerDeadline = now &+ wait
+        shaperTimerSerial &+= 1
+        loop.timeout(handler, nanoseconds: wait, tag: Self.shaperTimerTag | (shaperTimerSerial & 0xFFFF))
+    }
+
+    /// The refill timer fired: every waiting connection that now has tokens goes, in turns — each
+    /// round lets every admitted connection submit one send, so a connection with a long queue
+    /// does not take the tokens its plugin's other connections wait for.
+    fileprivate func serveShaped() {
+        guard let shaping else { return }
+        let now = monotonicNanoseconds()
+        // Receives: resume (the multishot receive is re-armed once its stop has completed); those
+        // within their fair share first, then those that borrow their plugin's spare tokens.
+        for borrow in [false, true] {
+          for index in shapedWaiting[ShapingDirection.down.rawValue] {
+            guard let conn = conns[Int(index)], !conn.closed, let node = conn.shaper else {
+                shapedWaiting[1].remove(index); continue
+            }
+            guard shaping.admit(node, .down, now: now, borrow: borrow) else { continue }
+            shapedWaiting[1].remove(index)
+            conns[Int(index)]!.rxPaused = false
+            if conn.kind == .udp {
+                armDatagramReceive(index)
+            } else if !conn.recvArmed {
+                conns[Int(index)]!.recvArmed = true
+                loop.recv(handler, fd: conn.fd, group: group, tag: index)
+            }
+          }
+        }
+        // Sends: round robin over the connections with a queue, within their share first, then
+        // borrowing.
+        for borrow in [false, true] {
+        var ready = shapedWaiting[ShapingDirection.up.rawValue].sorted()
+        while !ready.isEmpty {
+            var next: [UInt32] = []
+            for index in ready {
+                guard let conn = conns[Int(index)], !conn.closed, let node = conn.shaper, !conn.queuedSends.isEmpty else {
+                    shapedWaiting[0].remove(index); continue
+                }
+                guard shaping.admit(node, .up, now: now, borrow: borrow) else { continue }
+                let send = conns[Int(index)]!.queuedSends.removeFirst()
+                shaping.charge(node, .up, bytes: Int(send.length), now: now)
+                submit(index, send)
+                if conns[Int(index)]!.queuedSends.isEmpty { shapedWaiting[0].remove(index) } else { next.append(index) }
+            }
+            ready = next
+        }
+        }
+        if !shapedWaiting[0].isEmpty || !shapedWaiting[1].isEmpty { armShaperTimer(now: now) }
     }
 }

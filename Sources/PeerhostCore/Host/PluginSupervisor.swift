@@ -72,6 +72,8 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     /// Learn mode (`peerhost learn`): the runner's filter notifies instead of killing and this
     /// records what it calls (SeccompLearner.swift).
     var learner: SeccompLearner?
+    /// The plugin's shaper node (Shaper.swift), kept across restarts; nil = not shaped.
+    var shaping: PluginShaper?
     /// The profile of the current incarnation (set by `start`).
     private(set) var syscallProfile: SyscallProfile?
 
@@ -151,6 +153,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
                                         groupID: groupID, access: PluginAccess(config: config), logger: logger)
         session.delegate = self
         session.peers = peers
+        session.shaping = shaping
         session.spinBudgetNanoseconds = UInt64(tuning.spinMicroseconds) * 1000
         // Limits: a cgroup (the parent moves the child into it before releasing it), else rlimits.
         let limits = PluginLimits.make(config.manifest.limits, plugin: name, cgroups: cgroups, instance: cgroupInstance)

@@ -62,6 +62,28 @@ public struct StatusDocument: Sendable, Equatable, Codable {
         public var grants: [String]
         /// The plugin's own section (shape chosen by the plugin); omitted when absent.
         public var details: JSONValue?
+        /// Bandwidth shaping: current limits and shares (bytes/s, 0 = unlimited) and time spent
+        /// waiting on tokens; omitted when the host has no shaper node for it.
+        public var rate: RateStatus?
+
+        public struct RateStatus: Sendable, Equatable, Codable {
+            public var upLimit: UInt64
+            public var downLimit: UInt64
+            public var upShare: UInt64
+            public var downShare: UInt64
+            public var weight: Int
+            public var waitSecondsUp: Double
+            public var waitSecondsDown: Double
+            enum CodingKeys: String, CodingKey {
+                case upLimit = "up_limit", downLimit = "down_limit", upShare = "up_share", downShare = "down_share"
+                case weight, waitSecondsUp = "wait_seconds_up", waitSecondsDown = "wait_seconds_down"
+            }
+            public init(upLimit: UInt64, downLimit: UInt64, upShare: UInt64, downShare: UInt64, weight: Int,
+                        waitSecondsUp: Double, waitSecondsDown: Double) {
+                self.upLimit = upLimit; self.downLimit = downLimit; self.upShare = upShare; self.downShare = downShare
+                self.weight = weight; self.waitSecondsUp = waitSecondsUp; self.waitSecondsDown = waitSecondsDown
+            }
+        }
 
         public init(name: String, state: PluginState, reason: String? = nil, pid: Int32? = nil, restarts: Int = 0,
                     connections: Int = 0, bytesIn: UInt64 = 0, bytesOut: UInt64 = 0, cpuSeconds: Double = 0,
@@ -91,7 +113,7 @@ public struct StatusDocument: Sendable, Equatable, Codable {
             case cpuSeconds = "cpu_seconds"
             case memoryBytes = "memory_bytes"
             case storageBytes = "storage_bytes"
-            case grants, details
+            case grants, details, rate
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -112,6 +134,7 @@ public struct StatusDocument: Sendable, Equatable, Codable {
             try container.encode(storageBytes, forKey: .storageBytes)
             try container.encode(grants, forKey: .grants)
             try container.encodeIfPresent(details, forKey: .details)
+            try container.encodeIfPresent(rate, forKey: .rate)
         }
     }
 
@@ -146,6 +169,20 @@ public struct StatusDocument: Sendable, Equatable, Codable {
             lines.append(cells.joined(separator: "  ").trimmingSpaces)
         }
         if plugins.isEmpty { lines.append("(no plugins configured)") }
+        var rated: [(String, PluginStatus.RateStatus)] = []
+        for p in plugins {
+            guard let r = p.rate else { continue }
+            let limited: Bool = r.upLimit != 0 || r.downLimit != 0 || r.upShare != 0 || r.downShare != 0
+            if limited { rated.append((p.name, r)) }
+        }
+        if !rated.isEmpty {
+            lines.append("")
+            for (name, r) in rated {
+                func rate(_ v: UInt64) -> String { v == 0 ? "unlimited" : Self.bytes(v) + "/s" }
+                let waited = "waited up " + String(format: "%.1f", r.waitSecondsUp) + "s down " + String(format: "%.1f", r.waitSecondsDown) + "s"
+                lines.append("rate \(name): up \(rate(r.upLimit)) (share \(rate(r.upShare))), down \(rate(r.downLimit)) (share \(rate(r.downShare))), weight \(r.weight), \(waited)")
+            }
+        }
         return lines.joined(separator: "\n")
     }
 
