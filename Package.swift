@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "hostile-ctor", type: .dynamic, targets: ["HostileCtorPlugin"]),
         .library(name: "memory-hog", type: .dynamic, targets: ["MemoryHogPlugin"]),
         .library(name: "threaded", type: .dynamic, targets: ["ThreadedPlugin"]),
+        .library(name: "kv-probe", type: .dynamic, targets: ["KVProbePlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -31,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", exact: "0.6.0"),
         .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
         .package(url: "https://github.com/apple/swift-crypto", exact: "4.5.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
     ],
     targets: [
         // ---- C: the ABI header, Linux shims, system libraries --------------------------------
@@ -60,6 +62,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .target(name: "PeerhostSDK", dependencies: ["CPeerhostABI"]),
         .target(name: "PeerhostTesting", dependencies: ["PeerhostSDK", "CPeerhostABI"]),
@@ -69,6 +72,7 @@ let package = Package(
         ]),
         .executableTarget(name: "peerhost-bench", dependencies: [
             "PeerhostCore", "PeerhostRing",
+            .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
@@ -106,10 +110,13 @@ let package = Package(
         .target(name: "IOProbePlugin", dependencies: ["CPeerhostABI"],
                 path: "Tests/Plugins/io-probe", exclude: ["manifest.toml"], sources: ["io_probe.c"],
                 publicHeadersPath: "."),
+        .target(name: "KVProbePlugin", dependencies: ["CPeerhostABI"],
+                path: "Tests/Plugins/kv-probe", exclude: ["manifest.toml"], sources: ["kv_probe.c"],
+                publicHeadersPath: "."),
 
         // ---- Tests (Swift Testing) ----------------------------------------------------------
         .testTarget(name: "PeerhostRingTests", dependencies: ["PeerhostRing", "CPeerhostShim", "CPeerhostTestSupport"]),
-        .testTarget(name: "PeerhostCoreTests", dependencies: ["PeerhostCore"]),
+        .testTarget(name: "PeerhostCoreTests", dependencies: ["PeerhostCore", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "PeerhostSDKTests", dependencies: ["PeerhostSDK", "PeerhostTesting", "EchoSwiftPlugin"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PeerhostCore"]),
         .testTarget(name: "PeerhostSandboxTests", dependencies: [

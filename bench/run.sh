@@ -8,14 +8,14 @@
 # and a section with a function named section_<name> listed in SECTIONS.
 #   BENCH_SECS   seconds per measurement (default 3; tcpclient adds 1 s warm-up)
 #   BENCH_CONNS  connection counts for request/response (default "1 64 1000")
-#   SECTIONS     sections to run (default "tcp_echo rings")
+#   SECTIONS     sections to run (default "tcp_echo rings peerhost_ring store")
 #   BASELINES_OUT where the C baselines are built (default /tmp/peerhost-baselines)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${BENCH_SECS:-3}
 CONNS=${BENCH_CONNS:-"1 64 1000"}
-SECTIONS=${SECTIONS:-"tcp_echo rings peerhost_ring"}
+SECTIONS=${SECTIONS:-"tcp_echo rings peerhost_ring store"}
 BASE=${BASELINES_OUT:-/tmp/peerhost-baselines}
 SHARED=${SHARED_DIR:-$ROOT/../shared}
 OUT=${BENCH_OUT:-$ROOT/bench/BENCHMARKS.md}
@@ -230,6 +230,46 @@ section_peerhost_ring() {
     echo
     echo "Idle (one message, then nothing for 2 s), CPU % of both processes:"
     for spin in 5 50; do echo "- spin $spin: $("$rb" idle 2 "$spin" | tail -1 | field cpu_percent)%"; done
+    echo
+  } >>"$WORK/report.md"
+}
+
+# The key-value store (KVStore through its API, in process) against raw SQLite via GRDB's raw SQL,
+# same settings (WAL, synchronous=FULL, same table), same run. On the data disk, not a tmpfs: the
+# fsyncs are what is measured. STORE_BENCH_DIR overrides the directory (default: beside $WORK).
+section_store() {
+  echo "== key-value store vs raw SQLite (peerhost-bench kv)" >&2
+  local dir=${STORE_BENCH_DIR:-$WORK/kvbench} line
+  line=$("$BIN/peerhost-bench" kv "$dir" "$SECS" | tail -1)
+  echo "   $line" >&2
+  local fs; fs=$(df -T "$WORK" | awk 'NR == 2 {print $2}')
+  {
+    echo "## Key-value store vs raw SQLite (100-byte values, WAL + synchronous=FULL, $fs)"
+    echo
+    echo "Rows measured ${SECS} s each in this run by \`peerhost-bench kv\` (Sources/peerhost-bench/KVBench.swift)."
+    echo "\"Raw\" is GRDB's raw SQL on the same table; the store also reads the old size for the quota and"
+    echo "updates the plugin's usage row in each transaction. \"In flight\" is the number of requests"
+    echo "submitted and not yet acknowledged (one plugin with a window, or many plugins)."
+    echo
+    echo "| operation | ops/s | vs raw SQLite, 1 put per transaction |"
+    echo "|---|---:|---:|"
+    echo "$line" | tr ' ' '\n' | awk -F= '
+      { v[$1] = $2; order[NR] = $1 }
+      END {
+        label["raw_put"] = "raw SQLite put, 1 per transaction (1 fsync each)"
+        label["raw_put_batch64"] = "raw SQLite put, 64 per transaction"
+        label["raw_get"] = "raw SQLite get"
+        label["store_put_nogroup"] = "store put, group commit off, 64 in flight"
+        label["store_put_w1"] = "store put, group commit, 1 in flight"
+        label["store_put_w64"] = "store put, group commit, 64 in flight"
+        label["store_get_w1"] = "store get, 1 in flight"
+        label["store_get_w64"] = "store get, 64 in flight"
+        for (i = 1; i <= NR; i++) { k = order[i]; if (!(k in label)) continue
+          printf "| %s | %.0f | %.2f× |\n", label[k], v[k], (v["raw_put"] > 0) ? v[k] / v["raw_put"] : 0 }
+        printf "\nGroup commit with 64 in flight carried %.1f puts per transaction.\n", v["store_put_w64_requests_per_commit"]
+        if (v["raw_get"] > 0) printf "Store get vs raw get (1 in flight): %.2f×.\n", v["store_get_w1"] / v["raw_get"]
+        if (v["raw_put_batch64"] > 0) printf "Store put with group commit (64 in flight) vs raw 64-per-transaction: %.2f×.\n", v["store_put_w64"] / v["raw_put_batch64"]
+      }'
     echo
   } >>"$WORK/report.md"
 }
