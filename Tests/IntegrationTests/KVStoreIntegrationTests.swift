@@ -78,14 +78,17 @@ extension Integration {
             #expect(try kv(host, "scan - 2")["keys"] as? String == "a,ab")
             #expect(try kv(host, "delete a")["value"] as? Int == 1)
             #expect(code(try kv(host, "get a")) == -10, "PH_ENOENT after delete")
-            // The manifest's quota is 16 KiB of keys+values: a 20000-byte value is refused and not written.
-            #expect(code(try kv(host, "putn big 20000")) == -3, "PH_EQUOTA")
-            #expect(code(try kv(host, "get big")) == -10)
-            #expect(code(try kv(host, "putn fits 16000")) == 0)
-            #expect(code(try kv(host, "putn more 1000")) == -3)
-            // peerhost_plugin_storage_bytes: ab+2, b+3, fits+16000.
+            // The manifest's quota is 16 KiB of keys+values (ab+2, b+3 = 5 bytes used so far):
+            // past it a put is refused and nothing is written.
+            #expect(code(try kv(host, "putn fits 10000")) == 0)
+            #expect(code(try kv(host, "putn more 8000")) == -3, "PH_EQUOTA")
+            #expect(code(try kv(host, "get more")) == -10)
+            #expect(code(try kv(host, "putn fits 16380")) == -3, "growing a value past the quota is refused too: 5 + 4 + 16380 > 16384")
+            #expect(try kv(host, "get fits")["value"] as? Int == 10000, "and the old value stays")
+            #expect(code(try kv(host, "putn fits 16375")) == 0, "exactly at the quota: 5 + 4 + 16375 = 16384")
+            // peerhost_plugin_storage_bytes: the committed kv bytes.
             let m = try host.metrics()
-            #expect(series(m, "peerhost_plugin_storage_bytes", ["plugin=\"kv-probe\""]) == Double(3 + 2 + 4 + 16000))
+            #expect(series(m, "peerhost_plugin_storage_bytes", ["plugin=\"kv-probe\""]) == 16384)
         }
 
         @Test func dataSurvivesPluginAndHostRestarts() throws {
@@ -148,6 +151,7 @@ extension Integration {
             }
             try #require(acked.count >= 50, "the stream acknowledged \(acked.count) writes before the kill")
             let last = acked.max()!
+            print("SIGKILL test: \(acked.count) writes acknowledged before the kill, last seq \(last)")
             let second = try data.host()
             defer { _ = second.stop() }
             // Commits are in submission order, so every seq up to the last acknowledged one is there.
