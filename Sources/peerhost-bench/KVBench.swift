@@ -46,7 +46,9 @@ private func windowed(_ seconds: Double, window: Int,
         submit(i) { completed.add(1, ordering: .relaxed); slots.signal() }
         i += 1
     }
-    for _ in 0..<window { slots.wait() }
+    for _ in 0..<window { slots.wait() }   // every request completed
+    // libdispatch traps when a semaphore is freed below its initial value: give the slots back.
+    for _ in 0..<window { slots.signal() }
     return Double(completed.load(ordering: .relaxed)) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
 }
 
