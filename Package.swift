@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "hostile-ctor", type: .dynamic, targets: ["HostileCtorPlugin"]),
         .library(name: "memory-hog", type: .dynamic, targets: ["MemoryHogPlugin"]),
         .library(name: "threaded", type: .dynamic, targets: ["ThreadedPlugin"]),
+        .library(name: "kv-probe", type: .dynamic, targets: ["KVProbePlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -33,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", exact: "0.6.0"),
         .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
         .package(url: "https://github.com/apple/swift-crypto", exact: "4.5.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
     ],
     targets: [
         // ---- C: the ABI header, Linux shims, system libraries --------------------------------
@@ -62,6 +64,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         .target(name: "PeerhostSDK", dependencies: ["CPeerhostABI"]),
         .target(name: "PeerhostTesting", dependencies: ["PeerhostSDK", "CPeerhostABI"]),
@@ -71,6 +74,7 @@ let package = Package(
         ]),
         .executableTarget(name: "peerhost-bench", dependencies: [
             "PeerhostCore", "PeerhostRing",
+            .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
@@ -114,10 +118,13 @@ let package = Package(
         .target(name: "FloodBPlugin", dependencies: ["CPeerhostABI"],
                 path: "Tests/Plugins/flood-b", exclude: ["manifest.toml"], sources: ["flood_b.c"],
                 publicHeadersPath: "."),
+        .target(name: "KVProbePlugin", dependencies: ["CPeerhostABI"],
+                path: "Tests/Plugins/kv-probe", exclude: ["manifest.toml"], sources: ["kv_probe.c"],
+                publicHeadersPath: "."),
 
         // ---- Tests (Swift Testing) ----------------------------------------------------------
         .testTarget(name: "PeerhostRingTests", dependencies: ["PeerhostRing", "CPeerhostShim", "CPeerhostTestSupport"]),
-        .testTarget(name: "PeerhostCoreTests", dependencies: ["PeerhostCore"]),
+        .testTarget(name: "PeerhostCoreTests", dependencies: ["PeerhostCore", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "PeerhostSDKTests", dependencies: ["PeerhostSDK", "PeerhostTesting", "EchoSwiftPlugin"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PeerhostCore"]),
         .testTarget(name: "PeerhostSandboxTests", dependencies: [

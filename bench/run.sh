@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${BENCH_SECS:-3}
 CONNS=${BENCH_CONNS:-"1 64 1000"}
-SECTIONS=${SECTIONS:-"tcp_echo rings peerhost_ring shaper"}
+SECTIONS=${SECTIONS:-"tcp_echo rings peerhost_ring shaper store"}
 BASE=${BASELINES_OUT:-/tmp/peerhost-baselines}
 SHARED=${SHARED_DIR:-$ROOT/../shared}
 OUT=${BENCH_OUT:-$ROOT/bench/BENCHMARKS.md}
@@ -269,6 +269,46 @@ section_shaper() {
     echo "| load | off req/s | on req/s | on/off |"
     echo "|---|---:|---:|---:|"
     printf '%s' "$rows"
+    echo
+  } >>"$WORK/report.md"
+}
+
+# The key-value store (KVStore through its API, in process) against raw SQLite via GRDB's raw SQL,
+# same settings (WAL, synchronous=FULL, same table), same run. On the data disk, not a tmpfs: the
+# fsyncs are what is measured. STORE_BENCH_DIR overrides the directory (default: beside $WORK).
+section_store() {
+  echo "== key-value store vs raw SQLite (peerhost-bench kv)" >&2
+  local dir=${STORE_BENCH_DIR:-$WORK/kvbench} line
+  line=$("$BIN/peerhost-bench" kv "$dir" "$SECS" | tail -1)
+  echo "   $line" >&2
+  local fs; fs=$(df -T "$WORK" | awk 'NR == 2 {print $2}')
+  {
+    echo "## Key-value store vs raw SQLite (100-byte values, WAL + synchronous=FULL, $fs)"
+    echo
+    echo "Rows measured ${SECS} s each in this run by \`peerhost-bench kv\` (Sources/peerhost-bench/KVBench.swift)."
+    echo "\"Raw\" is GRDB's raw SQL on the same table; the store also reads the old size for the quota and"
+    echo "updates the plugin's usage row in each transaction. \"In flight\" is the number of requests"
+    echo "submitted and not yet acknowledged (one plugin with a window, or many plugins)."
+    echo
+    echo "| operation | ops/s | vs raw SQLite (puts: 1 per transaction; gets: 1 lookup) |"
+    echo "|---|---:|---:|"
+    echo "$line" | tr ' ' '\n' | awk -F= '
+      { v[$1] = $2; order[NR] = $1 }
+      END {
+        label["raw_put"] = "raw SQLite put, 1 per transaction (1 fsync each)"
+        label["raw_put_batch64"] = "raw SQLite put, 64 per transaction"
+        label["raw_get"] = "raw SQLite get"
+        label["store_put_nogroup"] = "store put, group commit off, 64 in flight"
+        label["store_put_w1"] = "store put, group commit, 1 in flight"
+        label["store_put_w64"] = "store put, group commit, 64 in flight"
+        label["store_get_w1"] = "store get, 1 in flight"
+        label["store_get_w64"] = "store get, 64 in flight"
+        for (i = 1; i <= NR; i++) { k = order[i]; if (!(k in label)) continue
+          base = (k ~ /get/) ? v["raw_get"] : v["raw_put"]
+          printf "| %s | %.0f | %.2f× |\n", label[k], v[k], (base > 0) ? v[k] / base : 0 }
+        printf "\nGroup commit with 64 in flight carried %.1f puts per transaction.\n", v["store_put_w64_requests_per_commit"]
+        if (v["raw_put_batch64"] > 0) printf "Store put with group commit (64 in flight) vs raw 64-per-transaction: %.2f×.\n", v["store_put_w64"] / v["raw_put_batch64"]
+      }'
     echo
   } >>"$WORK/report.md"
 }

@@ -101,6 +101,27 @@ public struct Buffer {
     /// A copy of the payload.
     public var array: [UInt8] { Array(bytes) }
 
+    /// The records of a kv_scan result: (u32 key_len, key, u32 value_len, value), little-endian,
+    /// keys ascending. nil when the bytes are not whole records.
+    public var kvRecords: [(key: [UInt8], value: [UInt8])]? {
+        let b = bytes
+        var out: [(key: [UInt8], value: [UInt8])] = []
+        var i = 0
+        func u32() -> Int? {
+            guard i + 4 <= b.count else { return nil }
+            defer { i += 4 }
+            return Int(b[i]) | Int(b[i + 1]) << 8 | Int(b[i + 2]) << 16 | Int(b[i + 3]) << 24
+        }
+        while i < b.count {
+            guard let kl = u32(), kl <= b.count - i else { return nil }
+            let key = Array(b[i..<i + kl]); i += kl
+            guard let vl = u32(), vl <= b.count - i else { return nil }
+            let value = Array(b[i..<i + vl]); i += vl
+            out.append((key, value))
+        }
+        return out
+    }
+
     public subscript(i: Int) -> UInt8 {
         precondition(i >= 0 && i < count, "Buffer index \(i) out of range 0..<\(count)")
         return bytes[i]

@@ -22,8 +22,12 @@ func say(_ message: String) {
 }
 
 let args = CommandLine.arguments
+if args.count >= 2, args[1] == "kv" {   // the key-value store against raw SQLite (KVBench.swift)
+    runKVBench(Array(args.dropFirst(2)))
+    exit(0)
+}
 guard args.count >= 3, let port = UInt16(args[2]) else {
-    fail("usage: peerhost-bench uring-echo PORT [BUFSIZE] [NBUFS] | nio-echo PORT")
+    fail("usage: peerhost-bench uring-echo PORT [BUFSIZE] [NBUFS] | nio-echo PORT | kv DIR [SECONDS]")
 }
 
 switch args[1] {

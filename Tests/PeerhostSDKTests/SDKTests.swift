@@ -39,6 +39,20 @@ struct SDKTests {
         #expect("\(PluginError(code: -99))" == "ph_status(-99)")
     }
 
+    @Test func kvScanRecordsDecode() {
+        var bytes: [UInt8] = [2, 0, 0, 0, 0x61, 0x62, 1, 0, 0, 0, 0x31,   // "ab" → "1"
+                              1, 0, 0, 0, 0xFF, 0, 0, 0, 0]                 // [0xFF] → ""
+        bytes.withUnsafeMutableBufferPointer { p in
+            let whole = Buffer(raw: ph_buffer(data: p.baseAddress, slot: 0, offset: 0, length: UInt32(p.count), capacity: UInt32(p.count)))
+            let records = whole.kvRecords
+            #expect(records?.map(\.key) == [[0x61, 0x62], [0xFF]])
+            #expect(records?.map(\.value) == [[0x31], []])
+            // A record cut short is not silently dropped.
+            let torn = Buffer(raw: ph_buffer(data: p.baseAddress, slot: 0, offset: 0, length: 10, capacity: UInt32(p.count)))
+            #expect(torn.kvRecords == nil)
+        }
+    }
+
     @Test func descriptorCarriesNameVersionFeaturesAndABI() {
         let p = PluginExport.entry(for: TimerPlugin.self, name: "timer-test", version: "0.1.0", features: [.timers])
         let d = p.assumingMemoryBound(to: ph_plugin.self).pointee

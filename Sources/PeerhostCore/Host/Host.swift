@@ -46,6 +46,24 @@ public final class Host: HostControl, @unchecked Sendable {
         cgroups?.removeStaleInstances()   // groups of an earlier core that died without stopping
     }
 
+    /// `<data_dir>/store.sqlite` (KVStore.swift), opened once before the plugins start. A store
+    /// that cannot be trusted is not replaced: kv calls fail with PH_EIO and the reason (with the
+    /// fix) is logged, audited and shown in the status of each plugin that uses it.
+    private(set) var store: Result<KVStore, StoreError>?
+
+    private func openStore() {
+        guard config.enabledPlugins.contains(where: { $0.manifest.storage.kvQuota != nil }) else { return }
+        do throws(StoreError) {
+            let kv = try KVStore.open(dataDirectory: config.host.dataDirectory)
+            store = .success(kv)
+            logger.info("key-value store open", metadata: ["path": "\(kv.path)"])
+        } catch {
+            store = .failure(error)
+            logger.error("\(error)")
+            audit.record(plugin: "host", pid: 0, action: "kv", object: KVStore.fileName, decision: .failed, reason: "\(error)")
+        }
+    }
+
     /// Starts everything, serves until SIGTERM/SIGINT, stops everything.
     public static func run(config: HostConfig) async throws {
         _ = try await run(config: config, learn: nil)
@@ -74,6 +92,7 @@ public final class Host: HostControl, @unchecked Sendable {
                                                  attributes: [.posixPermissions: 0o700])
         let host = Host(config: config, loop: loop, metrics: metrics, logger: logger)
         host.learn = learn
+        host.openStore()   // before the loop thread exists: opening reads and checks the file
         if let why = host.kernelLog.unavailable {
             logger.warning("\(why) (/dev/kmsg): a runner killed by seccomp will be audited with syscall 'unknown'")
         }
@@ -170,6 +189,7 @@ public final class Host: HostControl, @unchecked Sendable {
             let rate = plugin.effectiveBandwidth
             supervisor.shaping = shaper.addPlugin(plugin.name, weight: plugin.weight, up: rate.up, down: rate.down,
                                                   now: monotonicNanoseconds())
+            supervisor.store = store
             if learn != nil { supervisor.learner = learner }
             supervisors.append(supervisor)
             guard prepared != nil else {
@@ -246,6 +266,7 @@ public final class Host: HostControl, @unchecked Sendable {
                     m.shaperWait(.outbound, seconds: Double(wait[0]) / 1e9)
                     m.shaperWait(.inbound, seconds: Double(wait[1]) / 1e9)
                 }
+                if case .success(let kv)? = store { m.storage(kv.usage(plugin: supervisor.name)) }   // kv bytes
                 if let session = supervisor.session {
                     m.ringDepth(.rx, Int(session.region.depth(rx: true)))
                     m.ringDepth(.tx, Int(session.region.depth(rx: false)))
@@ -326,6 +347,7 @@ public final class Host: HostControl, @unchecked Sendable {
                     status.bytesOutPerSecond = s.rates.outbound
                     status.lastCause = s.lastCause?.rawValue
                     status.rate = shaper.plugins[plugin.name].map(\.status)
+                    if case .success(let kv)? = store { status.storageBytes = kv.usage(plugin: plugin.name) }
                 }
                 result.append(status)
             }

@@ -180,6 +180,11 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     private var shaperTimerSerial: UInt32 = 0
     /// Refill timer tags have this bit (plus a 16-bit serial); plugin timer tags stay below it.
     private static let shaperTimerTag: UInt32 = 1 << 30
+    // Key-value store (KVStore.swift), set by the supervisor: the host's store (or why it is
+    // unusable) and the manifest's quota (nil: no kv grant).
+    var kvStore: Result<KVStore, StoreError>?
+    var kvQuota: UInt64?
+    private var kvFailureReported = false
 
     /// A connect that neither succeeds nor fails within this time completes with PH_ETIMEDOUT.
     static let connectTimeoutNanoseconds: UInt64 = 10_000_000_000
@@ -408,8 +413,8 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             fileSync(request: request, file: file)
         case .fileClose(let file):
             fileClose(file)
-        case .kv(let request, _, let slot, _, _, _):
-            complete(request: request, status: PH_ENOTSUP, slot: slot)   // the store lands in another issue
+        case .kv(let request, let kind, let slot, let offset, let length, let keyLength):
+            kv(request: request, kind: kind, slot: slot, offset: offset, length: length, keyLength: keyLength)
         case .connRate(let conn, let up, let down):
             // Always inside the plugin's own grant: the plugin bucket caps whatever is asked.
             if let index = connIndexByID[conn], let node = conns[Int(index)]?.shaper {
@@ -1086,6 +1091,77 @@ extension PluginSession {
             let count = text.reduce(0) { $0 + ($1 == 10 ? 1 : 0) }
             text.withUnsafeBytes { region.slotAddress(slot).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             complete(request: request, status: PH_OK, value: Int64(count), slot: slot, offset: 0, length: UInt32(text.count))
+        }
+    }
+
+    // MARK: Key-value store
+
+    /// Copies the key (and value) out of the slot, hands the request to the store's worker, and
+    /// completes it back on the loop thread once its transaction committed: PH_OK means durable.
+    private func kv(request: UInt64, kind: ph_msg_type, slot: UInt32, offset: UInt32, length: UInt32, keyLength: Int64) {
+        let name = kind == PH_MSG_KV_GET ? "kv_get" : kind == PH_MSG_KV_PUT ? "kv_put" : kind == PH_MSG_KV_DELETE ? "kv_delete" : "kv_scan"
+        guard let quota = kvQuota else {
+            deny(request: request, action: "kv", object: name, slot: slot, reason: "the manifest has no [storage] kv grant")
+            return
+        }
+        let store: KVStore
+        switch kvStore {
+        case .success(let s)?:
+            store = s
+        case .failure(let error)?:
+            if !kvFailureReported {   // once per incarnation: the log and audit already have the detail
+                kvFailureReported = true
+                delegate?.sessionDenied(self, action: "kv", object: name, reason: "\(error)")
+                delegate?.sessionNote(self, "kv store unavailable: \(error)")
+            }
+            complete(request: request, status: PH_EIO, slot: slot)
+            return
+        case nil:
+            complete(request: request, status: PH_EIO, slot: slot)
+            return
+        }
+        let base = UnsafeRawBufferPointer(start: region.slotAddress(slot) + Int(offset), count: Int(length))
+        let op: KVOperation
+        switch kind {
+        case PH_MSG_KV_PUT:
+            let k = Int(keyLength)   // the decoder checked 1...length
+            op = .put(key: Array(base[0..<k]), value: Array(base[k...]))
+        case PH_MSG_KV_SCAN:
+            op = .scan(prefix: Array(base), limit: UInt32(clamping: max(0, keyLength)), capacity: Int(region.geometry.slotSize))
+        default:
+            guard length > 0 else { complete(request: request, status: PH_EINVAL, slot: slot); return }
+            op = kind == PH_MSG_KV_GET ? .get(key: Array(base)) : .delete(key: Array(base))
+        }
+        let loop = self.loop
+        store.submit(plugin: plugin, quota: quota, op) { [self] result in
+            loop.execute { [self] in kvCompleted(request: request, slot: slot, result) }
+        }
+    }
+
+    private func kvCompleted(request: UInt64, slot: UInt32, _ result: KVResult) {
+        guard !shuttingDown else { return }   // the region may be gone; the write itself is committed
+        switch result {
+        case .done(let existed):
+            complete(request: request, status: PH_OK, value: existed ? 1 : 0, slot: slot)
+        case .value(let bytes), .records(let bytes, _):
+            guard bytes.count <= Int(region.geometry.slotSize) else {
+                complete(request: request, status: PH_EINVAL, value: Int64(bytes.count), slot: slot); return
+            }
+            bytes.withUnsafeBytes { if $0.count > 0 { region.slotAddress(slot).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+            var count = Int64(bytes.count)
+            if case .records(_, let n) = result { count = Int64(n) }
+            complete(request: request, status: PH_OK, value: count, slot: slot, offset: 0, length: UInt32(bytes.count))
+        case .notFound:
+            complete(request: request, status: PH_ENOENT, slot: slot)
+        case .quotaExceeded(let used, let quota):
+            logger.info("kv quota reached", metadata: ["plugin": "\(plugin)", "used": "\(used)", "quota": "\(quota)"])
+            complete(request: request, status: PH_EQUOTA, slot: slot)
+        case .tooLarge(let size):
+            complete(request: request, status: PH_EINVAL, value: Int64(size), slot: slot)
+        case .failed(let why):
+            logger.error("kv transaction failed", metadata: ["plugin": "\(plugin)", "error": "\(why)"])
+            delegate?.sessionNote(self, "kv transaction failed: \(why)")
+            complete(request: request, status: PH_EIO, slot: slot)
         }
     }
 

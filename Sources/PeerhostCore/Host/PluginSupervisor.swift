@@ -69,6 +69,8 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     private var loggedLimitFallback = false
     /// The host's /dev/kmsg reader: names the syscall of a SIGSYS death (KernelLog.swift).
     var kernelLog: KernelLog?
+    /// The host's key-value store, or why it is unusable (KVStore.swift); nil: kv calls fail PH_EIO.
+    var store: Result<KVStore, StoreError>?
     /// Learn mode (`peerhost learn`): the runner's filter notifies instead of killing and this
     /// records what it calls (SeccompLearner.swift).
     var learner: SeccompLearner?
@@ -154,6 +156,8 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         session.delegate = self
         session.peers = peers
         session.shaping = shaping
+        session.kvStore = store
+        session.kvQuota = config.manifest.storage.kvQuota
         session.spinBudgetNanoseconds = UInt64(tuning.spinMicroseconds) * 1000
         // Limits: a cgroup (the parent moves the child into it before releasing it), else rlimits.
         let limits = PluginLimits.make(config.manifest.limits, plugin: name, cgroups: cgroups, instance: cgroupInstance)
@@ -262,6 +266,8 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         runningSince = .now
         accrueDowntime()
         downSince = nil
+        // A kv grant on an unusable store: the plugin runs, and its status says why kv fails.
+        if config.manifest.storage.kvQuota != nil, case .failure(let error)? = store { reason = "kv store unavailable: \(error)" }
         metrics.up(true)
         logger.info("plugin running", metadata: ["plugin": "\(name)", "pid": "\(process?.pid ?? 0)"])
     }
