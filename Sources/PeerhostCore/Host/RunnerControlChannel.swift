@@ -1,3 +1,4 @@
+import CLiburing   // MSG_NOSIGNAL: on some builds only visible through this module (NOTES-swift-linux.md)
 import Foundation
 #if canImport(Glibc)
 import Glibc
