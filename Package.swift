@@ -14,6 +14,7 @@ let package = Package(
         // Bundled plugins, loaded by the runner with dlopen.
         .library(name: "echo-c", type: .dynamic, targets: ["EchoCPlugin"]),
         .library(name: "echo-swift", type: .dynamic, targets: ["EchoSwiftPlugin"]),
+        .library(name: "bittorrent", type: .dynamic, targets: ["BitTorrentPlugin"]),
         // Test plugins: hostile behaviour the core must contain.
         .library(name: "hostile-ring", type: .dynamic, targets: ["HostileRingPlugin"]),
         .library(name: "io-probe", type: .dynamic, targets: ["IOProbePlugin"]),
@@ -70,6 +71,7 @@ let package = Package(
         .target(name: "PeerhostTesting", dependencies: ["PeerhostSDK", "CPeerhostABI"]),
         .executableTarget(name: "peerhost", dependencies: [
             "PeerhostCore",
+            "BitTorrentProtocol",   // `peerhost ctl bittorrent create|add`: reads and writes .torrent files client-side
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "peerhost-bench", dependencies: [
@@ -93,6 +95,12 @@ let package = Package(
                 exclude: ["manifest.toml"], sources: ["echo.c"], publicHeadersPath: "."),
         .target(name: "EchoSwiftPlugin", dependencies: ["PeerhostSDK"], path: "plugins/echo-swift",
                 exclude: ["manifest.toml"], sources: ["EchoSwift.swift"]),
+        // BitTorrent: the protocol (bencode, metainfo, wire, picker, trackers, DHT) as a library of
+        // pure logic the plugin and the CLI share, and the plugin itself on PeerhostSDK.
+        .target(name: "BitTorrentProtocol", dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+                path: "plugins/bittorrent/Protocol"),
+        .target(name: "BitTorrentPlugin", dependencies: ["PeerhostSDK", "BitTorrentProtocol"],
+                path: "plugins/bittorrent/Plugin"),
 
         .target(name: "HostileRingPlugin", dependencies: ["CPeerhostABI", "CPeerhostShim"],
                 path: "Tests/Plugins/hostile-ring", exclude: ["manifest.toml", "syscalls.toml"], sources: ["hostile.c"],
@@ -126,7 +134,8 @@ let package = Package(
         .testTarget(name: "PeerhostRingTests", dependencies: ["PeerhostRing", "CPeerhostShim", "CPeerhostTestSupport"]),
         .testTarget(name: "PeerhostCoreTests", dependencies: ["PeerhostCore", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "PeerhostSDKTests", dependencies: ["PeerhostSDK", "PeerhostTesting", "EchoSwiftPlugin"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["PeerhostCore"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["PeerhostCore", "BitTorrentProtocol"]),
+        .testTarget(name: "BitTorrentProtocolTests", dependencies: ["BitTorrentProtocol"]),
         .testTarget(name: "PeerhostSandboxTests", dependencies: [
             "PeerhostSandbox", "PeerhostRing", "CPeerhostShim", "CPeerhostABI",
             "PeerhostCore",   // SyscallProfile: the runner tests pass the real profiles
