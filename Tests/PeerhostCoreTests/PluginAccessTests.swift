@@ -129,6 +129,29 @@ import Glibc
         #expect(StorageLayout.openFlags(r | 0x100) == nil, "unknown bit")
         #expect(StorageLayout.writes(r) == false)
         #expect(StorageLayout.writes(r | t) && StorageLayout.writes(w) && StorageLayout.writes(c | w))
+        let m = UInt32(PH_FILE_MKDIRS)
+        #expect(StorageLayout.openFlags(r | w | c | m) == base | O_RDWR | O_CREAT)
+        #expect(StorageLayout.openFlags(r | w | m) == nil, "mkdirs without create")
+        #expect(StorageLayout.writes(m))
+    }
+
+    @Test func makeParentsStaysBeneathTheGrant() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("ph-mkdirs-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: base + "/grant", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let dir = open(base + "/grant", O_DIRECTORY | O_RDONLY)
+        defer { close(dir) }
+        #expect(StorageLayout.makeParents(beneath: dir, path: "Torrent/sub dir/deeper/file.bin") == 0)
+        var isDir: ObjCBool = false
+        #expect(FileManager.default.fileExists(atPath: base + "/grant/Torrent/sub dir/deeper", isDirectory: &isDir) && isDir.boolValue)
+        #expect(!FileManager.default.fileExists(atPath: base + "/grant/Torrent/sub dir/deeper/file.bin"), "only parents")
+        #expect(StorageLayout.makeParents(beneath: dir, path: "x/../../escape/f") == -EXDEV)
+        // A symlink planted in the tree does not lead the mkdir out.
+        try FileManager.default.createDirectory(atPath: base + "/outside", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: base + "/grant/link", withDestinationPath: base + "/outside")
+        #expect(StorageLayout.makeParents(beneath: dir, path: "link/made/f") != 0)
+        #expect(!FileManager.default.fileExists(atPath: base + "/outside/made"))
+        #expect(StorageLayout.makeParents(beneath: dir, path: "file-at-top") == 0)
     }
 
     @Test func storageIsPreparedPrivateAndWithoutFollowingSymlinks() throws {

@@ -29,7 +29,7 @@ extern "C" {
 
 #define PH_ABI_MAJOR 1
 #define PH_ABI_MINOR 1
-#define PH_ABI_PATCH 0
+#define PH_ABI_PATCH 1
 /* One number for comparisons: 0x00MMmmpp. */
 #define PH_ABI_VERSION ((PH_ABI_MAJOR << 16) | (PH_ABI_MINOR << 8) | PH_ABI_PATCH)
 /* The name of the one symbol a plugin exports. */
@@ -121,6 +121,9 @@ typedef enum ph_log_level {
 #define PH_FILE_WRITE  (1u << 1)
 #define PH_FILE_CREATE (1u << 2)
 #define PH_FILE_TRUNC  (1u << 3)
+/* ABI 1.1.1: create missing parent directories (beneath the granted directory, mode 0700) before
+ * opening; needs PH_FILE_CREATE. A multi-file torrent lands in "<dir>/<name>/<path…>". */
+#define PH_FILE_MKDIRS (1u << 4)
 
 /* ---------------------------------------------------------------------------------------------
  * The host table: what a plugin may ask of the host. Every call is non-blocking. `ctx` is the

@@ -4,6 +4,7 @@
 // `LocalAddresses.current()`, so every rule is unit-tested without a host.
 
 import CPeerhostABI
+import CPeerhostShim
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -268,8 +269,9 @@ public struct StorageLayout: Sendable, Equatable {
     /// open(2) flags for PH_FILE_* flags, or nil for a combination that means nothing (no READ
     /// nor WRITE, unknown bits, CREATE/TRUNC without WRITE).
     public static func openFlags(_ flags: UInt32) -> Int32? {
-        let known = UInt32(PH_FILE_READ | PH_FILE_WRITE | PH_FILE_CREATE | PH_FILE_TRUNC)
+        let known = UInt32(PH_FILE_READ | PH_FILE_WRITE | PH_FILE_CREATE | PH_FILE_TRUNC | PH_FILE_MKDIRS)
         guard flags & ~known == 0 else { return nil }
+        if flags & UInt32(PH_FILE_MKDIRS) != 0 && flags & UInt32(PH_FILE_CREATE) == 0 { return nil }
         let read = flags & UInt32(PH_FILE_READ) != 0
         let write = flags & UInt32(PH_FILE_WRITE) != 0
         guard read || write else { return nil }
@@ -285,7 +287,30 @@ public struct StorageLayout: Sendable, Equatable {
 
     /// Whether PH_FILE_* flags modify the file system (need a rw grant).
     public static func writes(_ flags: UInt32) -> Bool {
-        flags & UInt32(PH_FILE_WRITE | PH_FILE_CREATE | PH_FILE_TRUNC) != 0
+        flags & UInt32(PH_FILE_WRITE | PH_FILE_CREATE | PH_FILE_TRUNC | PH_FILE_MKDIRS) != 0
+    }
+
+    /// PH_FILE_MKDIRS: creates the parent directories of `path` beneath `directory`, one component
+    /// at a time, each opened with openat2(RESOLVE_BENEATH) before the next is made inside it, so
+    /// a "..", an absolute path or a symlink planted in the tree cannot lead the mkdir out of the
+    /// grant. Returns 0 or a negative errno. Synchronous on the loop thread: a few metadata
+    /// syscalls, once per new file of a torrent, not per block.
+    public static func makeParents(beneath directory: Int32, path: String) -> Int32 {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true).dropLast()
+        guard !parts.isEmpty else { return 0 }
+        var current = Glibc.dup(directory)
+        guard current >= 0 else { return -errno }
+        defer { Glibc.close(current) }
+        for part in parts {
+            let name = String(part)
+            guard name != "..", name != "." else { return -EXDEV }
+            if mkdirat(current, name, 0o700) != 0 && errno != EEXIST { return -errno }
+            let next = ph_openat_beneath(current, name, O_DIRECTORY | O_RDONLY | O_NOFOLLOW, 0)
+            guard next >= 0 else { return -errno }
+            Glibc.close(current)
+            current = next
+        }
+        return 0
     }
 }
 

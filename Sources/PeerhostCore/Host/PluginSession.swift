@@ -1181,6 +1181,14 @@ extension PluginSession {
             let tag = nextOpenTag
             opens[tag] = OpenState(request: request, slot: slot, path: path,
                                    readable: flags & UInt32(PH_FILE_READ) != 0, writable: flags & UInt32(PH_FILE_WRITE) != 0)
+            if flags & UInt32(PH_FILE_MKDIRS) != 0 {
+                let made = StorageLayout.makeParents(beneath: storageDirs[grant], path: remainder)
+                if made != 0 {
+                    opens[tag] = nil
+                    fileOpenCompleted(tag: tag, result: made, state: OpenState(request: request, slot: slot, path: path, readable: false, writable: false))
+                    return
+                }
+            }
             do {
                 // openat2(RESOLVE_BENEATH|RESOLVE_NO_MAGICLINKS) under the granted directory: "..",
                 // absolute symlinks and links leading out fail in the kernel (EXDEV/ELOOP).
@@ -1193,8 +1201,8 @@ extension PluginSession {
         }
     }
 
-    fileprivate func fileOpenCompleted(tag: UInt32, result: Int32) {
-        guard let state = opens.removeValue(forKey: tag), !shuttingDown else {
+    fileprivate func fileOpenCompleted(tag: UInt32, result: Int32, state given: OpenState? = nil) {
+        guard let state = given ?? opens.removeValue(forKey: tag), !shuttingDown else {
             if result >= 0 { Glibc.close(result) }
             return
         }
