@@ -462,7 +462,7 @@ public struct AnnounceResponse: Sendable, Equatable {
             switch p {
             case .bytes(let b):
                 guard b.count % 6 == 0 else { throw .badField(key: "peers", reason: "compact string of \(b.count) bytes is not a multiple of 6") }
-                peers += CompactPeers.decodeIPv4(b)
+                peers += CompactPeers.lenientIPv4(b)
             case .list(let items):
                 for (i, item) in items.enumerated() {
                     guard let ip = item["ip"]?.text, !ip.isEmpty else { throw .badField(key: "peers[\(i)].ip", reason: "missing or not text") }
@@ -472,7 +472,7 @@ public struct AnnounceResponse: Sendable, Equatable {
                     var host = ip
                     if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
                     if let v6 = InetText.parseIPv6(host), InetText.parseIPv4(host) == nil { host = InetText.formatIPv6(v6) }
-                    peers.append(PeerAddress(host: host, port: UInt16(port)))
+                    if let a = PeerAddress(host: host, port: UInt16(port)) { peers.append(a) }   // IP literals only: the core connects to addresses
                 }
             default:
                 throw .badField(key: "peers", reason: "neither a compact string nor a list")
@@ -480,7 +480,7 @@ public struct AnnounceResponse: Sendable, Equatable {
         }
         if let p6 = root["peers6"] {
             guard let b = p6.bytes, b.count % 18 == 0 else { throw .badField(key: "peers6", reason: "not a string of 18-byte entries") }
-            peers += CompactPeers.decodeIPv6(b)
+            peers += CompactPeers.lenientIPv6(b)
         }
         return AnnounceResponse(
             interval: interval,

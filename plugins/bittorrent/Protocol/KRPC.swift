@@ -169,7 +169,7 @@ public enum KRPC {
         /// Peers in "values" (entries of another length are skipped).
         public var peers: [PeerAddress] {
             (values ?? []).flatMap { v in
-                v.count == 6 ? CompactPeers.decodeIPv4(v) : v.count == 18 ? CompactPeers.decodeIPv6(v) : []
+                v.count == 6 ? CompactPeers.lenientIPv4(v) : v.count == 18 ? CompactPeers.lenientIPv6(v) : []
             }
         }
     }

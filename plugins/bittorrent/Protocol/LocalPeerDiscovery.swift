@@ -49,7 +49,7 @@ public enum LocalPeerDiscovery {
 
         /// The peers this announce names, given the datagram's source IP.
         public func peers(sourceHost: String) -> [PeerAddress] {
-            [PeerAddress(host: sourceHost, port: port)]
+            PeerAddress(host: sourceHost, port: port).map { [$0] } ?? []
         }
     }
 

@@ -74,7 +74,7 @@ public enum UDPTracker {
             guard d.count >= 20 else { throw .udp("announce response of \(d.count) bytes is shorter than 20") }
             let interval: UInt32 = readBE(d, 8), leechers: UInt32 = readBE(d, 12), seeders: UInt32 = readBE(d, 16)
             let list = Array(d[20...])
-            let peers = ipv6 ? CompactPeers.decodeIPv6(list) : CompactPeers.decodeIPv4(list)
+            let peers = ipv6 ? CompactPeers.lenientIPv6(list) : CompactPeers.lenientIPv4(list)
             return .announce(transactionID: tid, AnnounceResponse(
                 interval: Int(min(interval, UInt32(Int32.max))), peers: peers,
                 complete: Int(min(seeders, UInt32(Int32.max))), incomplete: Int(min(leechers, UInt32(Int32.max)))))

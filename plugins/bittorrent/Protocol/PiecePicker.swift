@@ -1,0 +1,340 @@
+// Which blocks to request next (BEP 3 "piece downloading strategy", with the usual refinements):
+// finish partially requested pieces first (so pieces complete, verify and become tradeable), then
+// rarest-first among the pieces the peer has (random among equally rare, so peers in a swarm do not
+// all chase the same piece), except that the first few pieces are picked at random (a new peer needs
+// a complete piece to trade quickly, and the rarest piece is often slow to get). Endgame: once every
+// missing block has been requested, the remaining blocks are requested from further peers too, never
+// twice from the same peer, and the engine cancels the duplicates when a block arrives.
+//
+// Pure state: the engine reports what happens (peer bitfields and haves, blocks received, requests
+// rejected or lost, hash results) and asks for work. Pieces are split into `blockSize` blocks, the
+// last block of a piece shorter. A piece whose blocks have all arrived waits for `pieceVerified` or
+// `pieceFailed` and is not picked meanwhile.
+
+public typealias PeerKey = UInt64
+
+/// One `request` (BEP 3): `length` bytes of piece `piece` from offset `begin`.
+public struct BlockRequest: Hashable, Sendable, CustomStringConvertible {
+    public let piece: Int
+    public let begin: Int
+    public let length: Int
+    public init(piece: Int, begin: Int, length: Int) { self.piece = piece; self.begin = begin; self.length = length }
+    public var description: String { "piece \(piece) +\(begin) (\(length) bytes)" }
+}
+
+public struct PiecePicker {
+    enum Slot: Equatable {
+        case wanted
+        case requested([PeerKey])   // every peer it is outstanding from; more than one only in endgame
+        case received
+    }
+
+    struct Partial {
+        var blocks: [Slot]
+        var wanted: Int
+        var received: Int
+    }
+
+    public let pieceCount: Int
+    public let blockSize: Int
+    public let randomFirstPieces: Int
+    /// In endgame, at most this many peers are asked for the same block.
+    public var endgameMaxPeersPerBlock = 3
+
+    /// Verified pieces.
+    public private(set) var have: Bitfield
+    let sizes: [Int]
+    /// How many connected peers have each piece.
+    public private(set) var availability: [Int]
+    var partials: [Int: Partial] = [:]
+    /// Every block received, waiting for the hash check.
+    public private(set) var awaitingVerification: Set<Int> = []
+    var outstanding: [PeerKey: Set<BlockRequest>] = [:]
+    var rng: SplitMix64
+
+    public init(pieceCount: Int, pieceSize: (Int) -> Int, have: Bitfield, blockSize: Int = 16384,
+                randomFirstPieces: Int = 4, rng seed: UInt64? = nil) {
+        precondition(pieceCount >= 0 && have.count == pieceCount, "have has \(have.count) pieces, torrent \(pieceCount)")
+        precondition(blockSize > 0, "block size must be positive")
+        self.pieceCount = pieceCount
+        self.blockSize = blockSize
+        self.randomFirstPieces = randomFirstPieces
+        self.have = have
+        self.sizes = (0..<pieceCount).map { i in
+            let s = pieceSize(i)
+            precondition(s > 0, "piece \(i) has size \(s)")
+            return s
+        }
+        self.availability = [Int](repeating: 0, count: pieceCount)
+        self.rng = seed.map(SplitMix64.init(seed:)) ?? SplitMix64()
+    }
+
+    // MARK: sizes
+
+    public func pieceSize(_ index: Int) -> Int { sizes[index] }
+    public func blockCount(piece index: Int) -> Int { (sizes[index] + blockSize - 1) / blockSize }
+    public func block(piece: Int, index k: Int) -> BlockRequest {
+        let begin = k * blockSize
+        return BlockRequest(piece: piece, begin: begin, length: min(blockSize, sizes[piece] - begin))
+    }
+
+    /// The block index of `b` when `b` is exactly one of this torrent's blocks.
+    func blockIndex(_ b: BlockRequest) -> Int? {
+        guard b.piece >= 0, b.piece < pieceCount, b.begin >= 0, b.begin % blockSize == 0, b.begin < sizes[b.piece] else { return nil }
+        let k = b.begin / blockSize
+        guard b.length == min(blockSize, sizes[b.piece] - b.begin) else { return nil }
+        return k
+    }
+
+    // MARK: availability
+
+    public mutating func peerHas(bitfield: Bitfield) {
+        precondition(bitfield.count == pieceCount, "bitfield of \(bitfield.count) pieces for a torrent of \(pieceCount)")
+        for i in bitfield.indices { availability[i] += 1 }
+    }
+
+    public mutating func peerHas(piece: Int) {
+        precondition(piece >= 0 && piece < pieceCount, "piece \(piece) out of range")
+        availability[piece] += 1
+    }
+
+    /// A peer disconnected: its pieces no longer count (pass the bitfield it had at the end).
+    public mutating func peerLost(bitfield: Bitfield) {
+        precondition(bitfield.count == pieceCount, "bitfield of \(bitfield.count) pieces for a torrent of \(pieceCount)")
+        for i in bitfield.indices { availability[i] = max(0, availability[i] - 1) }
+    }
+
+    // MARK: state
+
+    public var isComplete: Bool { have.isComplete }
+
+    /// True when every block of every missing piece is requested or received (and some are missing).
+    public var isEndgame: Bool {
+        guard !have.isComplete else { return false }
+        let untouched = pieceCount - have.setCount - awaitingVerification.count - partials.count
+        guard untouched == 0 else { return false }
+        for p in partials.values where p.wanted > 0 { return false }
+        return true
+    }
+
+    /// The requests outstanding from `peer` (for cancels on choke, and to check an arriving block
+    /// was asked for: BEP 6 says an unrequested piece closes the connection).
+    public func outstanding(for peer: PeerKey) -> Set<BlockRequest> { outstanding[peer] ?? [] }
+
+    /// Whether the block still has to be written: false for duplicates (endgame) and blocks of
+    /// pieces already complete.
+    public func isNeeded(_ b: BlockRequest) -> Bool {
+        guard let k = blockIndex(b), let p = partials[b.piece] else { return false }
+        return p.blocks[k] != .received
+    }
+
+    // MARK: picking
+
+    public mutating func pick(for peer: PeerKey, peerHas: Bitfield, count: Int) -> [BlockRequest] {
+        pick(for: peer, peerHas: peerHas, count: count, onlyFrom: nil)
+    }
+
+    /// `onlyFrom`: restrict to these pieces (BEP 6 allowed-fast pieces while the peer chokes us).
+    public mutating func pick(for peer: PeerKey, peerHas: Bitfield, count: Int, onlyFrom: Set<Int>?) -> [BlockRequest] {
+        precondition(peerHas.count == pieceCount, "bitfield of \(peerHas.count) pieces for a torrent of \(pieceCount)")
+        guard count > 0 else { return [] }
+        var out: [BlockRequest] = []
+        func allowed(_ p: Int) -> Bool { peerHas[p] && (onlyFrom?.contains(p) ?? true) }
+
+        // 1. Partial pieces, the closest to complete first.
+        let partialOrder = partials.filter { $0.value.wanted > 0 && allowed($0.key) }
+            .sorted { ($0.value.wanted, $0.key) < ($1.value.wanted, $1.key) }.map(\.key)
+        for p in partialOrder {
+            take(from: p, for: peer, count: count, into: &out)
+            if out.count >= count { return out }
+        }
+
+        // 2. New pieces: random while we have few, then rarest-first.
+        while out.count < count, let p = newPiece(allowed: allowed, onlyFrom: onlyFrom) {
+            let n = blockCount(piece: p)
+            partials[p] = Partial(blocks: [Slot](repeating: .wanted, count: n), wanted: n, received: 0)
+            take(from: p, for: peer, count: count, into: &out)
+        }
+        if out.count >= count || !isEndgame { return out }
+
+        // 3. Endgame: blocks outstanding elsewhere, the least duplicated first.
+        var candidates: [(BlockRequest, Int)] = []
+        for (p, partial) in partials where allowed(p) {
+            for (k, slot) in partial.blocks.enumerated() {
+                if case .requested(let peers) = slot, !peers.contains(peer), peers.count < endgameMaxPeersPerBlock {
+                    candidates.append((block(piece: p, index: k), peers.count))
+                }
+            }
+        }
+        candidates.sort { ($0.1, $0.0.piece, $0.0.begin) < ($1.1, $1.0.piece, $1.0.begin) }
+        for (b, _) in candidates.prefix(count - out.count) {
+            let k = b.begin / blockSize
+            if case .requested(let peers) = partials[b.piece]!.blocks[k] {
+                partials[b.piece]!.blocks[k] = .requested(peers + [peer])
+            }
+            outstanding[peer, default: []].insert(b)
+            out.append(b)
+        }
+        return out
+    }
+
+    mutating func take(from p: Int, for peer: PeerKey, count: Int, into out: inout [BlockRequest]) {
+        guard var partial = partials[p] else { return }
+        var k = 0
+        while k < partial.blocks.count, out.count < count, partial.wanted > 0 {
+            if partial.blocks[k] == .wanted {
+                partial.blocks[k] = .requested([peer])
+                partial.wanted -= 1
+                let b = block(piece: p, index: k)
+                outstanding[peer, default: []].insert(b)
+                out.append(b)
+            }
+            k += 1
+        }
+        partials[p] = partial
+    }
+
+    /// A piece nobody has started: uniformly random while fewer than `randomFirstPieces` are
+    /// verified, else one of the rarest (reservoir sampling among ties, one pass).
+    mutating func newPiece(allowed: (Int) -> Bool, onlyFrom: Set<Int>?) -> Int? {
+        let random = have.setCount < randomFirstPieces
+        var best: Int? = nil
+        var bestAvailability = Int.max
+        var ties = 0
+        func consider(_ p: Int) {
+            guard !have[p], partials[p] == nil, !awaitingVerification.contains(p), allowed(p) else { return }
+            let a = random ? 0 : availability[p]
+            if a < bestAvailability {
+                bestAvailability = a; best = p; ties = 1
+            } else if a == bestAvailability {
+                ties += 1
+                if rng.next(upperBound: UInt64(ties)) == 0 { best = p }
+            }
+        }
+        if let only = onlyFrom {
+            for p in only.sorted() where p >= 0 && p < pieceCount { consider(p) }
+        } else {
+            for p in 0..<pieceCount { consider(p) }
+        }
+        return best
+    }
+
+    // MARK: events
+
+    /// A block arrived from `peer`. `alsoRequestedFrom`: peers to send `cancel` to (endgame).
+    /// Duplicates and blocks of pieces not being downloaded are ignored.
+    @discardableResult
+    public mutating func blockReceived(_ b: BlockRequest, from peer: PeerKey) -> (pieceComplete: Bool, alsoRequestedFrom: [PeerKey]) {
+        outstanding[peer]?.remove(b)
+        guard let k = blockIndex(b), var partial = partials[b.piece] else { return (false, []) }
+        var others: [PeerKey] = []
+        switch partial.blocks[k] {
+        case .received:
+            return (false, [])
+        case .requested(let peers):
+            others = peers.filter { $0 != peer }
+            for o in others { outstanding[o]?.remove(b) }
+        case .wanted:
+            partial.wanted -= 1
+        }
+        partial.blocks[k] = .received
+        partial.received += 1
+        if partial.received == partial.blocks.count {
+            partials[b.piece] = nil
+            awaitingVerification.insert(b.piece)
+            return (true, others)
+        }
+        partials[b.piece] = partial
+        return (false, others)
+    }
+
+    /// The request will not be answered (reject, choke without the fast extension): the block is
+    /// wanted again unless another peer still has it outstanding.
+    public mutating func requestFailed(_ b: BlockRequest, peer: PeerKey) {
+        outstanding[peer]?.remove(b)
+        guard let k = blockIndex(b), var partial = partials[b.piece],
+              case .requested(var peers) = partial.blocks[k], let i = peers.firstIndex(of: peer) else { return }
+        peers.remove(at: i)
+        if peers.isEmpty {
+            partial.blocks[k] = .wanted
+            partial.wanted += 1
+        } else {
+            partial.blocks[k] = .requested(peers)
+        }
+        // A piece with nothing received and nothing outstanding is untouched again, so that
+        // rarest-first, not "continue partial pieces", decides when it is picked.
+        if partial.received == 0, partial.wanted == partial.blocks.count {
+            partials[b.piece] = nil
+        } else {
+            partials[b.piece] = partial
+        }
+    }
+
+    /// A peer disconnected (or choked us without the fast extension): all its requests go back.
+    /// Call `peerLost(bitfield:)` as well when it disconnected.
+    public mutating func peerGone(_ peer: PeerKey) {
+        guard let blocks = outstanding.removeValue(forKey: peer) else { return }
+        for b in blocks.sorted(by: { ($0.piece, $0.begin) < ($1.piece, $1.begin) }) {
+            requestFailed(b, peer: peer)
+        }
+    }
+
+    /// The piece's hash matched (or resume data says we have it).
+    public mutating func pieceVerified(_ index: Int) {
+        precondition(index >= 0 && index < pieceCount, "piece \(index) out of range")
+        awaitingVerification.remove(index)
+        dropPartial(index)
+        have[index] = true
+    }
+
+    /// The piece's hash did not match: every block is wanted again.
+    public mutating func pieceFailed(_ index: Int) {
+        precondition(index >= 0 && index < pieceCount, "piece \(index) out of range")
+        awaitingVerification.remove(index)
+        dropPartial(index)
+        have[index] = false
+    }
+
+    mutating func dropPartial(_ index: Int) {
+        guard let partial = partials.removeValue(forKey: index) else { return }
+        for (k, slot) in partial.blocks.enumerated() {
+            if case .requested(let peers) = slot {
+                let b = block(piece: index, index: k)
+                for p in peers { outstanding[p]?.remove(b) }
+            }
+        }
+    }
+}
+
+/// How many requests to keep outstanding to one peer: enough to cover the bandwidth-delay product
+/// plus `queueSeconds` of transfer (libtorrent's request_queue_time idea: the queue must not run dry
+/// while the next requests travel and the peer reads its disk). Grows at once, shrinks gently so a
+/// short dip in the measured rate does not starve the pipe.
+public struct RequestQueueDepth: Sendable {
+    public let min: Int
+    public let max: Int
+    public var blockSize: Int
+    public var queueSeconds: Double
+    public private(set) var depth: Int
+
+    public init(min: Int = 4, max: Int = 500, blockSize: Int = 16384, queueSeconds: Double = 3) {
+        precondition(min >= 1 && max >= min, "queue depth bounds \(min)...\(max)")
+        self.min = min
+        self.max = max
+        self.blockSize = blockSize
+        self.queueSeconds = queueSeconds
+        self.depth = min
+    }
+
+    public mutating func update(bytesPerSecond: Double, rttSeconds: Double?) {
+        guard bytesPerSecond.isFinite, bytesPerSecond >= 0 else { return }
+        let rtt = rttSeconds.flatMap { $0.isFinite && $0 >= 0 ? $0 : nil } ?? 0
+        let wanted = (bytesPerSecond * (queueSeconds + rtt) / Double(blockSize)).rounded(.up)
+        let target = Swift.min(Swift.max(wanted.isFinite ? Int(Swift.min(wanted, Double(Int32.max))) : max, min), max)
+        if target >= depth {
+            depth = target
+        } else {
+            depth = Swift.max(target, depth - Swift.max(1, (depth - target) / 4))
+        }
+    }
+}
