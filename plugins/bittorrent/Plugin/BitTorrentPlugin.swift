@@ -1,14 +1,962 @@
-// The BitTorrent plugin (placeholder until the engine lands): exports the entry point so the
-// product links.
+// The BitTorrent plugin: a BitTorrent client on PeerhostSDK. The core owns every socket and file;
+// this code speaks the protocol. Data path for a downloaded block: the core receives into a pool
+// slot → the framer names the block's byte ranges → they are copied once into the block's own
+// slot → the piece's SHA-1 is computed over those slots → each slot is written to its file by the
+// core (file_write, no copy) → the slot comes back and is freed. Uploads: file_read into a slot
+// (the core reads straight into it) → that slot is sent after a 13-byte header.
+//
+// Everything runs on the plugin's one thread (ABI contract); nothing blocks.
 import PeerhostSDK
 import BitTorrentProtocol
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Operator settings: the plugin's table in peerhost.toml, passed as JSON.
+struct Settings {
+    var listen = "tcp:0.0.0.0:6881"
+    /// Default save root: a storage grant of the manifest (relative to <data_dir>/bittorrent/).
+    var downloadDir = "downloads"
+    var maxPeersPerTorrent = 50
+    var maxConnections = 200
+    /// Peers unchoked by tit-for-tat (plus one optimistic).
+    var uploadSlots = 4
+    /// Slots the plugin may hold for blocks being assembled or written (of its pool's send half).
+    var blockSlotBudget = 640
+    /// Slots the plugin may hold for uploads being read or sent.
+    var uploadSlotBudget = 192
+    /// Pipelined requests per peer: the adaptive depth stays between these.
+    var minQueueDepth = 8
+    var maxQueueDepth = 256
+    /// Announce our address in PEX and to trackers as this port (default: the listen port).
+    var announcePort: UInt16?
+    /// Time without a block from a peer with requests outstanding before its requests go elsewhere.
+    var snubSeconds = 20.0
+
+    init(json: JSON) {
+        // The host passes the effective listen grants: the first TCP one is where peers reach us.
+        if let s = json["listen"]?.string { listen = s }
+        if let a = json["listen"]?.array, let tcp = a.compactMap(\.string).first(where: { $0.hasPrefix("tcp:") }) { listen = tcp }
+        if let s = json["download_dir"]?.string { downloadDir = s }
+        if let n = json["max_peers_per_torrent"]?.int, n > 0 { maxPeersPerTorrent = n }
+        if let n = json["max_connections"]?.int, n > 0 { maxConnections = n }
+        if let n = json["upload_slots"]?.int, n >= 0 { uploadSlots = n }
+        if let n = json["announce_port"]?.int, n > 0, n < 65536 { announcePort = UInt16(n) }
+        if let n = json["max_queue_depth"]?.int, n >= 1 { maxQueueDepth = n }
+    }
+
+    var listenPort: UInt16 {
+        if let p = announcePort { return p }
+        if let colon = listen.lastIndex(of: ":"), let p = UInt16(listen[listen.index(after: colon)...]) { return p }
+        return 6881
+    }
+}
+
+/// What an outstanding host call was for.
+enum Pending {
+    case listen
+    case connect(InfoHash, String)
+    case trackerConnect(InfoHash)
+    case fileOpen(InfoHash, Int)
+    case checkOpen(InfoHash, Int)
+    case write(WriteJob)
+    case read(ReadJob)
+    case sync(InfoHash)
+    case resumePut(InfoHash)
+    case kvWrite
+    case restore
+}
+
+/// A verified block (or the part of it in one file) on its way to disk.
+struct WriteJob {
+    let torrent: InfoHash
+    let piece: Int
+    let span: FileSpan
+}
+
+/// A block being read, for an upload or a check: one file_read per file span into the same slot.
+struct ReadJob {
+    enum Purpose { case upload(Connection), check(piece: Int, block: Int) }
+    let torrent: InfoHash
+    let purpose: Purpose
+    let request: BlockRequest
+    let spans: [FileSpan]
+    /// Read-only handles of a check; nil = the torrent's own files.
+    var handles: [FileID?]? = nil
+    var next = 0
+    var filled = 0
+}
+
+func monotonicNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
 
 public final class BitTorrentPlugin: Plugin {
     public let host: Host
-    public init(host: Host) { self.host = host }
+    var settings = Settings(json: .object([:]))
+    let peerID: [UInt8]
+    var torrents: [InfoHash: Torrent] = [:]
+    /// Order of addition, for stable listings.
+    var order: [InfoHash] = []
+    var peers: [Connection: PeerConnection] = [:]
+    var trackerSessions: [Connection: TrackerSession] = [:]
+    /// Announces waiting for their connection: URL, request bytes, event.
+    var pendingAnnounces: [InfoHash: (String, [UInt8], AnnounceEvent?)] = [:]
+    /// Resume saves waiting for their file syncs: torrent → syncs outstanding and the snapshot.
+    var resumeSyncs: [InfoHash: (left: Int, value: [UInt8])] = [:]
+    var pending: [Request: Pending] = [:]
+    var listening = false
+    var listenError: String?
+    var restored = false
+    var tickTimer: TimerID?
+    var checks: [InfoHash: TorrentCheck] = [:]
+    var tickCount = 0
+    var choker = Choker()
+    var blockSlotsHeld = 0
+    var uploadSlotsHeld = 0
+    var connectsInFlight = 0
+    var startedAt = monotonicNow()
+
+    public init(host: Host) {
+        self.host = host
+        var rng = SystemRandomNumberGenerator()
+        // Azureus-style id: client "PH", version 0.1.0, then random bytes.
+        peerID = Array("-PH0100-".utf8) + (0..<12).map { _ in UInt8.random(in: 0x30...0x7a, using: &rng) }
+    }
+
+    var now: Double { monotonicNow() }
+
+    public func start(config: [UInt8]) throws(PluginError) {
+        do {
+            settings = Settings(json: try JSON.parse(config))
+        } catch {
+            host.log(.error, "bittorrent: config: \(error)")
+            throw .invalid
+        }
+        let r = try host.listen(settings.listen)
+        pending[r] = .listen
+        // Resume: every torrent this plugin knew, from the store.
+        let scan = try host.kvScan(prefix: ResumeData.keyPrefix, limit: 100_000)
+        pending[scan] = .restore
+        tickTimer = try host.timer(after: 1_000_000_000, tag: 1)
+        host.log(.info, "bittorrent: peer id \(String(decoding: peerID.prefix(8), as: UTF8.self))…, listening on \(settings.listen)")
+    }
+
+    public func stop() {
+        for p in peers.values { p.releaseBuffers(host: host) }
+        for t in torrents.values { for a in t.assembling.values { a.free(host: host) } }
+    }
+
+    // MARK: callbacks
+
+    public func onAccept(listener: Connection, conn: Connection, peer: String) {
+        guard peers.count < settings.maxConnections else { try? host.close(conn); return }
+        let p = PeerConnection(conn: conn, outgoing: false, address: peer, now: now)
+        peers[conn] = p
+    }
+
+    public func onData(conn: Connection, buffer: Buffer) {
+        if let s = trackerSessions[conn] {
+            trackerData(s, buffer)
+            return
+        }
+        guard let p = peers[conn] else { host.free(buffer); return }
+        receive(p, buffer)
+    }
+
+    public func onWritable(conn: Connection) {
+        guard let p = peers[conn] else { return }
+        p.blocked = false
+        flush(p)
+        serveUploads(p)
+    }
+
+    public func onClosed(conn: Connection, reason: PluginError?) {
+        if let s = trackerSessions.removeValue(forKey: conn) {
+            trackerClosed(s)
+            return
+        }
+        guard let p = peers[conn] else { return }
+        dropPeer(p, reason: reason.map { "closed: \($0)" } ?? "closed by peer", closeConnection: false)
+    }
+
+    public func onTimer(id: TimerID, tag: UInt64) {
+        tick()
+        tickTimer = try? host.timer(after: 1_000_000_000, tag: 1)
+    }
+
+    public func onComplete(request: Request, result: Result<Int64, PluginError>, buffer: Buffer?) {
+        guard let what = pending.removeValue(forKey: request) else {
+            if let buffer { host.free(buffer) }
+            return
+        }
+        switch what {
+        case .listen:
+            switch result {
+            case .success: listening = true
+            case .failure(let e):
+                listenError = "listen on \(settings.listen): \(e)"
+                host.log(.error, "bittorrent: \(listenError!) (outgoing connections still work)")
+            }
+            if let buffer { host.free(buffer) }
+        case .connect(let hash, let address):
+            connectsInFlight -= 1
+            if let buffer { host.free(buffer) }
+            connected(hash, address, result)
+        case .trackerConnect(let hash):
+            if let buffer { host.free(buffer) }
+            trackerConnected(hash, result)
+        case .fileOpen(let hash, let index):
+            if let buffer { host.free(buffer) }
+            fileOpened(hash, index, result)
+        case .checkOpen(let hash, let index):
+            if let buffer { host.free(buffer) }
+            checkOpened(hash, index, result)
+        case .write(let job):
+            writeDone(job, result, buffer)
+        case .read(let job):
+            readDone(job, result, buffer)
+        case .sync(let hash):
+            if let buffer { host.free(buffer) }
+            syncDone(hash, result)
+        case .resumePut(let hash):
+            if let buffer { host.free(buffer) }
+            torrents[hash]?.resumeSaving = false
+            if case .failure(let e) = result { host.log(.warn, "bittorrent: saving resume data for \(hash.hex): \(e)") }
+        case .kvWrite:
+            if let buffer { host.free(buffer) }
+            if case .failure(let e) = result { host.log(.warn, "bittorrent: store write: \(e)") }
+        case .restore:
+            restore(result, buffer)
+        }
+    }
+
+    // MARK: the one-second tick
+
+    func tick() {
+        tickCount += 1
+        let t0 = now
+        for hash in order {
+            guard let t = torrents[hash] else { continue }
+            t.downRate.roll(t0); t.upRate.roll(t0)
+            guard t.active else { continue }
+            if t0 >= t.nextAnnounce, !t.announcing { announce(t, event: t.announcedStarted ? nil : .started) }
+            connectMore(t)
+            if t.resumeDirty, !t.resumeSaving, t0 - t.lastResumeSave >= 2 { saveResume(t) }
+        }
+        for p in Array(peers.values) {
+            guard !p.closed else { continue }
+            if !p.outstanding.isEmpty, t0 - p.lastPieceAt > settings.snubSeconds {
+                // Snubbed: its requests go back to the picker for other peers.
+                p.snubbed = true
+                returnRequests(p)
+            }
+            if t0 - p.lastReceive > 180 { dropPeer(p, reason: "idle for 3 minutes"); continue }
+            if p.remote == nil, t0 - p.connectedAt > 20 { dropPeer(p, reason: "no handshake within 20 s"); continue }
+            if t0 - p.lastSend > 90 { send(p, .keepAlive) }
+            if let t = p.torrent, tickCount % 60 == 0 { sendPex(p, t) }
+            flush(p)
+        }
+        if tickCount % 10 == 0 { rechoke() }
+        // A check that ran out of slots goes on once some came back.
+        for (hash, c) in checks where c.current == nil && c.opensLeft == 0 {
+            if let t = torrents[hash] { checkNextPiece(t, c) }
+        }
+    }
+
+    // MARK: peers: connecting
+
+    func connectMore(_ t: Torrent) {
+        guard t.state != .checking, t.peers.count < settings.maxPeersPerTorrent, peers.count + connectsInFlight < settings.maxConnections else { return }
+        let t0 = now
+        var started = 0
+        for (address, state) in t.addresses where !state.connected && started < 8 {
+            let backoff = state.failures == 0 ? 0 : min(300.0, 5.0 * Double(1 << min(state.failures, 6)))
+            guard t0 - state.lastAttempt >= max(backoff, 1), !t.banned.contains(PeerConnection.ip(of: address)) else { continue }
+            t.addresses[address]!.lastAttempt = t0
+            t.addresses[address]!.connected = true   // in flight: not tried twice
+            do {
+                let r = try host.connect(address)
+                pending[r] = .connect(t.infoHash, address)
+                connectsInFlight += 1
+                started += 1
+            } catch {
+                t.addresses[address]!.connected = false
+                t.addresses[address]!.failures += 1
+                host.log(.debug, "bittorrent: connect \(address): \(error)")
+            }
+        }
+    }
+
+    func connected(_ hash: InfoHash, _ address: String, _ result: Result<Int64, PluginError>) {
+        guard let t = torrents[hash] else {
+            if case .success(let c) = result { try? host.close(Connection(c)) }
+            return
+        }
+        switch result {
+        case .failure(let e):
+            t.addresses[address]?.connected = false
+            t.addresses[address]?.failures += 1
+            host.log(.debug, "bittorrent: \(t.displayName): connect \(address): \(e)")
+        case .success(let c):
+            let conn = Connection(c)
+            guard t.active else { try? host.close(conn); t.addresses[address]?.connected = false; return }
+            t.addresses[address]?.failures = 0
+            let p = PeerConnection(conn: conn, outgoing: true, address: address, now: now)
+            p.torrent = t
+            peers[conn] = p
+            t.peers.insert(conn)
+            sendHandshake(p, t)
+            flush(p)
+        }
+    }
+
+    func addAddress(_ t: Torrent, _ address: String, source: String) {
+        guard t.addresses[address] == nil, !t.banned.contains(PeerConnection.ip(of: address)) else { return }
+        guard t.addresses.count < 2000 else { return }
+        t.addresses[address] = AddressState(source: source)
+    }
+
+    // MARK: peers: receiving
+
+    func receive(_ p: PeerConnection, _ buffer: Buffer) {
+        defer { host.free(buffer) }
+        p.lastReceive = now
+        let events: [PeerWireFramer.Event]
+        do {
+            events = try p.framer.feed(buffer.bytes)
+        } catch {
+            dropPeer(p, reason: "\(error)")
+            return
+        }
+        let bytes = buffer.bytes
+        for e in events {
+            guard !p.closed else { return }
+            switch e {
+            case .handshake(let h): handshakeReceived(p, h)
+            case .message(let m): handle(p, m)
+            case .blockStart(let piece, let begin, let length): blockStarted(p, BlockRequest(piece: piece, begin: begin, length: length))
+            case .blockData(let range):
+                guard var r = p.receiving else { continue }
+                if let b = r.buffer, let base = b.raw.data {
+                    UnsafeMutableRawPointer(base + r.filled).copyMemory(from: bytes.baseAddress! + range.lowerBound, byteCount: range.count)
+                }
+                r.filled += range.count
+                p.receiving = r
+                p.downloaded += Int64(range.count)
+                p.downRate.add(range.count, now: p.lastReceive)
+                if let t = p.torrent { t.downloaded += Int64(range.count); t.downRate.add(range.count, now: p.lastReceive) }
+            case .blockEnd: blockFinished(p)
+            }
+        }
+        flush(p)
+    }
+
+    func handshakeReceived(_ p: PeerConnection, _ h: Handshake) {
+        guard let hash = InfoHash(bytes: h.infoHash) else { dropPeer(p, reason: "bad infohash"); return }
+        if p.outgoing {
+            guard p.torrent?.infoHash == hash else { dropPeer(p, reason: "handshake for another torrent"); return }
+        } else {
+            guard let t = torrents[hash], t.active else {
+                dropPeer(p, reason: "handshake for unknown torrent \(hash.hex)")
+                return
+            }
+            guard t.state != .checking else { dropPeer(p, reason: "torrent is being checked"); return }
+            guard !t.banned.contains(p.ip) else { dropPeer(p, reason: "banned"); return }
+            guard t.peers.count < settings.maxPeersPerTorrent else { dropPeer(p, reason: "peer limit"); return }
+            p.torrent = t
+            t.peers.insert(p.conn)
+        }
+        guard h.peerID != peerID else { dropPeer(p, reason: "connected to ourselves"); return }
+        if let t = p.torrent, t.peers.contains(where: { $0 != p.conn && peers[$0]?.remote?.peerID == h.peerID }) {
+            dropPeer(p, reason: "already connected to this peer")
+            return
+        }
+        p.remote = h
+        try? host.setPeer(p.conn, id: h.peerID)
+        guard let t = p.torrent else { return }
+        if !p.outgoing { sendHandshake(p, t) }
+        sendInitialState(p, t)
+    }
+
+    func sendHandshake(_ p: PeerConnection, _ t: Torrent) {
+        guard !p.handshakeSent else { return }
+        p.handshakeSent = true
+        enqueue(p, bytes: Handshake(infoHash: t.infoHash.bytes, peerID: peerID).encoded())
+    }
+
+    /// After both handshakes: the extension handshake, then what we have.
+    func sendInitialState(_ p: PeerConnection, _ t: Torrent) {
+        if p.supportsExtensions {
+            var ext = ExtensionHandshake(messages: [ExtensionHandshake.utMetadata: Int(ExtensionIDs.metadata),
+                                                    ExtensionHandshake.utPex: Int(ExtensionIDs.pex)],
+                                         listenPort: settings.listenPort, client: "Peerhost 0.1.0")
+            ext.requestQueueSize = 500
+            if let m = t.meta { ext.metadataSize = m.rawInfo.count }
+            send(p, .extended(id: 0, payload: ext.encoded()))
+        }
+        if t.info == nil {
+            if p.supportsFast { send(p, .haveNone) }
+        } else if p.supportsFast && t.have.isComplete {
+            send(p, .haveAll)
+        } else if p.supportsFast && t.have.setCount == 0 {
+            send(p, .haveNone)
+        } else if t.have.setCount > 0 {
+            send(p, .bitfield(t.have.wire))
+        }
+    }
+
+    func handle(_ p: PeerConnection, _ m: PeerMessage) {
+        guard let t = p.torrent, p.remote != nil else { dropPeer(p, reason: "message before handshake"); return }
+        switch m {
+        case .keepAlive: break
+        case .choke:
+            p.peerChoking = true
+            // Without the fast extension a choke drops every request; with it the peer rejects each.
+            if !p.supportsFast { returnRequests(p) }
+        case .unchoke:
+            p.peerChoking = false
+            requestBlocks(p)
+        case .interested:
+            p.peerInterested = true
+            if p.amChoking, unchokedCount(t) < settings.uploadSlots { setChoked(p, false) }
+        case .notInterested:
+            p.peerInterested = false
+        case .have(let piece):
+            guard let info = t.info else { p.pendingHaves.append(piece); return }
+            guard piece >= 0, piece < info.pieceCount else { dropPeer(p, reason: "have for piece \(piece) of \(info.pieceCount)"); return }
+            if p.have == nil { p.have = Bitfield(count: info.pieceCount) }
+            if !p.have![piece] {
+                p.have![piece] = true
+                t.picker?.peerHas(piece: piece)
+                if !t.have[piece] && !p.amInterested { setInterested(p, true) }
+                requestBlocks(p)
+            }
+        case .bitfield(let bits):
+            guard let info = t.info else { p.pendingBitfield = bits; return }
+            do {
+                try peerBitfield(p, t, Bitfield(count: info.pieceCount, wire: bits))
+            } catch {
+                dropPeer(p, reason: "bad bitfield: \(error)")
+            }
+        case .haveAll:
+            guard let info = t.info else { p.pendingHaveAll = true; return }
+            peerBitfield(p, t, Bitfield.full(count: info.pieceCount))
+        case .haveNone:
+            if let info = t.info { peerBitfield(p, t, Bitfield(count: info.pieceCount)) }
+        case .request(let piece, let begin, let length):
+            uploadRequested(p, t, BlockRequest(piece: piece, begin: begin, length: length))
+        case .cancel(let piece, let begin, let length):
+            p.uploadQueue.removeAll { $0 == BlockRequest(piece: piece, begin: begin, length: length) }
+        case .reject(let piece, let begin, let length):
+            let r = BlockRequest(piece: piece, begin: begin, length: length)
+            if let i = p.outstanding.firstIndex(of: r) {
+                p.outstanding.remove(at: i)
+                t.picker?.requestFailed(r, peer: p.conn)
+            }
+        case .allowedFast(let piece):
+            if let info = t.info, piece >= 0, piece < info.pieceCount {
+                p.allowedFast.insert(piece)
+                if p.peerChoking { requestBlocks(p) }
+            }
+        case .suggest, .port: break
+        case .pieceHeader: break   // the framer reports pieces as block events
+        case .extended(let id, let payload): extensionMessage(p, t, id, payload)
+        }
+    }
+
+    func peerBitfield(_ p: PeerConnection, _ t: Torrent, _ b: Bitfield) {
+        if let old = p.have { t.picker?.peerLost(bitfield: old) }
+        p.have = b
+        t.picker?.peerHas(bitfield: b)
+        var interesting = false
+        for i in 0..<b.count where b[i] && !t.have[i] { interesting = true; break }
+        setInterested(p, interesting)
+        requestBlocks(p)
+    }
+
+    /// Once the metadata arrives, what peers told us before becomes bitfields.
+    func applyPendingHaves(_ p: PeerConnection, _ t: Torrent) {
+        guard let info = t.info else { return }
+        if p.pendingHaveAll {
+            peerBitfield(p, t, Bitfield.full(count: info.pieceCount))
+        } else if let bits = p.pendingBitfield, let b = try? Bitfield(count: info.pieceCount, wire: bits) {
+            var b = b
+            for i in p.pendingHaves where i >= 0 && i < info.pieceCount { b[i] = true }
+            peerBitfield(p, t, b)
+        } else if !p.pendingHaves.isEmpty {
+            var b = Bitfield(count: info.pieceCount)
+            for i in p.pendingHaves where i >= 0 && i < info.pieceCount { b[i] = true }
+            peerBitfield(p, t, b)
+        }
+        p.pendingBitfield = nil
+        p.pendingHaves = []
+        p.pendingHaveAll = false
+    }
+
+    // MARK: downloading
+
+    func setInterested(_ p: PeerConnection, _ on: Bool) {
+        guard p.amInterested != on else { return }
+        p.amInterested = on
+        send(p, on ? .interested : .notInterested)
+    }
+
+    func requestBlocks(_ p: PeerConnection) {
+        guard let t = p.torrent, t.active, t.state == .downloading, t.picker != nil, let peerHas = p.have, !p.closed else { return }
+        let choked = p.peerChoking
+        if choked && (!p.supportsFast || p.allowedFast.isEmpty) { return }
+        let rate = p.downRate.rate(now: now)
+        p.queueDepth.update(bytesPerSecond: rate, rttSeconds: nil)
+        let depth = min(max(p.queueDepth.depth, settings.minQueueDepth), settings.maxQueueDepth)
+        var want = depth - p.outstanding.count
+        // Every outstanding request will need a slot when its block arrives.
+        let outstandingAll = peers.values.reduce(0) { $0 + $1.outstanding.count }
+        want = min(want, settings.blockSlotBudget - blockSlotsHeld - outstandingAll)
+        guard want > 0 else { return }
+        var has = peerHas
+        if choked {
+            has = Bitfield(count: peerHas.count)
+            for i in p.allowedFast where peerHas[i] { has[i] = true }
+        }
+        let blocks = t.picker!.pick(for: p.conn, peerHas: has, count: want)
+        if blocks.isEmpty {
+            if p.outstanding.isEmpty && !t.picker!.isEndgame {
+                // Nothing more from this peer: tell it, so it can choke us and free a slot.
+                var any = false
+                for i in 0..<peerHas.count where peerHas[i] && !t.have[i] && t.assembling[i] == nil { any = true; break }
+                if !any && t.writing.isEmpty { setInterested(p, false) }
+            }
+            return
+        }
+        if !p.amInterested { setInterested(p, true) }
+        for b in blocks {
+            p.outstanding.append(b)
+            send(p, .request(piece: b.piece, begin: b.begin, length: b.length))
+        }
+        if p.outstanding.count == blocks.count { p.lastPieceAt = now }
+    }
+
+    /// Outstanding requests of a peer go back to the picker (choke without fast, snub, close).
+    func returnRequests(_ p: PeerConnection) {
+        guard let t = p.torrent else { p.outstanding.removeAll(); return }
+        for r in p.outstanding { t.picker?.requestFailed(r, peer: p.conn) }
+        p.outstanding.removeAll()
+    }
+
+    func blockStarted(_ p: PeerConnection, _ r: BlockRequest) {
+        guard let t = p.torrent, let info = t.info else { dropPeer(p, reason: "piece before metadata"); return }
+        guard r.piece >= 0, r.piece < info.pieceCount, r.begin >= 0, r.length > 0,
+              r.begin + r.length <= info.pieceSize(r.piece) else {
+            dropPeer(p, reason: "piece message outside the torrent: piece \(r.piece) begin \(r.begin) length \(r.length)")
+            return
+        }
+        guard let i = p.outstanding.firstIndex(of: r) else {
+            // Not asked for (cancelled in endgame, or a peer sending junk): skipped, counted as waste.
+            p.receiving = (r, nil, 0)
+            t.wasted += Int64(r.length)
+            return
+        }
+        p.outstanding.remove(at: i)
+        p.lastPieceAt = now
+        p.snubbed = false
+        guard r.length <= 16_384, let b = try? host.allocBuffer() else {
+            t.picker?.requestFailed(r, peer: p.conn)
+            p.receiving = (r, nil, 0)
+            return
+        }
+        blockSlotsHeld += 1
+        p.receiving = (r, b, 0)
+    }
+
+    func blockFinished(_ p: PeerConnection) {
+        guard let r = p.receiving else { return }
+        p.receiving = nil
+        guard var b = r.buffer, let t = p.torrent else { return }
+        b.raw.offset = 0
+        b.raw.length = UInt32(r.request.length)
+        let req = r.request
+        guard t.picker != nil, !t.have[req.piece], t.writing[req.piece] == nil else {
+            host.free(b); blockSlotsHeld -= 1
+            requestBlocks(p)
+            return
+        }
+        let others = t.picker!.blockReceived(req, from: p.conn).alsoRequestedFrom
+        for o in others where o != p.conn {
+            guard let q = peers[o], let k = q.outstanding.firstIndex(of: req) else { continue }
+            q.outstanding.remove(at: k)
+            send(q, .cancel(piece: req.piece, begin: req.begin, length: req.length))
+        }
+        let blockCount = (t.info!.pieceSize(req.piece) + 16_383) / 16_384
+        var a = t.assembling[req.piece] ?? PieceAssembly(blockCount: blockCount)
+        let bi = req.begin / 16_384
+        if a.blocks[bi] != nil {
+            host.free(b); blockSlotsHeld -= 1   // a duplicate (endgame)
+        } else {
+            a.blocks[bi] = b
+            a.from[bi] = p.ip
+            a.received += 1
+        }
+        t.assembling[req.piece] = a
+        if a.isComplete { verify(t, req.piece) }
+        requestBlocks(p)
+    }
+
+    func verify(_ t: Torrent, _ piece: Int) {
+        guard let a = t.assembling.removeValue(forKey: piece), let info = t.info else { return }
+        if a.digest() == info.pieceHashes[piece] {
+            t.picker?.pieceVerified(piece)
+            t.piecesVerified += 1
+            if let bad = t.failedBlocks.removeValue(forKey: piece) {
+                // The piece failed before: whoever sent a block that differs from the good one lied.
+                let good = a.blockDigests()
+                for (i, old) in bad.enumerated() where i < good.count && !old.digest.isEmpty && old.digest != good[i] {
+                    ban(t, old.peer, reason: "sent a block of piece \(piece) that failed the hash check")
+                }
+            }
+            write(t, piece, a)
+        } else {
+            t.hashFailures += 1
+            t.picker?.pieceFailed(piece)
+            let senders = Set(a.from.filter { !$0.isEmpty })
+            host.log(.warn, "bittorrent: \(t.displayName): piece \(piece) failed its SHA-1 check (from \(senders.sorted().joined(separator: ", ")))")
+            if senders.count == 1 {
+                ban(t, senders.first!, reason: "sent piece \(piece), which failed its hash check")
+            } else {
+                t.failedBlocks[piece] = zip(a.blockDigests(), a.from).map { ($0, $1) }
+            }
+            a.free(host: host)
+            blockSlotsHeld -= a.received
+        }
+    }
+
+    func ban(_ t: Torrent, _ ip: String, reason: String) {
+        guard !t.banned.contains(ip) else { return }
+        t.banned.insert(ip)
+        t.bannedCount += 1
+        host.log(.warn, "bittorrent: \(t.displayName): banned \(ip): \(reason)")
+        for c in t.peers { if let q = peers[c], q.ip == ip { dropPeer(q, reason: "banned: \(reason)") } }
+    }
+
+    // MARK: files
+
+    /// Runs `body` with the file's id once the core opened it (nil when it cannot be opened).
+    func withFile(_ t: Torrent, _ index: Int, _ body: @escaping (FileID?) -> Void) {
+        guard index < t.files.count else { body(nil); return }
+        if let id = t.files[index].id { body(id); return }
+        if t.files[index].failed != nil { body(nil); return }
+        t.files[index].waiting.append(body)
+        guard !t.files[index].opening else { return }
+        t.files[index].opening = true
+        let flags = UInt32(PH_FILE_READ | PH_FILE_WRITE | PH_FILE_CREATE | PH_FILE_MKDIRS)
+        do {
+            let r = try host.fileOpen(t.path(ofFile: index), flags: flags)
+            pending[r] = .fileOpen(t.infoHash, index)
+        } catch {
+            fileOpened(t.infoHash, index, .failure(error))
+        }
+    }
+
+    func fileOpened(_ hash: InfoHash, _ index: Int, _ result: Result<Int64, PluginError>) {
+        guard let t = torrents[hash], index < t.files.count else {
+            if case .success(let id) = result { try? host.fileClose(FileID(id)) }
+            return
+        }
+        t.files[index].opening = false
+        let waiting = t.files[index].waiting
+        t.files[index].waiting = []
+        switch result {
+        case .success(let id):
+            t.files[index].id = FileID(id)
+            for w in waiting { w(FileID(id)) }
+        case .failure(let e):
+            let why = "cannot open \(t.path(ofFile: index)): \(e)"
+            t.files[index].failed = why
+            fail(t, why)
+            for w in waiting { w(nil) }
+        }
+    }
+
+    func fail(_ t: Torrent, _ why: String) {
+        if case .failed = t.state { return }
+        t.state = .failed(why)
+        host.log(.error, "bittorrent: \(t.displayName): \(why)")
+        for c in t.peers { if let p = peers[c] { dropPeer(p, reason: "torrent failed") } }
+    }
+
+    /// Writes a verified piece: one file_write per block, straight from its slot. The core keeps
+    /// a written slot (the runner recycles it), so a block that crosses a file boundary has the
+    /// part in the next file copied into a slot of its own first — a copy only at file edges.
+    func write(_ t: Torrent, _ piece: Int, _ a: PieceAssembly) {
+        let info = t.info!
+        var jobs: [(WriteJob, Buffer)] = []
+        for (i, b) in a.blocks.enumerated() {
+            guard let b else { continue }
+            let offset = Int64(piece) * Int64(info.pieceLength) + Int64(i * 16_384)
+            var consumed = 0
+            for (k, span) in info.spans(offset: offset, length: b.count).enumerated() {
+                var slot = b
+                if k > 0 {
+                    guard var copy = try? host.allocBuffer() else {
+                        fail(t, "out of buffer slots while writing piece \(piece)")
+                        for (_, j) in jobs where j.slot != b.slot { host.free(j) }
+                        break
+                    }
+                    let src = b.bytes
+                    try? copy.set(UnsafeRawBufferPointer(rebasing: src[consumed..<(consumed + span.length)]))
+                    blockSlotsHeld += 1
+                    slot = copy
+                } else {
+                    slot.raw.offset = 0
+                    slot.raw.length = UInt32(span.length)
+                }
+                jobs.append((WriteJob(torrent: t.infoHash, piece: piece, span: span), slot))
+                consumed += span.length
+            }
+        }
+        t.writing[piece] = jobs.count
+        for (job, slot) in jobs { writeSpan(job, slot) }
+    }
+
+    func writeSpan(_ job: WriteJob, _ buffer: Buffer) {
+        guard let t = torrents[job.torrent] else { host.free(buffer); blockSlotsHeld -= 1; return }
+        withFile(t, job.span.file) { [self] id in
+            guard let id else { host.free(buffer); blockSlotsHeld -= 1; blockWritten(t, job.piece, ok: false); return }
+            do {
+                let r = try host.fileWrite(id, at: UInt64(job.span.offset), buffer)
+                pending[r] = .write(job)
+            } catch {
+                host.free(buffer); blockSlotsHeld -= 1
+                fail(t, "write to \(t.path(ofFile: job.span.file)): \(error)")
+                blockWritten(t, job.piece, ok: false)
+            }
+        }
+    }
+
+    func writeDone(_ job: WriteJob, _ result: Result<Int64, PluginError>, _ buffer: Buffer?) {
+        if let buffer { host.free(buffer) }   // a 1.x runner recycles written slots itself
+        blockSlotsHeld -= 1
+        guard let t = torrents[job.torrent] else { return }
+        switch result {
+        case .success(let n) where n == Int64(job.span.length):
+            blockWritten(t, job.piece, ok: true)
+        case .success(let n):
+            fail(t, "short write to \(t.path(ofFile: job.span.file)): \(n) of \(job.span.length) bytes")
+            blockWritten(t, job.piece, ok: false)
+        case .failure(let e):
+            fail(t, "write to \(t.path(ofFile: job.span.file)): \(e)")
+            blockWritten(t, job.piece, ok: false)
+        }
+    }
+
+    func blockWritten(_ t: Torrent, _ piece: Int, ok: Bool) {
+        guard let left = t.writing[piece] else { return }
+        if !ok {
+            t.writing[piece] = nil
+            t.picker?.pieceFailed(piece)
+            return
+        }
+        if left > 1 { t.writing[piece] = left - 1; return }
+        t.writing[piece] = nil
+        pieceWritten(t, piece)
+    }
+
+    func pieceWritten(_ t: Torrent, _ piece: Int) {
+        t.have[piece] = true
+        t.resumeDirty = true
+        for c in t.peers {
+            guard let p = peers[c], p.remote != nil else { continue }
+            send(p, .have(piece: piece))
+            flush(p)
+        }
+        if t.have.isComplete {
+            t.state = .seeding
+            host.log(.info, "bittorrent: \(t.displayName): complete (\(t.info!.pieceCount) pieces verified)")
+            for c in t.peers { if let p = peers[c] { setInterested(p, false); flush(p) } }
+            saveResume(t)
+            announce(t, event: .completed)
+        }
+    }
+
+    // MARK: uploading
+
+    func uploadRequested(_ p: PeerConnection, _ t: Torrent, _ r: BlockRequest) {
+        guard let info = t.info, r.piece >= 0, r.piece < info.pieceCount, r.begin >= 0, r.length > 0,
+              r.begin + r.length <= info.pieceSize(r.piece) else {
+            dropPeer(p, reason: "request outside the torrent: piece \(r.piece) begin \(r.begin) length \(r.length)")
+            return
+        }
+        guard r.length <= 16_384, t.have[r.piece], !p.amChoking || p.allowedFastToThem(r.piece),
+              p.uploadQueue.count < 500 else {
+            if p.supportsFast { send(p, .reject(piece: r.piece, begin: r.begin, length: r.length)) }
+            return
+        }
+        p.uploadQueue.append(r)
+        serveUploads(p)
+    }
+
+    func serveUploads(_ p: PeerConnection) {
+        guard let t = p.torrent, let info = t.info else { return }
+        while !p.closed, !p.blocked, p.readsInFlight < 8, !p.uploadQueue.isEmpty, uploadSlotsHeld < settings.uploadSlotBudget {
+            guard let b = try? host.allocBuffer() else { return }
+            let r = p.uploadQueue.removeFirst()
+            uploadSlotsHeld += 1
+            p.readsInFlight += 1
+            let offset = Int64(r.piece) * Int64(info.pieceLength) + Int64(r.begin)
+            readNext(ReadJob(torrent: t.infoHash, purpose: .upload(p.conn), request: r, spans: info.spans(offset: offset, length: r.length)), b)
+        }
+    }
+
+    func readNext(_ job: ReadJob, _ buffer: Buffer) {
+        guard let t = torrents[job.torrent], job.next < job.spans.count else { readFinished(job, buffer, ok: true); return }
+        let span = job.spans[job.next]
+        let read: (FileID?) -> Void = { [self] id in
+            guard let id else { readFinished(job, buffer, ok: false); return }
+            var b = buffer
+            b.raw.offset = UInt32(job.filled)
+            b.raw.length = 0
+            do {
+                let r = try host.fileRead(id, at: UInt64(span.offset), into: b)
+                pending[r] = .read(job)
+            } catch {
+                readFinished(job, buffer, ok: false)
+            }
+        }
+        if let handles = job.handles { read(handles[span.file]) } else { withFile(t, span.file, read) }
+    }
+
+    func readDone(_ job: ReadJob, _ result: Result<Int64, PluginError>, _ buffer: Buffer?) {
+        guard let b = buffer else {
+            if case .upload(let peer) = job.purpose { uploadSlotsHeld -= 1; peers[peer]?.readsInFlight -= 1 }
+            return
+        }
+        var job = job
+        let want = job.spans[job.next].length
+        guard case .success(let n) = result, n >= Int64(want) else { readFinished(job, b, ok: false); return }
+        job.filled += want
+        job.next += 1
+        readNext(job, b)
+    }
+
+    func readFinished(_ job: ReadJob, _ buffer: Buffer, ok: Bool) {
+        guard case .upload(let peer) = job.purpose else { checkBlockRead(job, buffer, ok: ok); return }
+        let p = peers[peer]
+        p?.readsInFlight -= 1
+        guard ok, let p, !p.closed, !p.amChoking || p.allowedFastToThem(job.request.piece), let t = p.torrent else {
+            host.free(buffer); uploadSlotsHeld -= 1
+            if let p, !p.closed, p.supportsFast {
+                send(p, .reject(piece: job.request.piece, begin: job.request.begin, length: job.request.length)); flush(p)
+            }
+            return
+        }
+        var b = buffer
+        b.raw.offset = 0
+        b.raw.length = UInt32(job.request.length)
+        do {
+            try p.enqueueBlock(job.request, b, host: host)
+        } catch {
+            host.free(b); uploadSlotsHeld -= 1
+            return
+        }
+        let n = job.request.length
+        p.uploaded += Int64(n); t.uploaded += Int64(n)
+        p.upRate.add(n, now: now); t.upRate.add(n, now: now)
+        t.resumeDirty = true
+        flush(p)
+        serveUploads(p)
+    }
+
+    // MARK: choking
+
+    func unchokedCount(_ t: Torrent) -> Int { t.peers.reduce(0) { $0 + ((peers[$1]?.amChoking == false) ? 1 : 0) } }
+
+    func setChoked(_ p: PeerConnection, _ choked: Bool) {
+        guard p.amChoking != choked else { return }
+        p.amChoking = choked
+        send(p, choked ? .choke : .unchoke)
+        if choked {
+            if p.supportsFast {
+                for r in p.uploadQueue where !p.allowedFastToThem(r.piece) {
+                    send(p, .reject(piece: r.piece, begin: r.begin, length: r.length))
+                }
+            }
+            p.uploadQueue.removeAll { !p.allowedFastToThem($0.piece) }
+        }
+        flush(p)
+    }
+
+    /// Every 10 s: tit-for-tat per torrent (best rates to us while leeching, from us while seeding)
+    /// plus a rotating optimistic unchoke; the shaper's weights follow each peer's contribution.
+    func rechoke() {
+        let t0 = now
+        for t in torrents.values where t.active {
+            let ps = t.peers.compactMap { peers[$0] }.filter { $0.remote != nil && !$0.closed }
+            let stats = ps.map { p in
+                Choker.PeerStats(id: p.conn, interested: p.peerInterested, downloadRate: p.downRate.rate(now: t0),
+                                 uploadRate: p.upRate.rate(now: t0), connectedAt: p.connectedAt, isSnubbed: p.snubbed)
+            }
+            let unchoke = choker.rechoke(peers: stats, seeding: t.isComplete, now: t0)
+            for (p, s) in zip(ps, stats) {
+                setChoked(p, !unchoke.contains(p.conn))
+                try? host.setWeight(p.conn, choker.weight(for: s, seeding: t.isComplete))
+            }
+        }
+    }
+
+    // MARK: sending
+
+    func send(_ p: PeerConnection, _ m: PeerMessage) {
+        guard !p.closed else { return }
+        do { try p.enqueue(m, host: host) } catch { dropPeer(p, reason: "out of buffers: \(error)") }
+    }
+
+    func enqueue(_ p: PeerConnection, bytes: [UInt8]) {
+        guard !p.closed else { return }
+        do { try p.enqueue(bytes: bytes, host: host) } catch { dropPeer(p, reason: "out of buffers: \(error)") }
+    }
+
+    func flush(_ p: PeerConnection) {
+        guard !p.closed else { return }
+        do {
+            uploadSlotsHeld -= try p.flush(host: host, now: now)
+        } catch {
+            dropPeer(p, reason: "send: \(error)")
+        }
+    }
+
+    func dropPeer(_ p: PeerConnection, reason: String, closeConnection: Bool = true) {
+        guard !p.closed else { return }
+        p.closed = true
+        if let t = p.torrent {
+            t.peers.remove(p.conn)
+            t.picker?.peerGone(p.conn)
+            if let h = p.have { t.picker?.peerLost(bitfield: h) }
+            p.outstanding.removeAll()
+            if p.outgoing { t.addresses[p.address]?.connected = false }
+        }
+        if let r = p.receiving, r.buffer != nil { blockSlotsHeld -= 1 }
+        uploadSlotsHeld -= p.releaseBuffers(host: host)
+        peers[p.conn] = nil
+        if closeConnection { try? host.close(p.conn) }
+        host.log(.debug, "bittorrent: peer \(p.address) dropped: \(reason)")
+    }
+}
+
+extension PeerConnection {
+    /// BEP 6: pieces we told this peer it may request while choked (we send none yet).
+    func allowedFastToThem(_ piece: Int) -> Bool { false }
+}
+
+/// Our BEP 10 extension message ids (the "m" dictionary we send).
+enum ExtensionIDs {
+    static let metadata: UInt8 = 1
+    static let pex: UInt8 = 2
 }
 
 @_cdecl("peerhost_plugin_v1")
 public func peerhostPluginV1() -> UnsafeRawPointer {
-    PluginExport.entry(for: BitTorrentPlugin.self, name: "bittorrent", version: "0.1.0", features: [.streams])
+    PluginExport.entry(for: BitTorrentPlugin.self, name: "bittorrent", version: "0.1.0",
+                       features: [.streams, .timers, .files, .kv, .control, .shaping, .peerTags])
 }

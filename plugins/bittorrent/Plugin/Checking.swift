@@ -1,0 +1,127 @@
+// Checking existing data when a torrent is added: files already in the save directory (a seed, or
+// a download moved by hand) are hashed piece by piece, and the pieces that verify count as had.
+// Files are opened read-only for this, so checking never creates or changes anything; a missing
+// file makes every piece touching it "missing" without a read.
+import PeerhostSDK
+import BitTorrentProtocol
+
+/// The check of one torrent: read-only handles, the piece in progress, progress for status.
+final class TorrentCheck {
+    var handles: [FileID?]
+    var missing: [Bool]
+    var opensLeft: Int
+    var nextPiece = 0
+    var current: (piece: Int, blocks: [Buffer?], left: Int)?
+    var found = 0
+    init(fileCount: Int) {
+        handles = Array(repeating: nil, count: fileCount)
+        missing = Array(repeating: false, count: fileCount)
+        opensLeft = fileCount
+    }
+}
+
+extension BitTorrentPlugin {
+    func startCheck(_ t: Torrent) {
+        guard let info = t.info else { return }
+        let check = TorrentCheck(fileCount: info.files.count)
+        checks[t.infoHash] = check
+        t.state = .checking
+        if info.files.isEmpty { finishCheck(t, check); return }
+        for i in info.files.indices {
+            do {
+                let r = try host.fileOpen(t.path(ofFile: i), flags: UInt32(PH_FILE_READ))
+                pending[r] = .checkOpen(t.infoHash, i)
+            } catch {
+                check.missing[i] = true
+                check.opensLeft -= 1
+            }
+        }
+        if check.opensLeft == 0 { checkNextPiece(t, check) }
+    }
+
+    func checkOpened(_ hash: InfoHash, _ index: Int, _ result: Result<Int64, PluginError>) {
+        guard let t = torrents[hash], let check = checks[hash] else {
+            if case .success(let id) = result { try? host.fileClose(FileID(id)) }
+            return
+        }
+        switch result {
+        case .success(let id): check.handles[index] = FileID(id)
+        case .failure: check.missing[index] = true
+        }
+        check.opensLeft -= 1
+        if check.opensLeft == 0 { checkNextPiece(t, check) }
+    }
+
+    func checkNextPiece(_ t: Torrent, _ check: TorrentCheck) {
+        guard let info = t.info, checks[t.infoHash] === check else { return }
+        while check.nextPiece < info.pieceCount {
+            let piece = check.nextPiece
+            check.nextPiece += 1
+            let start = Int64(piece) * Int64(info.pieceLength)
+            let size = info.pieceSize(piece)
+            let spans = info.spans(offset: start, length: size)
+            if spans.contains(where: { check.missing[$0.file] || check.handles[$0.file] == nil }) { continue }
+            let blockCount = (size + 16_383) / 16_384
+            var buffers: [Buffer] = []
+            for _ in 0..<blockCount {
+                guard let b = try? host.allocBuffer() else { break }
+                buffers.append(b)
+            }
+            guard buffers.count == blockCount else {
+                for b in buffers { host.free(b) }
+                check.nextPiece -= 1
+                return   // out of slots for now: the tick resumes the check
+            }
+            check.current = (piece, Array(repeating: nil, count: blockCount), blockCount)
+            for (i, b) in buffers.enumerated() {
+                let length = min(16_384, size - i * 16_384)
+                let job = ReadJob(torrent: t.infoHash, purpose: .check(piece: piece, block: i), request: BlockRequest(piece: piece, begin: i * 16_384, length: length),
+                                  spans: info.spans(offset: start + Int64(i * 16_384), length: length), handles: check.handles)
+                readNext(job, b)
+            }
+            return
+        }
+        finishCheck(t, check)
+    }
+
+    func checkBlockRead(_ job: ReadJob, _ buffer: Buffer, ok: Bool) {
+        guard case .check(let piece, let block) = job.purpose, let t = torrents[job.torrent], let check = checks[job.torrent],
+              var current = check.current, current.piece == piece else {
+            host.free(buffer)
+            return
+        }
+        var b = buffer
+        b.raw.offset = 0
+        b.raw.length = ok ? UInt32(job.request.length) : 0
+        current.blocks[block] = b
+        current.left -= 1
+        check.current = current
+        guard current.left == 0 else { return }
+        check.current = nil
+        var a = PieceAssembly(blockCount: current.blocks.count)
+        a.blocks = current.blocks
+        let good = current.blocks.allSatisfy { ($0?.count ?? 0) > 0 } && a.digest() == t.info!.pieceHashes[piece]
+        a.free(host: host)
+        if good { t.have[piece] = true; check.found += 1 }
+        checkNextPiece(t, check)
+    }
+
+    func finishCheck(_ t: Torrent, _ check: TorrentCheck) {
+        checks[t.infoHash] = nil
+        for h in check.handles { if let h { try? host.fileClose(h) } }
+        t.makePicker()
+        t.state = t.paused ? .paused : (t.have.isComplete ? .seeding : .downloading)
+        t.resumeDirty = true
+        host.log(.info, "bittorrent: \(t.displayName): checked, \(check.found) of \(t.info?.pieceCount ?? 0) pieces present")
+        createEmptyFiles(t)
+        saveResume(t)
+        t.nextAnnounce = 0
+        connectMore(t)
+    }
+
+    /// Zero-length files have no piece to write them: create them once the torrent is known.
+    func createEmptyFiles(_ t: Torrent) {
+        guard let info = t.info else { return }
+        for (i, f) in info.files.enumerated() where f.length == 0 { withFile(t, i) { _ in } }
+    }
+}
