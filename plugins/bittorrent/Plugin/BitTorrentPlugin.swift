@@ -65,6 +65,7 @@ enum Pending {
     case resumePut(InfoHash)
     case kvWrite
     case restore
+    case restoreInfo(InfoHash, Int)
 }
 
 /// A verified block (or the part of it in one file) on its way to disk.
@@ -112,6 +113,7 @@ public final class BitTorrentPlugin: Plugin {
     var restored = false
     var tickTimer: TimerID?
     var checks: [InfoHash: TorrentCheck] = [:]
+    var restoring: [InfoHash: RestoreState] = [:]
     var tickCount = 0
     var choker = Choker()
     var blockSlotsHeld = 0
@@ -138,8 +140,7 @@ public final class BitTorrentPlugin: Plugin {
         let r = try host.listen(settings.listen)
         pending[r] = .listen
         // Resume: every torrent this plugin knew, from the store.
-        let scan = try host.kvScan(prefix: ResumeData.keyPrefix, limit: 100_000)
-        pending[scan] = .restore
+        try startRestore()
         tickTimer = try host.timer(after: 1_000_000_000, tag: 1)
         host.log(.info, "bittorrent: peer id \(String(decoding: peerID.prefix(8), as: UTF8.self))…, listening on \(settings.listen)")
     }
@@ -230,6 +231,8 @@ public final class BitTorrentPlugin: Plugin {
             if case .failure(let e) = result { host.log(.warn, "bittorrent: store write: \(e)") }
         case .restore:
             restore(result, buffer)
+        case .restoreInfo(let hash, let chunk):
+            restoreInfo(hash, chunk, result, buffer)
         }
     }
 

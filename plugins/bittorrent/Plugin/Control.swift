@@ -46,6 +46,7 @@ extension BitTorrentPlugin {
             t = Torrent(infoHash: meta.infoHash, meta: meta, name: meta.info.name, saveRoot: saveRoot,
                         trackers: meta.trackers, paused: false)
             insert(t)
+            putInfo(t)
             startCheck(t)
         }
         addPeers(t, peerAddresses)
@@ -112,7 +113,7 @@ extension BitTorrentPlugin {
         torrents[t.infoHash] = nil
         order.removeAll { $0 == t.infoHash }
         checks[t.infoHash] = nil
-        deleteResume(t.infoHash)
+        deleteResume(t.infoHash, infoLength: t.meta?.rawInfo.count ?? 0)
         host.log(.info, "bittorrent: removed \(t.displayName) (\(t.infoHash.hex)); its files stay in \(t.saveRoot)")
     }
 

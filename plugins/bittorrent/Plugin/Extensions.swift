@@ -101,6 +101,7 @@ extension BitTorrentPlugin {
         t.state = t.paused ? .paused : .downloading
         host.log(.info, "bittorrent: \(t.displayName): metadata received (\(infoBytes.count) bytes, \(t.meta!.info.pieceCount) pieces)")
         createEmptyFiles(t)
+        putInfo(t)
         saveResume(t)
         for c in t.peers { if let p = peers[c] { applyPendingHaves(p, t); requestBlocks(p); flush(p) } }
         if t.have.isComplete { t.state = .seeding }

@@ -1,7 +1,13 @@
 // Fast resume: each torrent's metainfo, save directory, state and verified pieces live in the
-// plugin's key-value store (one key per torrent), so a restart of the plugin or the host goes on
-// where it stopped without hashing or fetching verified pieces again. A piece is recorded only
-// after its blocks were written and the files synced: what the store says we have is on disk.
+// plugin's key-value store, so a restart of the plugin or the host goes on where it stopped without
+// hashing or fetching verified pieces again. A piece is recorded only after its blocks were written
+// and the files synced: what the store says we have is on disk.
+//
+// A kv call carries key and value in one 16 KiB pool slot, so the record ("t/<infohash>") stays
+// small — state, counters, the verified-pieces bitfield — and the info dictionary, written once,
+// is split into chunks ("i/<infohash>/<n>") read back with one kv_get each. Restoring scans the
+// records in 16 partitions by the infohash's first hex digit, so one scan answer (one slot) holds
+// a partition's records.
 import PeerhostSDK
 import BitTorrentProtocol
 
@@ -9,10 +15,15 @@ import BitTorrentProtocol
 struct ResumeData: Equatable {
     static let keyPrefix = Array("t/".utf8)
     static func key(_ hash: InfoHash) -> [UInt8] { keyPrefix + Array(hash.hex.utf8) }
+    static func infoKey(_ hash: InfoHash, _ chunk: Int) -> [UInt8] { Array("i/\(hash.hex)/\(chunk)".utf8) }
+    /// Bytes of info dictionary per kv value (key and value share one 16 KiB slot).
+    static let infoChunk = 15_000
+    /// The bitfield rides in the record: up to 96,000 pieces (a 12,000-byte bitfield).
+    static let maxHaveBytes = 12_000
 
     var infoHash: InfoHash
-    /// The canonical info dictionary; nil while a magnet's metadata is unknown.
-    var info: [UInt8]?
+    /// Length of the canonical info dictionary kept in chunks; 0 while a magnet's metadata is unknown.
+    var infoLength: Int
     var trackers: [[String]]
     var name: String
     var saveRoot: String
@@ -35,9 +46,9 @@ struct ResumeData: Equatable {
             ("have", .bytes(have)),
             ("uploaded", .integer(uploaded)),
             ("downloaded", .integer(downloaded)),
-            ("peers", .list(peers.map { Bencode.string($0) })),
+            ("peers", .list(peers.prefix(20).map { Bencode.string($0) })),
+            ("info_length", .integer(Int64(infoLength))),
         ]
-        if let info { d.append(("info", .bytes(info))) }
         return Bencode.dict(d).encoded()
     }
 
@@ -55,7 +66,8 @@ struct ResumeData: Equatable {
             throw DecodeError(why: "missing dir, name or have")
         }
         let trackers = (v["trackers"]?.list ?? []).map { tier in (tier.list ?? []).compactMap(\.text) }
-        return ResumeData(infoHash: hash, info: v["info"]?.bytes, trackers: trackers, name: name, saveRoot: dir,
+        guard let infoLength = v["info_length"]?.integer, infoLength >= 0, infoLength <= 64 << 20 else { throw DecodeError(why: "info_length") }
+        return ResumeData(infoHash: hash, infoLength: Int(infoLength), trackers: trackers, name: name, saveRoot: dir,
                           paused: v["paused"]?.integer == 1, have: have,
                           uploaded: v["uploaded"]?.integer ?? 0, downloaded: v["downloaded"]?.integer ?? 0,
                           peers: (v["peers"]?.list ?? []).compactMap(\.text))
@@ -64,8 +76,8 @@ struct ResumeData: Equatable {
 
 extension BitTorrentPlugin {
     func resumeRecord(_ t: Torrent) -> ResumeData {
-        ResumeData(infoHash: t.infoHash, info: t.meta?.rawInfo, trackers: t.trackers, name: t.displayName,
-                   saveRoot: t.saveRoot, paused: t.paused, have: t.have.wire,
+        ResumeData(infoHash: t.infoHash, infoLength: t.meta?.rawInfo.count ?? 0, trackers: t.trackers, name: t.displayName,
+                   saveRoot: t.saveRoot, paused: t.paused, have: t.have.wire.count <= ResumeData.maxHaveBytes ? t.have.wire : [],
                    uploaded: t.totalUploaded, downloaded: t.totalDownloaded,
                    peers: t.addresses.filter { $0.value.source == "peer" }.map(\.key).sorted())
     }
@@ -120,10 +132,36 @@ extension BitTorrentPlugin {
         if let r = try? host.kvDelete(ResumeData.key(hash)) { pending[r] = .kvWrite }
     }
 
-    /// At start: every torrent from the store, with the pieces it had.
+    /// The info dictionary in chunks, once per torrent (at add, or when a magnet's metadata came).
+    func putInfo(_ t: Torrent) {
+        guard let raw = t.meta?.rawInfo else { return }
+        var chunk = 0
+        var i = 0
+        while i < raw.count {
+            let part = Array(raw[i..<min(raw.count, i + ResumeData.infoChunk)])
+            if let r = try? host.kvPut(ResumeData.infoKey(t.infoHash, chunk), part) { pending[r] = .kvWrite }
+            chunk += 1
+            i += ResumeData.infoChunk
+        }
+    }
+
+    func deleteResume(_ hash: InfoHash, infoLength: Int) {
+        if let r = try? host.kvDelete(ResumeData.key(hash)) { pending[r] = .kvWrite }
+        for c in 0..<((infoLength + ResumeData.infoChunk - 1) / ResumeData.infoChunk) {
+            if let r = try? host.kvDelete(ResumeData.infoKey(hash, c)) { pending[r] = .kvWrite }
+        }
+    }
+
+    /// At start: the records of every torrent this plugin had, in 16 scans.
+    func startRestore() throws(PluginError) {
+        for digit in Array("0123456789abcdef") {
+            let r = try host.kvScan(prefix: ResumeData.keyPrefix + Array(String(digit).utf8), limit: 10_000)
+            pending[r] = .restore
+        }
+    }
+
     func restore(_ result: Result<Int64, PluginError>, _ buffer: Buffer?) {
         defer { if let buffer { host.free(buffer) } }
-        restored = true
         guard case .success = result, let records = buffer?.kvRecords else {
             if case .failure(let e) = result { host.log(.error, "bittorrent: reading resume data: \(e)") }
             return
@@ -131,17 +169,43 @@ extension BitTorrentPlugin {
         for (key, value) in records {
             do {
                 let r = try ResumeData.decode(value)
-                try addRestored(r)
+                guard torrents[r.infoHash] == nil, restoring[r.infoHash] == nil else { continue }
+                let chunks = (r.infoLength + ResumeData.infoChunk - 1) / ResumeData.infoChunk
+                if chunks == 0 { try addRestored(r, info: nil); continue }
+                restoring[r.infoHash] = RestoreState(record: r, chunks: Array(repeating: nil, count: chunks), left: chunks)
+                for c in 0..<chunks {
+                    let q = try? host.kvGet(ResumeData.infoKey(r.infoHash, c))
+                    if let q { pending[q] = .restoreInfo(r.infoHash, c) }
+                }
             } catch {
                 host.log(.error, "bittorrent: \(String(decoding: key, as: UTF8.self)): \(error); skipped")
             }
         }
-        if !records.isEmpty { host.log(.info, "bittorrent: resumed \(torrents.count) torrent(s) from the store") }
     }
 
-    func addRestored(_ r: ResumeData) throws(AddError) {
+    func restoreInfo(_ hash: InfoHash, _ chunk: Int, _ result: Result<Int64, PluginError>, _ buffer: Buffer?) {
+        defer { if let buffer { host.free(buffer) } }
+        guard var s = restoring[hash], chunk < s.chunks.count else { return }
+        guard case .success = result, let b = buffer else {
+            restoring[hash] = nil
+            host.log(.error, "bittorrent: resume data for \(hash.hex): info chunk \(chunk) missing; skipped (add the torrent again)")
+            return
+        }
+        if s.chunks[chunk] == nil { s.chunks[chunk] = b.array; s.left -= 1 }
+        restoring[hash] = s
+        guard s.left == 0 else { return }
+        restoring[hash] = nil
+        let info = s.chunks.flatMap { $0! }
+        do {
+            try addRestored(s.record, info: info)
+        } catch {
+            host.log(.error, "bittorrent: \(error); skipped")
+        }
+    }
+
+    func addRestored(_ r: ResumeData, info infoBytes: [UInt8]?) throws(AddError) {
         var meta: Metainfo?
-        if let infoBytes = r.info {
+        if let infoBytes {
             do {
                 let info = try InfoDictionary.parse(infoBytes)
                 meta = Metainfo(info: info, rawInfo: infoBytes, trackers: r.trackers)
@@ -158,5 +222,14 @@ extension BitTorrentPlugin {
         t.resumeDirty = false
         for p in r.peers { t.addresses[p] = AddressState(source: "peer") }
         insert(t)
+        createEmptyFiles(t)
+        host.log(.info, "bittorrent: resumed \(t.displayName) (\(t.infoHash.hex)): \(t.have.setCount) of \(meta?.info.pieceCount ?? 0) pieces verified")
     }
+}
+
+/// A torrent whose info dictionary chunks are being read back from the store.
+struct RestoreState {
+    let record: ResumeData
+    var chunks: [[UInt8]?]
+    var left: Int
 }
