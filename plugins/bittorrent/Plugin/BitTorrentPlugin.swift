@@ -277,7 +277,7 @@ public final class BitTorrentPlugin: Plugin {
         var started = 0
         for (address, state) in t.addresses where !state.connected && started < 8 {
             let backoff = state.failures == 0 ? 0 : min(300.0, 5.0 * Double(1 << min(state.failures, 6)))
-            guard t0 - state.lastAttempt >= max(backoff, 1), !t.banned.contains(PeerConnection.ip(of: address)) else { continue }
+            guard t0 - state.lastAttempt >= max(backoff, 1), !t.banned.contains(PeerConnection.banKey(of: address)) else { continue }
             t.addresses[address]!.lastAttempt = t0
             t.addresses[address]!.connected = true   // in flight: not tried twice
             do {
@@ -317,7 +317,7 @@ public final class BitTorrentPlugin: Plugin {
     }
 
     func addAddress(_ t: Torrent, _ address: String, source: String) {
-        guard t.addresses[address] == nil, !t.banned.contains(PeerConnection.ip(of: address)) else { return }
+        guard t.addresses[address] == nil, !t.banned.contains(PeerConnection.banKey(of: address)) else { return }
         guard t.addresses.count < 2000 else { return }
         t.addresses[address] = AddressState(source: source)
     }
@@ -367,7 +367,7 @@ public final class BitTorrentPlugin: Plugin {
                 return
             }
             guard t.state != .checking else { dropPeer(p, reason: "torrent is being checked"); return }
-            guard !t.banned.contains(p.ip) else { dropPeer(p, reason: "banned"); return }
+            guard !t.banned.contains(p.banKey) else { dropPeer(p, reason: "banned"); return }
             guard t.peers.count < settings.maxPeersPerTorrent else { dropPeer(p, reason: "peer limit"); return }
             p.torrent = t
             t.peers.insert(p.conn)
@@ -599,7 +599,7 @@ public final class BitTorrentPlugin: Plugin {
             host.free(b); blockSlotsHeld -= 1   // a duplicate (endgame)
         } else {
             a.blocks[bi] = b
-            a.from[bi] = p.ip
+            a.from[bi] = p.banKey
             a.received += 1
         }
         t.assembling[req.piece] = a
@@ -635,12 +635,14 @@ public final class BitTorrentPlugin: Plugin {
         }
     }
 
-    func ban(_ t: Torrent, _ ip: String, reason: String) {
-        guard !t.banned.contains(ip) else { return }
-        t.banned.insert(ip)
+    /// Bans an IP (a peer's address on loopback) for this torrent: its connections close and it is
+    /// never connected again.
+    func ban(_ t: Torrent, _ key: String, reason: String) {
+        guard !t.banned.contains(key) else { return }
+        t.banned.insert(key)
         t.bannedCount += 1
-        host.log(.warn, "bittorrent: \(t.displayName): banned \(ip): \(reason)")
-        for c in t.peers { if let q = peers[c], q.ip == ip { dropPeer(q, reason: "banned: \(reason)") } }
+        host.log(.warn, "bittorrent: \(t.displayName): banned \(key): \(reason)")
+        for c in t.peers { if let q = peers[c], q.banKey == key { dropPeer(q, reason: "banned: \(reason)") } }
     }
 
     // MARK: files

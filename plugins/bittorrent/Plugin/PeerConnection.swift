@@ -82,6 +82,14 @@ final class PeerConnection {
         self.lastPieceAt = now
     }
 
+    /// What a ban applies to: the IP, except on loopback, where every local peer shares one IP and
+    /// only the port tells them apart (tests, and several clients on one machine).
+    var banKey: String { PeerConnection.banKey(of: address) }
+    static func banKey(of address: String) -> String {
+        let ip = ip(of: address)
+        return ip.hasPrefix("127.") || ip == "::1" ? address : ip
+    }
+
     /// "tcp:1.2.3.4:5" → "1.2.3.4"; "tcp:[::1]:5" → "::1".
     static func ip(of address: String) -> String {
         var a = Substring(address)
