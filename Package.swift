@@ -136,6 +136,7 @@ let package = Package(
         .testTarget(name: "PeerhostSDKTests", dependencies: ["PeerhostSDK", "PeerhostTesting", "EchoSwiftPlugin"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PeerhostCore", "BitTorrentProtocol"]),
         .testTarget(name: "BitTorrentProtocolTests", dependencies: ["BitTorrentProtocol"]),
+        .testTarget(name: "BitTorrentPluginTests", dependencies: ["BitTorrentPlugin", "BitTorrentProtocol"]),
         .testTarget(name: "PeerhostSandboxTests", dependencies: [
             "PeerhostSandbox", "PeerhostRing", "CPeerhostShim", "CPeerhostABI",
             "PeerhostCore",   // SyscallProfile: the runner tests pass the real profiles

@@ -32,6 +32,9 @@ struct Settings {
     var announcePort: UInt16?
     /// Time without a block from a peer with requests outstanding before its requests go elsewhere.
     var snubSeconds = 20.0
+    /// Per-peer limits, bytes/s (0 = none), applied by the core's per-connection token buckets.
+    var peerRateUp: UInt64 = 0
+    var peerRateDown: UInt64 = 0
 
     init(json: JSON) {
         // The host passes the effective listen grants: the first TCP one is where peers reach us.
@@ -43,6 +46,8 @@ struct Settings {
         if let n = json["upload_slots"]?.int, n >= 0 { uploadSlots = n }
         if let n = json["announce_port"]?.int, n > 0, n < 65536 { announcePort = UInt16(n) }
         if let n = json["max_queue_depth"]?.int, n >= 1 { maxQueueDepth = n }
+        if let n = json["peer_rate_up"]?.int, n >= 0 { peerRateUp = UInt64(n) }
+        if let n = json["peer_rate_down"]?.int, n >= 0 { peerRateDown = UInt64(n) }
     }
 
     var listenPort: UInt16 {
@@ -380,6 +385,7 @@ public final class BitTorrentPlugin: Plugin {
         p.remote = h
         try? host.setPeer(p.conn, id: h.peerID)
         guard let t = p.torrent else { return }
+        applyRates(t)
         if !p.outgoing { sendHandshake(p, t) }
         sendInitialState(p, t)
     }
@@ -873,6 +879,23 @@ public final class BitTorrentPlugin: Plugin {
         serveUploads(p)
     }
 
+    // MARK: rate limits
+
+    /// The core's per-connection buckets carry the limits: a torrent's limit is split evenly over
+    /// its connections (recomputed as peers come and go), capped by the per-peer limit. The
+    /// plugin's own grant (manifest/config bandwidth) caps everything above that in the core.
+    func applyRates(_ t: Torrent) {
+        let ps = t.peers.compactMap { peers[$0] }.filter { $0.remote != nil && !$0.closed }
+        guard !ps.isEmpty else { return }
+        func share(_ torrentLimit: UInt64, _ peerLimit: UInt64) -> UInt64 {
+            let even = torrentLimit == 0 ? 0 : max(1, torrentLimit / UInt64(ps.count))
+            if even == 0 { return peerLimit }
+            return peerLimit == 0 ? even : min(even, peerLimit)
+        }
+        let up = share(t.rateUp, settings.peerRateUp), down = share(t.rateDown, settings.peerRateDown)
+        for p in ps { try? host.setRate(p.conn, up: up, down: down) }
+    }
+
     // MARK: choking
 
     func unchokedCount(_ t: Torrent) -> Int { t.peers.reduce(0) { $0 + ((peers[$1]?.amChoking == false) ? 1 : 0) } }
@@ -907,6 +930,7 @@ public final class BitTorrentPlugin: Plugin {
                 setChoked(p, !unchoke.contains(p.conn))
                 try? host.setWeight(p.conn, choker.weight(for: s, seeding: t.isComplete))
             }
+            applyRates(t)
         }
     }
 
@@ -936,6 +960,7 @@ public final class BitTorrentPlugin: Plugin {
         p.closed = true
         if let t = p.torrent {
             t.peers.remove(p.conn)
+            defer { applyRates(t) }
             t.picker?.peerGone(p.conn)
             if let h = p.have { t.picker?.peerLost(bitfield: h) }
             p.outstanding.removeAll()

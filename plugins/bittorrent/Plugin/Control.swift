@@ -137,6 +137,8 @@ extension BitTorrentPlugin {
         w.field("ratio", t.ratio)
         w.field("peers", t.peers.count)
         w.field("dir", t.saveRoot)
+        w.field("rate_limit_up", Int64(t.rateUp))
+        w.field("rate_limit_down", Int64(t.rateDown))
         if let c = checks[t.infoHash], let info = t.info { w.field("checked", Double(c.nextPiece) / Double(max(info.pieceCount, 1))) }
         if detailed {
             w.field("hash_failures", t.hashFailures)
@@ -292,6 +294,17 @@ public func btAddPeer(_ id: UnsafePointer<CChar>?, _ address: UnsafePointer<CCha
     let word = PluginExport.string(address)
     guard let a = BitTorrentPlugin.peerAddress(word) else { return PluginExport.bytes(BitTorrentPlugin.error("peer \(word): expected HOST:PORT")) }
     return act(id) { e, t in e.addPeers(t, [a]) }
+}
+
+/// `peerhost ctl bittorrent limit ID UP DOWN`: bytes/s for the torrent as a whole (0 = none).
+@_cdecl("bt_limit")
+public func btLimit(_ id: UnsafePointer<CChar>?, _ up: Int64, _ down: Int64) -> ph_bytes {
+    guard up >= 0, down >= 0 else { return PluginExport.bytes(BitTorrentPlugin.error("limits are bytes/s, 0 or more")) }
+    return act(id) { e, t in
+        t.rateUp = UInt64(up); t.rateDown = UInt64(down)
+        t.resumeDirty = true
+        e.applyRates(t)
+    }
 }
 
 @_cdecl("bt_status")

@@ -34,6 +34,8 @@ struct ResumeData: Equatable {
     var downloaded: Int64
     /// Peers the operator added (--peer), kept so a restart reconnects to them.
     var peers: [String]
+    var rateUp: Int64 = 0
+    var rateDown: Int64 = 0
 
     func encoded() -> [UInt8] {
         var d: [(String, Bencode)] = [
@@ -48,6 +50,8 @@ struct ResumeData: Equatable {
             ("downloaded", .integer(downloaded)),
             ("peers", .list(peers.prefix(20).map { Bencode.string($0) })),
             ("info_length", .integer(Int64(infoLength))),
+            ("rate_up", .integer(rateUp)),
+            ("rate_down", .integer(rateDown)),
         ]
         return Bencode.dict(d).encoded()
     }
@@ -70,7 +74,8 @@ struct ResumeData: Equatable {
         return ResumeData(infoHash: hash, infoLength: Int(infoLength), trackers: trackers, name: name, saveRoot: dir,
                           paused: v["paused"]?.integer == 1, have: have,
                           uploaded: v["uploaded"]?.integer ?? 0, downloaded: v["downloaded"]?.integer ?? 0,
-                          peers: (v["peers"]?.list ?? []).compactMap(\.text))
+                          peers: (v["peers"]?.list ?? []).compactMap(\.text),
+                          rateUp: max(0, v["rate_up"]?.integer ?? 0), rateDown: max(0, v["rate_down"]?.integer ?? 0))
     }
 }
 
@@ -79,7 +84,8 @@ extension BitTorrentPlugin {
         ResumeData(infoHash: t.infoHash, infoLength: t.meta?.rawInfo.count ?? 0, trackers: t.trackers, name: t.displayName,
                    saveRoot: t.saveRoot, paused: t.paused, have: t.have.wire.count <= ResumeData.maxHaveBytes ? t.have.wire : [],
                    uploaded: t.totalUploaded, downloaded: t.totalDownloaded,
-                   peers: t.addresses.filter { $0.value.source == "peer" }.map(\.key).sorted())
+                   peers: t.addresses.filter { $0.value.source == "peer" }.map(\.key).sorted(),
+                   rateUp: Int64(t.rateUp), rateDown: Int64(t.rateDown))
     }
 
     /// Syncs the torrent's open files, then records what is on disk.
@@ -217,6 +223,8 @@ extension BitTorrentPlugin {
             t.have = have
             if !r.paused && have.isComplete { t.state = .seeding }
         }
+        t.rateUp = UInt64(r.rateUp)
+        t.rateDown = UInt64(r.rateDown)
         t.uploadedBefore = r.uploaded
         t.downloadedBefore = r.downloaded
         t.resumeDirty = false

@@ -37,6 +37,9 @@ final class Torrent {
     var paused: Bool
     var trackers: [[String]]
     var magnetURI: String?
+    /// Operator limits for this torrent, bytes/s each way (0 = none).
+    var rateUp: UInt64 = 0
+    var rateDown: UInt64 = 0
 
     var picker: PiecePicker?
     /// Pieces written to disk and verified: what we announce and serve.
