@@ -66,9 +66,12 @@ struct BitTorrentCreateCommand: ParsableCommand {
 
     /// Non-mutating, so `BitTorrentCreateCommand.parse(args).run()` works on the parsed value.
     func run() throws {
-        let source = try Self.collect(input)
+        let inputName = URL(fileURLWithPath: input).standardizedFileURL.lastPathComponent
+        let outPath = URL(fileURLWithPath: out ?? inputName + ".torrent").standardizedFileURL.path
+        // The output may land inside the folder being shared (`create .`): it is never part of it,
+        // or a second run with --force would hash the previous torrent into the new one.
+        let source = try Self.collect(input, excluding: outPath)
         let pl = try pieceLength.map(Self.parsePieceLength) ?? TorrentBuilder.defaultPieceLength(totalLength: source.total)
-        let outPath = out ?? FileManager.default.currentDirectoryPath + "/" + source.name + ".torrent"
         if !force, FileManager.default.fileExists(atPath: outPath) {
             throw CommandFailure("\(outPath) exists; pass --force to overwrite it")
         }
@@ -148,7 +151,7 @@ struct BitTorrentCreateCommand: ParsableCommand {
         var total: Int64 { files.reduce(0) { $0 + $1.length } }
     }
 
-    static func collect(_ input: String) throws -> Source {
+    static func collect(_ input: String, excluding excluded: String) throws -> Source {
         let absolute = URL(fileURLWithPath: input).standardizedFileURL.path
         var st = stat()
         guard lstat(absolute, &st) == 0 else { throw CommandFailure("\(input): \(String(cString: strerror(errno)))") }
@@ -165,7 +168,7 @@ struct BitTorrentCreateCommand: ParsableCommand {
                           files: [InputFile(absolute: absolute, components: [name], length: Int64(st.st_size))])
         case S_IFDIR:
             var files: [InputFile] = []
-            try walk(directory: absolute, relative: [], into: &files)
+            try walk(directory: absolute, relative: [], excluding: excluded, into: &files)
             guard !files.isEmpty else { throw CommandFailure("\(input): no files below this directory") }
             // mktorrent's order: the relative path with "/" compared as bytes.
             files.sort { Array($0.components.joined(separator: "/").utf8).lexicographicallyPrecedes(Array($1.components.joined(separator: "/").utf8)) }
@@ -175,7 +178,7 @@ struct BitTorrentCreateCommand: ParsableCommand {
         }
     }
 
-    static func walk(directory: String, relative: [String], into files: inout [InputFile]) throws {
+    static func walk(directory: String, relative: [String], excluding excluded: String, into files: inout [InputFile]) throws {
         guard let dir = opendir(directory) else {
             throw CommandFailure("\(directory): cannot list: \(String(cString: strerror(errno)))")
         }
@@ -192,13 +195,14 @@ struct BitTorrentCreateCommand: ParsableCommand {
         }
         for name in names {
             let path = directory + "/" + name
+            if path == excluded || path == excluded + ".tmp-\(getpid())" { continue }
             var st = stat()
             guard lstat(path, &st) == 0 else { throw CommandFailure("\(path): \(String(cString: strerror(errno)))") }
             switch st.st_mode & S_IFMT {
             case S_IFREG:
                 files.append(InputFile(absolute: path, components: relative + [name], length: Int64(st.st_size)))
             case S_IFDIR:
-                try walk(directory: path, relative: relative + [name], into: &files)
+                try walk(directory: path, relative: relative + [name], excluding: excluded, into: &files)
             case S_IFLNK:
                 throw CommandFailure("\(path) is a symbolic link; links are not followed (copy or move the target into the folder, or remove the link)")
             default:

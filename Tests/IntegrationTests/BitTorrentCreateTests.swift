@@ -18,11 +18,11 @@ extension Integration {
         }
 
         /// Runs a program in `scratch`; stdout and stderr together.
-        func run(_ executable: String, _ arguments: [String]) throws -> (Int32, String) {
+        func run(_ executable: String, _ arguments: [String], in directory: String? = nil) throws -> (Int32, String) {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: executable)
             p.arguments = arguments
-            p.currentDirectoryURL = URL(fileURLWithPath: scratch)
+            p.currentDirectoryURL = URL(fileURLWithPath: directory ?? scratch)
             let pipe = Pipe()
             p.standardOutput = pipe
             p.standardError = pipe
@@ -75,6 +75,16 @@ extension Integration {
             let (forced, forcedOutput) = try create(["multi", "--piece-length", "16KiB", "--force"])
             #expect(forced == 0, "\(forcedOutput)")
             #expect(try torrent("multi.torrent").info.pieceLength == 16384)
+
+            // `create .` inside the folder: named after it, and the output it writes there is never
+            // hashed into the next run.
+            for extra in [[], ["--force"]] {
+                let (status, output) = try run(Products.peerhost, ["ctl", "bittorrent", "create", ".", "--piece-length", "15"] + extra,
+                                               in: "\(scratch)/multi")
+                #expect(status == 0, "\(output)")
+                #expect(output.contains("infohash: 61591ad405820f61ae01cf11526c8c746b15dbef"), "\(output)")
+            }
+            #expect(FileManager.default.fileExists(atPath: "\(scratch)/multi/multi.torrent"))
         }
 
         @Test func matchesMktorrentAndLibtorrentOnAnotherTree() throws {
