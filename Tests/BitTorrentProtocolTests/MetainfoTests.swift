@@ -129,6 +129,17 @@ import Testing
         #expect(again.info.files == m.info.files)
     }
 
+    @Test func metadataIsCheckedAgainstTheMagnetsInfoHash() throws {
+        let m = try Metainfo.parse(Vectors.read("mktorrent-single.torrent"))
+        let ok = try Metainfo.fromMetadata(m.rawInfo, expecting: m.infoHash, trackers: [["http://t/"]])
+        #expect(ok.infoHash == m.infoHash && ok.trackers == [["http://t/"]] && ok.info.pieceCount == 16)
+        var tampered = m.rawInfo
+        tampered[tampered.count - 2] ^= 1   // inside `pieces`: still parses, but is not what was asked for
+        do { _ = try Metainfo.fromMetadata(tampered, expecting: m.infoHash, trackers: []); Issue.record("accepted tampered metadata") } catch {
+            #expect(error.description.hasPrefix("metainfo: info: metadata does not hash to \(m.infoHash.hex)"))
+        }
+    }
+
     @Test(arguments: [
         ("..", "component \"..\" is not allowed"), (".", "component \".\" is not allowed"),
         ("", "component is empty"), ("a/b", "contains \"/\""), ("a\u{0}b", "contains NUL"),

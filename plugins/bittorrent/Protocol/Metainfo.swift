@@ -316,6 +316,15 @@ public struct Metainfo: Sendable {
         self.creationDate = nil
     }
 
+    /// Metadata assembled from ut_metadata pieces (BEP 9): checked against the infohash the magnet
+    /// named before anything in it is believed, then parsed like a .torrent's info dictionary.
+    public static func fromMetadata(_ bytes: [UInt8], expecting infoHash: InfoHash, trackers: [[String]]) throws(MetainfoError) -> Metainfo {
+        guard sha1(bytes) == infoHash.bytes else {
+            throw MetainfoError("info", "metadata does not hash to \(infoHash.hex) (SHA-1 \(Hex.encode(sha1(bytes))))")
+        }
+        return Metainfo(info: try InfoDictionary.parse(bytes), rawInfo: bytes, trackers: trackers)
+    }
+
     init(info: InfoDictionary, rawInfo: [UInt8], trackers: [[String]], comment: String?, createdBy: String?, creationDate: Int64?) {
         self.info = info
         self.rawInfo = rawInfo
