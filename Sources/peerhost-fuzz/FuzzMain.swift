@@ -19,6 +19,9 @@ struct FuzzMain {
         "manifest": { data, size in ManifestTarget.run(UnsafeRawBufferPointer(start: data, count: size)); return 0 },
         "config": { data, size in ConfigTarget.run(UnsafeRawBufferPointer(start: data, count: size)); return 0 },
         "descriptor": { data, size in DescriptorTarget.run(UnsafeRawBufferPointer(start: data, count: size)); return 0 },
+        "bencode": { data, size in BencodeTarget.run(UnsafeRawBufferPointer(start: data, count: size)); return 0 },
+        "metainfo": { data, size in MetainfoTarget.run(UnsafeRawBufferPointer(start: data, count: size)); return 0 },
+        "magnet": { data, size in MagnetTarget.run(UnsafeRawBufferPointer(start: data, count: size)); return 0 },
     ]
 
     static func main() {

@@ -58,6 +58,11 @@ import Testing
         #expect(info.spans(offset: 140, length: 100) == [FileSpan(file: 1, offset: 40, length: 10)])
         #expect(info.spans(offset: 150, length: 1).isEmpty)
         #expect(info.spans(offset: -5, length: 10) == [FileSpan(file: 0, offset: 0, length: 5)])
+        // Hostile offsets and lengths from a peer must not overflow.
+        #expect(info.spans(offset: .max, length: .max).isEmpty)
+        #expect(info.spans(offset: .min, length: .max).isEmpty)
+        #expect(info.spans(offset: 149, length: .max) == [FileSpan(file: 1, offset: 49, length: 1)])
+        #expect(info.spans(offset: 0, length: -1).isEmpty)
     }
 
     @Test func spansMatchABruteForceMapping() throws {

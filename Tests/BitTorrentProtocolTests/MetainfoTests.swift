@@ -6,7 +6,7 @@ import Testing
 
     /// A single-file info dictionary of `length` bytes with correct `pieces`, plus overrides.
     static func info(_ overrides: [(String, Bencode?)] = [], length: Int64 = 1000, pieceLength: Int64 = 16384) -> Bencode {
-        let count = Int((length + pieceLength - 1) / pieceLength)
+        let count = pieceLength > 0 ? Int((length + pieceLength - 1) / pieceLength) : 1
         var d: [[UInt8]: Bencode] = [
             Array("name".utf8): .string("file.bin"),
             Array("piece length".utf8): .integer(pieceLength),
@@ -76,6 +76,50 @@ import Testing
         #expect(m.info.relativePath(ofFile: 3) == ["multi", "a", "b"])
     }
 
+    /// libtorrent 2.0 makes hybrid v1+v2 torrents by default, with BEP 47 padding files named
+    /// ".pad/<size>" and files ordered by path component ("a/b" before "a-b", unlike mktorrent).
+    @Test func parsesTheLibtorrentHybridVector() throws {
+        let m = try Metainfo.parse(Vectors.read("libtorrent-hybrid.torrent"))
+        #expect(m.infoHash.hex == Vectors.hybridInfoHash)
+        #expect(m.info.files.count == 11)
+        #expect(m.info.files.filter(\.isPadding).map(\.path) == [[".pad", "31768"], [".pad", "19304"], [".pad", "28304"], [".pad", "15536"], [".pad", "31072"]])
+        #expect(m.info.files.filter { !$0.isPadding }.map(\.path) == [[".hidden"], ["B"], ["a", "b"], ["a-b"], ["sub", "empty"], ["sub", "z.bin"]])
+        #expect(m.info.files[2].offset == 32768)   // B starts on a piece boundary
+        #expect(m.info.totalLength == 425_984)
+        #expect(m.info.pieceCount == 13)
+        // Piece 1 is B's first 32 KiB: formula bytes 1000..<33768.
+        #expect(m.info.pieceHashes[1] == sha1(Vectors.stream(1000..<33768)))
+    }
+
+    /// Transmission 3.00 on the same folder: leaves out hidden and empty files, orders by its own
+    /// collation and writes `private` 0 — a different infohash for the same content, read fine.
+    @Test func parsesTheTransmissionVector() throws {
+        let m = try Metainfo.parse(Vectors.read("transmission-multi.torrent"))
+        #expect(m.infoHash.hex == "4e21a6a3a5fcd3a1df3e5faf0348375358cdb15b")
+        #expect(m.info.files.map(\.path) == [["a-b"], ["a", "b"], ["B"], ["sub", "z.bin"]])
+        #expect(!m.info.isPrivate)
+        #expect(m.trackers == [["http://x/a"]])
+        #expect(m.createdBy == "Transmission/3.00 (bb6b5a062e)")
+        #expect(m.creationDate == 1_795_636_383)
+    }
+
+    @Test func paddingFilesMayShareAPath() throws {
+        let pad = Bencode.dict([("attr", .string("p")), ("length", .integer(16384 - 10)), ("path", .list([.string(".pad"), .string("16374")]))])
+        let info = Bencode.dict([("name", .string("f")), ("piece length", .integer(16384)),
+                                 ("pieces", .bytes([UInt8](repeating: 1, count: 60))),
+                                 ("files", .list([.dict([("length", .integer(10)), ("path", .list([.string("a")]))]), pad,
+                                                  .dict([("length", .integer(10)), ("path", .list([.string("b")]))]), pad,
+                                                  .dict([("length", .integer(5)), ("path", .list([.string("c")]))])]))])
+        let m = try Metainfo.parse(Self.torrent(info))
+        #expect(m.info.files.map(\.isPadding) == [false, true, false, true, false])
+        #expect(m.info.files[4].offset == 32768)
+        // A padding file still may not climb out of the download directory.
+        let bad = Bencode.dict([("attr", .string("p")), ("length", .integer(1)), ("path", .list([.string(".."), .string("x")]))])
+        let badInfo = Bencode.dict([("name", .string("f")), ("piece length", .integer(16384)), ("pieces", .bytes([UInt8](repeating: 1, count: 20))),
+                                    ("files", .list([bad]))])
+        #expect(refusal(Self.torrent(badInfo))?.field == "info.files[0].path[0]")
+    }
+
     @Test func initFromMetadataComputesTheSameInfoHash() throws {
         let m = try Metainfo.parse(Vectors.read("mktorrent-multi.torrent"))
         let info = try InfoDictionary.parse(m.rawInfo)
@@ -83,6 +127,17 @@ import Testing
         #expect(again.infoHash == m.infoHash)
         #expect(again.trackers == [["udp://t.example:80"]])
         #expect(again.info.files == m.info.files)
+    }
+
+    @Test func metadataIsCheckedAgainstTheMagnetsInfoHash() throws {
+        let m = try Metainfo.parse(Vectors.read("mktorrent-single.torrent"))
+        let ok = try Metainfo.fromMetadata(m.rawInfo, expecting: m.infoHash, trackers: [["http://t/"]])
+        #expect(ok.infoHash == m.infoHash && ok.trackers == [["http://t/"]] && ok.info.pieceCount == 16)
+        var tampered = m.rawInfo
+        tampered[tampered.count - 2] ^= 1   // inside `pieces`: still parses, but is not what was asked for
+        do { _ = try Metainfo.fromMetadata(tampered, expecting: m.infoHash, trackers: []); Issue.record("accepted tampered metadata") } catch {
+            #expect(error.description.hasPrefix("metainfo: info: metadata does not hash to \(m.infoHash.hex)"))
+        }
     }
 
     @Test(arguments: [

@@ -38,6 +38,10 @@ enum Vectors {
         ([".hidden"], 1000), (["B"], 79_000), (["a-b"], 50_000), (["a", "b"], 70_000),
         (["sub", "empty"], 0), (["sub", "z.bin"], 100_000),
     ]
+
+    /// libtorrent-hybrid.torrent: the same `multi` folder, libtorrent 2.0.8 `create_torrent(fs, 32768)`
+    /// (hybrid v1+v2, padding files); this is its v1 infohash.
+    static let hybridInfoHash = "eeb93e11bdb9974b22f0d35f224a825640a0e8be"
 }
 
 #if canImport(Glibc)

@@ -108,8 +108,11 @@ public struct InfoDictionary: Sendable {
     /// files. The range is clamped to the torrent (a range past the end yields fewer bytes, so the
     /// caller compares the sum with what it asked for when the range came from a peer).
     public func spans(offset: Int64, length: Int) -> [FileSpan] {
+        // Written so that no sum overflows, whatever offset a peer sent.
+        guard length > 0, offset < totalLength else { return [] }
+        let end = offset < 0 ? min(totalLength, offset + Int64(length))
+                             : (Int64(length) >= totalLength - offset ? totalLength : offset + Int64(length))
         var start = max(0, offset)
-        let end = min(totalLength, offset + Int64(max(0, length)))
         guard start < end else { return [] }
         // First file whose end lies after `start` (ends are non-decreasing).
         var lo = 0, hi = files.count
@@ -209,7 +212,17 @@ public struct InfoDictionary: Sendable {
                 for (j, c) in comps.enumerated() { path.append(try component(c, field: "\(field).path[\(j)]")) }
                 let padding = entry["attr"]?.bytes?.contains(UInt8(ascii: "p")) ?? false
                 // Two files at one path, or a file where another needs a directory, cannot both be
-                // written: refuse rather than let pieces fail verification forever.
+                // written: refuse rather than let pieces fail verification forever. Padding files
+                // are exempt: libtorrent names them ".pad/<size>", so two pads of one size share a
+                // path (all zeros, so writing both is harmless, and they need not be written at all).
+                if padding {
+                    files.append(TorrentFile(path: path, length: length, offset: total, isPadding: true))
+                    total += length
+                    guard total <= maxTotalLength else {
+                        throw MetainfoError("info.files", "total length exceeds \(maxTotalLength) bytes")
+                    }
+                    continue
+                }
                 guard filePaths.insert(path).inserted, !dirPaths.contains(path) else {
                     throw MetainfoError("\(field).path", "\"\(path.joined(separator: "/"))\" is used by another file or directory")
                 }
@@ -220,7 +233,7 @@ public struct InfoDictionary: Sendable {
                     }
                     dirPaths.insert(dir)
                 }
-                files.append(TorrentFile(path: path, length: length, offset: total, isPadding: padding))
+                files.append(TorrentFile(path: path, length: length, offset: total))
                 total += length
                 guard total <= maxTotalLength else {
                     throw MetainfoError("info.files", "total length exceeds \(maxTotalLength) bytes")
@@ -301,6 +314,15 @@ public struct Metainfo: Sendable {
         self.comment = nil
         self.createdBy = nil
         self.creationDate = nil
+    }
+
+    /// Metadata assembled from ut_metadata pieces (BEP 9): checked against the infohash the magnet
+    /// named before anything in it is believed, then parsed like a .torrent's info dictionary.
+    public static func fromMetadata(_ bytes: [UInt8], expecting infoHash: InfoHash, trackers: [[String]]) throws(MetainfoError) -> Metainfo {
+        guard sha1(bytes) == infoHash.bytes else {
+            throw MetainfoError("info", "metadata does not hash to \(infoHash.hex) (SHA-1 \(Hex.encode(sha1(bytes))))")
+        }
+        return Metainfo(info: try InfoDictionary.parse(bytes), rawInfo: bytes, trackers: trackers)
     }
 
     init(info: InfoDictionary, rawInfo: [UInt8], trackers: [[String]], comment: String?, createdBy: String?, creationDate: Int64?) {
