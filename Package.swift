@@ -86,7 +86,8 @@ let package = Package(
 
         // Fuzz targets (make fuzz links libFuzzer; other builds replay fuzz/corpus through CFuzzDriver).
         .target(name: "CFuzzDriver", path: "Sources/CFuzzDriver"),
-        .executableTarget(name: "peerhost-fuzz", dependencies: ["PeerhostCore", "PeerhostRing", "CPeerhostShim", "CFuzzDriver"]),
+        .executableTarget(name: "peerhost-fuzz", dependencies: ["PeerhostCore", "PeerhostRing", "CPeerhostShim", "CFuzzDriver",
+                                                        "BitTorrentProtocol"]),
 
         .executableTarget(name: "peerhost-ringbench", dependencies: ["PeerhostRing", "CPeerhostShim", "CPeerhostTestSupport"]),
 

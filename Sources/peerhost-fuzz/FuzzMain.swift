@@ -19,6 +19,7 @@ struct FuzzMain {
         "manifest": { data, size in ManifestTarget.run(UnsafeRawBufferPointer(start: data, count: size)); return 0 },
         "config": { data, size in ConfigTarget.run(UnsafeRawBufferPointer(start: data, count: size)); return 0 },
         "descriptor": { data, size in DescriptorTarget.run(UnsafeRawBufferPointer(start: data, count: size)); return 0 },
+        "extension": { data, size in ExtensionTarget.run(UnsafeRawBufferPointer(start: data, count: size)); return 0 },
     ]
 
     static func main() {
