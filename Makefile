@@ -15,7 +15,7 @@ help:
 	@echo "make run    install what is missing, build release, start the host on the default config"
 	@echo "make test   install what is missing (and test peers), build, run every test"
 	@echo "make bench  benchmarks against this machine's baselines (writes bench/BENCHMARKS.md)"
-	@echo "make fuzz   fuzz the manifest, config, ring-descriptor, bencode, metainfo and magnet parsers (FUZZ_SECONDS=60 each)"
+	@echo "make fuzz   fuzz the manifest, config, ring-descriptor, BitTorrent bencode, metainfo, magnet, peer-wire and extension-message parsers (FUZZ_SECONDS=60 each)"
 	@echo "make clean  remove build products"
 
 # Installs the system packages that are missing; does nothing (and needs no network) when all are there.
@@ -68,7 +68,7 @@ bench: deps
 # Parsing happens once per config or manifest load, so it costs bytes, not a crash; leak reports
 # would stop every run at the first input.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := manifest config descriptor bencode metainfo magnet
+FUZZ_TARGETS := manifest config descriptor bencode metainfo magnet wire extension
 FUZZER_LIB    = $(firstword $(wildcard $(dir $(realpath $(SWIFT)))../lib/clang/*/lib/linux/libclang_rt.fuzzer_no_main-x86_64.a))
 FUZZ_FLAGS    = -Xcc -DPH_FUZZ_LIBFUZZER -Xswiftc -sanitize=address -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,trace-cmp,pc-table \
                 -Xlinker $(FUZZER_LIB) -Xlinker -lstdc++

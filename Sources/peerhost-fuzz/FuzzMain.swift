@@ -22,6 +22,8 @@ struct FuzzMain {
         "bencode": { data, size in BencodeTarget.run(UnsafeRawBufferPointer(start: data, count: size)); return 0 },
         "metainfo": { data, size in MetainfoTarget.run(UnsafeRawBufferPointer(start: data, count: size)); return 0 },
         "magnet": { data, size in MagnetTarget.run(UnsafeRawBufferPointer(start: data, count: size)); return 0 },
+        "extension": { data, size in ExtensionTarget.run(UnsafeRawBufferPointer(start: data, count: size)); return 0 },
+        "wire": { data, size in WireTarget.run(UnsafeRawBufferPointer(start: data, count: size)); return 0 },
     ]
 
     static func main() {

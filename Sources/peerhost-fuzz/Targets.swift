@@ -1,6 +1,7 @@
 import CPeerhostShim
 import PeerhostCore
 import PeerhostRing
+import BitTorrentProtocol
 
 /// Manifest bytes → PluginManifest. Any input may be refused; none may crash. A manifest that parses
 /// must satisfy what the broker relies on without re-checking.
@@ -68,6 +69,31 @@ enum DescriptorTarget {
                 precondition((try? again.decode(d, owns: owns, ownsFile: ownsFile)) == nil,
                              "slot \(d.slot) was handed to the core twice by the same descriptor")
             }
+        }
+    }
+}
+
+/// Bytes → BitTorrent extension messages (BEP 10 handshake, BEP 9 ut_metadata, BEP 11 ut_pex), all
+/// three decoders on every input: a peer controls these bytes. Whatever decodes must re-encode to
+/// something that decodes to the same value (the engine re-sends what it parsed, e.g. PEX).
+enum ExtensionTarget {
+    static func run(_ bytes: UnsafeRawBufferPointer) {
+        let payload = Array(bytes)
+        if let h = try? ExtensionHandshake.decode(payload) {
+            precondition((try? ExtensionHandshake.decode(h.encoded())) == h, "extension handshake does not round-trip")
+        }
+        if let m = try? MetadataMessage.decode(payload) {
+            precondition((try? MetadataMessage.decode(m.encoded())) == m, "ut_metadata message does not round-trip")
+            if case .data(let piece, let total, let data) = m, total <= 4 * MetadataMessage.pieceSize,
+               var assembler = try? MetadataAssembler(infoHash: [UInt8](repeating: 0, count: 20), totalSize: total) {
+                _ = try? assembler.add(piece: piece, data: data, totalSize: total)
+            }
+        }
+        if let p = try? PexMessage.decode(payload) {
+            precondition((try? PexMessage.decode(p.encoded())) == p, "ut_pex message does not round-trip")
+            var state = PexState()
+            for peer in p.added { state.peerConnected(peer.address, flags: peer.flags) }
+            _ = state.message(for: 1, recipientAddress: p.dropped.first)
         }
     }
 }

@@ -6,7 +6,7 @@ extension Integration {
     /// the tests (no libFuzzer: every file once). An input that once crashed a parser stays here, so
     /// the bug cannot come back unnoticed; `make fuzz` is where new inputs are searched for.
     @Suite(.serialized) struct FuzzCorpusTests {
-        static let targets = ["manifest", "config", "descriptor", "bencode", "metainfo", "magnet"]
+        static let targets = ["manifest", "config", "descriptor", "bencode", "metainfo", "magnet", "wire", "extension"]
 
         func run(_ arguments: [String]) throws -> (Int32, String) {
             let p = Process()

@@ -6,7 +6,7 @@
 // interested peer chosen at random every 30 s, new peers three times as likely, so newcomers get a
 // first piece to trade and better partners can be found.
 
-public struct Choker {
+public struct Choker: Sendable {
     public struct PeerStats: Sendable, Equatable {
         public var id: PeerKey
         public var interested: Bool

@@ -22,14 +22,14 @@ public struct BlockRequest: Hashable, Sendable, CustomStringConvertible {
     public var description: String { "piece \(piece) +\(begin) (\(length) bytes)" }
 }
 
-public struct PiecePicker {
-    enum Slot: Equatable {
+public struct PiecePicker: Sendable {
+    enum Slot: Equatable, Sendable {
         case wanted
         case requested([PeerKey])   // every peer it is outstanding from; more than one only in endgame
         case received
     }
 
-    struct Partial {
+    struct Partial: Sendable {
         var blocks: [Slot]
         var wanted: Int
         var received: Int
@@ -127,6 +127,9 @@ public struct PiecePicker {
         guard let k = blockIndex(b), let p = partials[b.piece] else { return false }
         return p.blocks[k] != .received
     }
+
+    /// Whether `peerHas` has a piece we still lack (send `interested`).
+    public func isInterested(in peerHas: Bitfield) -> Bool { peerHas.hasAny(notIn: have) }
 
     // MARK: picking
 
