@@ -182,4 +182,29 @@ struct SimNetwork {
         #expect(net.nodes[3].table.entries.filter { $0.status(now: net.now) == .good }.count >= 8)
         #expect(throws: RoutingTable.DecodeError.self) { try DHTNode(restoring: Array(saved.dropLast(3)), now: 0) }
     }
+
+    /// libtorrent's own get_peers and announce_peer (recorded) against our node: it gets a token,
+    /// and its announce with our token (put in place of the one it got from the capture's fake
+    /// node) stores it under its UDP source port (implied_port).
+    @Test func answersRealLibtorrentQueries() throws {
+        var node = DHTNode(rng: 21, now: 0)
+        let lt = UDPEndpoint(host: "127.0.0.1", port: 17001)!
+        let gp = node.receive(try vector("libtorrent-dht-get_peers-query.bencode"), from: lt, now: 1)
+        guard case .response(_, let r)? = try gp.first.map({ try KRPC.Message.decode($0.datagram) }) else {
+            Issue.record("no reply to libtorrent's get_peers"); return
+        }
+        let token = try #require(r.token)
+        guard case .query(let t, .announcePeer(let id, let h, let port, _, let implied)) =
+                try KRPC.Message.decode(try vector("libtorrent-dht-announce_peer-query.bencode")) else {
+            Issue.record("announce_peer vector"); return
+        }
+        // As recorded (a token from another node): refused.
+        let refused = node.receive(try vector("libtorrent-dht-announce_peer-query.bencode"), from: lt, now: 2)
+        #expect(try refused.first.map { try KRPC.Message.decode($0.datagram) } == .error(transactionID: t, code: 203, message: "bad token"))
+        let withOurToken = KRPC.Message.query(transactionID: t, .announcePeer(id: id, infoHash: h, port: port, token: token, impliedPort: implied))
+        let ok = node.receive(withOurToken.encoded(), from: lt, now: 2)
+        #expect(try ok.first.map { try KRPC.Message.decode($0.datagram) } == .response(transactionID: t, KRPC.Response(id: node.id)))
+        var g = SplitMix64(seed: 1)
+        #expect(node.store.values(infoHash: h.bytes, now: 3, using: &g) == [[127, 0, 0, 1, 0x42, 0x69]])   // 17001
+    }
 }

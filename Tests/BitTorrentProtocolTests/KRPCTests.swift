@@ -112,4 +112,30 @@ import Testing
         #expect(UDPEndpoint(address: "udp:1.2.3:6881") == nil)
         #expect(UDPEndpoint(address: "udp:example.org:6881") == nil)
     }
+
+    /// Real libtorrent 2.0.8 messages (capture-libtorrent-dht.py): extra keys ("v", "ip", "p",
+    /// "bs", "seed", an "r" inside an error) are ignored, the fields we use come through.
+    @Test func decodesRealLibtorrentMessages() throws {
+        let hash = NodeID(InetText.unhex("123456789abcdef123456789abcdef123456789a")!)!
+        guard case .query(_, .getPeers(let ltID, _)) = try KRPC.Message.decode(try vector("libtorrent-dht-get_peers-query.bencode")) else {
+            Issue.record("libtorrent's bootstrap get_peers did not decode as get_peers"); return
+        }
+        guard case .query(_, .announcePeer(let id2, hash, 17001, let token, true)) =
+                try KRPC.Message.decode(try vector("libtorrent-dht-announce_peer-query.bencode")) else {
+            Issue.record("libtorrent's announce_peer did not decode with implied_port"); return
+        }
+        #expect(id2 == ltID && token == b("tok12345"))
+        for name in ["ping", "find_node", "announce_peer"] {
+            guard case .response(_, let r) = try KRPC.Message.decode(try vector("libtorrent-dht-\(name)-response.bencode")) else {
+                Issue.record("\(name) response"); continue
+            }
+            #expect(r.id == ltID)
+        }
+        guard case .response(let t, let gp) = try KRPC.Message.decode(try vector("libtorrent-dht-get_peers-response.bencode")) else {
+            Issue.record("get_peers response"); return
+        }
+        #expect(t == b("g1") && gp.token?.count == 4 && gp.nodes == [] && gp.values == nil)
+        #expect(try KRPC.Message.decode(try vector("libtorrent-dht-announce_peer-badtoken-error.bencode"))
+                == .error(transactionID: b("a2"), code: 203, message: "invalid token"))
+    }
 }
