@@ -14,7 +14,7 @@ let package = Package(
         // Bundled plugins, loaded by the runner with dlopen.
         .library(name: "echo-c", type: .dynamic, targets: ["EchoCPlugin"]),
         .library(name: "echo-swift", type: .dynamic, targets: ["EchoSwiftPlugin"]),
-        .library(name: "bittorrent", type: .dynamic, targets: ["BitTorrentPlugin"]),
+        .library(name: "bittorrent", type: .dynamic, targets: ["BitTorrentEntry"]),
         // Test plugins: hostile behaviour the core must contain.
         .library(name: "hostile-ring", type: .dynamic, targets: ["HostileRingPlugin"]),
         .library(name: "io-probe", type: .dynamic, targets: ["IOProbePlugin"]),
@@ -102,6 +102,7 @@ let package = Package(
                 path: "plugins/bittorrent/Protocol"),
         .target(name: "BitTorrentPlugin", dependencies: ["PeerhostSDK", "BitTorrentProtocol"],
                 path: "plugins/bittorrent/Plugin"),
+        .target(name: "BitTorrentEntry", dependencies: ["BitTorrentPlugin", "PeerhostSDK"], path: "plugins/bittorrent/Entry"),
 
         .target(name: "HostileRingPlugin", dependencies: ["CPeerhostABI", "CPeerhostShim"],
                 path: "Tests/Plugins/hostile-ring", exclude: ["manifest.toml", "syscalls.toml"], sources: ["hostile.c"],

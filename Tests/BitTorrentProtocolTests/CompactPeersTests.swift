@@ -43,4 +43,15 @@ import Testing
         #expect(PeerAddress(host: "1:2:3:4:5:6:7:8", port: 1)?.host == "1:2:3:4:5:6:7:8")
         #expect(PeerAddress(ip: [1, 2, 3], port: 1) == nil)
     }
+
+    @Test func trackerAndDHTListsAreReadLeniently() {
+        let v4 = [PeerAddress(host: "127.0.0.1", port: 6881)!, PeerAddress(host: "255.254.0.9", port: 1)!]
+        let b4 = CompactPeers.encodeIPv4(v4)
+        #expect(b4 == [127, 0, 0, 1, 0x1a, 0xe1, 255, 254, 0, 9, 0, 1])
+        // A trailing partial entry and port-0 entries are dropped, not the whole list.
+        #expect(CompactPeers.lenientIPv4(b4 + [1, 2, 3]) == v4)
+        #expect(CompactPeers.lenientIPv4([1, 2, 3, 4, 0, 0]).isEmpty)
+        let v6 = [PeerAddress(host: "2001:db8::1", port: 6881)!]
+        #expect(CompactPeers.lenientIPv6(CompactPeers.encodeIPv6(v6) + [9]) == v6)
+    }
 }

@@ -984,9 +984,3 @@ enum ExtensionIDs {
     static let metadata: UInt8 = 1
     static let pex: UInt8 = 2
 }
-
-@_cdecl("peerhost_plugin_v1")
-public func peerhostPluginV1() -> UnsafeRawPointer {
-    PluginExport.entry(for: BitTorrentPlugin.self, name: "bittorrent", version: "0.1.0",
-                       features: [.streams, .timers, .files, .kv, .control, .shaping, .peerTags])
-}

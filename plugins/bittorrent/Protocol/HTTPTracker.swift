@@ -329,8 +329,7 @@ public struct HTTPResponseReader: Sendable {
     }
 
     mutating func parseHeader(_ raw: [UInt8]) throws(TrackerError) {
-        let text = String(decoding: raw, as: UTF8.self)
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.hasSuffix("\r") ? $0.dropLast() : $0 }
+        var lines = textLines(raw)
         guard !lines.isEmpty else { throw .badHTTP("empty status line") }
         let first = lines.removeFirst()
         statusLine = String(first)
@@ -417,6 +416,14 @@ public struct HTTPResponseReader: Sendable {
                 if empty { isComplete = true; return }
             }
         }
+    }
+}
+
+/// Lines split at LF with a trailing CR removed. Done on bytes: as a Swift String, "\r\n" is one
+/// Character, so splitting text at "\n" would not split CRLF lines.
+func textLines(_ bytes: [UInt8]) -> [Substring] {
+    bytes.split(separator: 10, omittingEmptySubsequences: false).map { line in
+        Substring(String(decoding: line.last == 13 ? line.dropLast() : line[...], as: UTF8.self))
     }
 }
 

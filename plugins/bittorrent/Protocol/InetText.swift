@@ -40,7 +40,9 @@ public enum InetText {
             if part.isEmpty { return [] }
             var g: [UInt16] = []
             for h in part.split(separator: ":", omittingEmptySubsequences: false) {
-                guard !h.isEmpty, h.count <= 4, let v = UInt16(h, radix: 16) else { return nil }
+                // Hex digits only: UInt16(_:radix:) alone would take "+1".
+                guard !h.isEmpty, h.count <= 4, h.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 | 0x20 >= 97 && $0 | 0x20 <= 102) }),
+                      let v = UInt16(h, radix: 16) else { return nil }
                 g.append(v)
             }
             return g
@@ -73,10 +75,13 @@ public enum InetText {
     }
 
     /// RFC 5952 canonical text: lowercase, no leading zeros, the longest run (>= 2) of zero groups
-    /// as "::" (the first one on a tie).
+    /// as "::" (the first one on a tie), IPv4-mapped addresses as ::ffff:a.b.c.d (section 5).
     public static func formatIPv6<C: Collection>(_ b: C) -> String where C.Element == UInt8 {
         let bytes = Array(b)
         precondition(bytes.count == 16)
+        if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xff && bytes[11] == 0xff {
+            return "::ffff:" + formatIPv4(bytes[12..<16])
+        }
         var words: [UInt16] = []
         for i in stride(from: 0, to: 16, by: 2) { words.append(UInt16(bytes[i]) << 8 | UInt16(bytes[i + 1])) }
         var bestStart = -1, bestLen = 0, i = 0

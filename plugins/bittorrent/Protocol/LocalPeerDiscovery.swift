@@ -72,8 +72,7 @@ public enum LocalPeerDiscovery {
     /// equal to `ownCookie`), which multicast loopback hands back to us.
     public static func decode(_ datagram: [UInt8], ownCookie: String?) throws(DecodeError) -> Announce? {
         guard datagram.count <= 8192 else { throw .notLSD("(datagram of \(datagram.count) bytes)") }
-        let text = String(decoding: datagram, as: UTF8.self)
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.hasSuffix("\r") ? $0.dropLast() : $0 }
+        let lines = textLines(datagram)
         guard let first = lines.first else { throw .notLSD("") }
         let words = first.split(separator: " ")
         guard words.count == 3, words[0] == "BT-SEARCH", words[1] == "*", words[2].uppercased().hasPrefix("HTTP/1.") else {

@@ -232,6 +232,7 @@ public struct UDPTrackerClient: Sendable {
             }
             pending[i].n += 1
             pending[i].transactionID = nil   // resent by flush, through connect if the id expired
+            pending[i].deadline = .infinity
             connectN = max(connectN, pending[i].n)
             i += 1
         }
