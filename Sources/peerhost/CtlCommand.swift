@@ -26,6 +26,11 @@ struct CtlCommand: ParsableCommand {
               peerhost ctl echo-c checksum @/etc/hostname
               peerhost ctl host set-rate echo-c 10MiB 0
               peerhost ctl host set-rate global 100MiB 100MiB
+
+            The bittorrent plugin has friendlier commands (each has --help):
+              peerhost ctl bittorrent add FILE.torrent|MAGNET [--dir D] [--peer HOST:PORT]… [--wait]
+              peerhost ctl bittorrent list | info ID | pause ID | resume ID | remove ID
+              peerhost ctl bittorrent create FILE|DIR [--out F] [--tracker URL]…
             """
     )
 
@@ -41,6 +46,8 @@ struct CtlCommand: ParsableCommand {
     var arguments: [String] = []
 
     func run() throws {
+        let words0 = arguments.first == "--" ? Array(arguments.dropFirst()) : arguments
+        if plugin == BitTorrentCLI.plugin, try BitTorrentCLI.run(method: method, words: words0, config: options) { return }
         let config = try options.load()
         let runFile: RunFile
         do {
