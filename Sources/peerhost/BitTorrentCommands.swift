@@ -19,7 +19,7 @@ enum BitTorrentCLI {
             switch method {
             case "add": var c = try BitTorrentAddCommand.parse(words); c.config = config; try c.run()
             case "list": var c = try BitTorrentListCommand.parse(words); c.config = config; try c.run()
-            case "create": var c = try BitTorrentCreateCommand.parse(words); try c.run()
+            case "create": let c = try BitTorrentCreateCommand.parse(words); try c.run()
             default:
                 var c = try BitTorrentIDCommand.parse(words); c.method = method; c.config = config; try c.run()
             }
