@@ -49,14 +49,24 @@ public final class Host: HostControl, @unchecked Sendable {
     /// `<data_dir>/store.sqlite` (KVStore.swift), opened once before the plugins start. A store
     /// that cannot be trusted is not replaced: kv calls fail with PH_EIO and the reason (with the
     /// fix) is logged, audited and shown in the status of each plugin that uses it.
-    private(set) var store: Result<KVStore, StoreError>?
+    var store: Result<KVStore, StoreError>?
+
+    /// Operator grants read from the store at start (OperatorGrants.swift), by plugin.
+    private var grantsAtStart: [String: [OperatorGrant]] = [:]
 
     private func openStore() {
-        guard config.enabledPlugins.contains(where: { $0.manifest.storage.kvQuota != nil }) else { return }
+        // Also when an earlier run wrote a store (the marker): it may hold operator grants.
+        let marker = (config.host.dataDirectory as NSString).appendingPathComponent(KVStore.markerName)
+        guard config.enabledPlugins.contains(where: { $0.manifest.storage.kvQuota != nil })
+                || FileManager.default.fileExists(atPath: marker) else { return }
         do throws(StoreError) {
             let kv = try KVStore.open(dataDirectory: config.host.dataDirectory)
             store = .success(kv)
             logger.info("key-value store open", metadata: ["path": "\(kv.path)"])
+            switch OperatorGrants.load(from: kv) {
+            case .success(let grants): grantsAtStart = Dictionary(grouping: grants, by: \.plugin)
+            case .failure(let error): logger.error("\(error)")
+            }
         } catch {
             store = .failure(error)
             logger.error("\(error)")
@@ -131,6 +141,9 @@ public final class Host: HostControl, @unchecked Sendable {
         thread.start()
     }
 
+    /// Loop thread only.
+    func supervisor(named name: String) -> PluginSupervisor? { supervisors.first { $0.name == name } }
+
     /// Runs `body` on the loop thread and returns its result.
     func onLoop<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
         await withCheckedContinuation { continuation in
@@ -190,6 +203,7 @@ public final class Host: HostControl, @unchecked Sendable {
             supervisor.shaping = shaper.addPlugin(plugin.name, weight: plugin.weight, up: rate.up, down: rate.down,
                                                   now: monotonicNanoseconds())
             supervisor.store = store
+            for grant in grantsAtStart[plugin.name] ?? [] { _ = supervisor.applyOperatorGrant(grant) }
             if learn != nil { supervisor.learner = learner }
             supervisors.append(supervisor)
             guard prepared != nil else {
@@ -347,6 +361,7 @@ public final class Host: HostControl, @unchecked Sendable {
                     status.bytesOutPerSecond = s.rates.outbound
                     status.lastCause = s.lastCause?.rawValue
                     status.rate = shaper.plugins[plugin.name].map(\.status)
+                    status.grants += s.operatorGrants.map(\.summary)
                     if case .success(let kv)? = store { status.storageBytes = kv.usage(plugin: plugin.name) }
                 }
                 result.append(status)
