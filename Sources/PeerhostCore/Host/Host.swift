@@ -125,8 +125,10 @@ public final class Host: HostControl, @unchecked Sendable {
             }
         }
         let accounting = Task { await host.accountingLoop() }
+        let pluginStatus = Task { await host.statusLoop() }
         try await group.run()
         accounting.cancel()
+        pluginStatus.cancel()
         guard learn != nil else { return [] }
         for error in host.learner.errors { logger.error("learn: \(error)") }
         return host.learner.observed.map {
@@ -362,6 +364,7 @@ public final class Host: HostControl, @unchecked Sendable {
                     status.lastCause = s.lastCause?.rawValue
                     status.rate = shaper.plugins[plugin.name].map(\.status)
                     status.grants += s.operatorGrants.map(\.summary)
+                    status.details = s.statusDetails
                     if case .success(let kv)? = store { status.storageBytes = kv.usage(plugin: plugin.name) }
                 }
                 result.append(status)

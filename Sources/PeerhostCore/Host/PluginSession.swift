@@ -149,6 +149,9 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     private var peerTagging = false
     private var untagged: [PeerUsage] = []
     private(set) var violated = false
+    /// The plugin's metrics (metric_add), set by the supervisor.
+    var pluginMetrics: PluginMetrics?
+    private var metricAddRefusalLogged = false
     private var lastActivity: UInt64 = 0
     var spinBudgetNanoseconds: UInt64 = 50_000
 
@@ -370,7 +373,12 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             let l: Logger.Level = level >= 3 ? .error : level == 2 ? .warning : level == 1 ? .info : .debug
             logger.log(level: l, "\(text)", metadata: ["plugin": "\(plugin)"])
             returnSlot(slot, to: 0)
-        case .metric(_, _, let slot):
+        case .metric(let name, let value, let slot):
+            if let metrics = pluginMetrics, !metrics.metricAdd(name: name, value: value), !metricAddRefusalLogged {
+                metricAddRefusalLogged = true   // once per incarnation: the plugin may call it per packet
+                logger.warning("metric_add ignored (negative or non-finite value, a name of the host's own, or more than \(Defaults.metricAddMaxNames) names)",
+                               metadata: ["plugin": "\(plugin)", "name": "\(name)"])
+            }
             returnSlot(slot, to: 0)
         case .free(let slot):
             recycleReceiveSlot(slot)

@@ -79,6 +79,8 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     /// Directories the operator granted at run time (OperatorGrants.swift): part of every
     /// incarnation's storage grants, and applied to the live session when they change.
     private(set) var operatorGrants: [OperatorGrant] = []
+    /// The latest good `details` from the plugin's `[status]` method (Host+PluginStatus.swift).
+    var statusDetails: JSONValue?
     /// The profile of the current incarnation (set by `start`).
     private(set) var syscallProfile: SyscallProfile?
 
@@ -159,6 +161,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
                                         logger: logger)
         session.delegate = self
         session.peers = peers
+        session.pluginMetrics = metrics
         session.shaping = shaping
         session.kvStore = store
         session.kvQuota = config.manifest.storage.kvQuota

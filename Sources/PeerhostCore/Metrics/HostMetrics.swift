@@ -111,10 +111,13 @@ public final class PluginMetrics: Sendable {
     private let downtime: Counter
     private let peerSeries = Mutex<[String: PeerSeries]>([:])
     private let wakeups: [RingName: Counter]
+    /// The host's table of plugin-defined series (PluginSeries.swift).
+    let pluginSeries: PluginSeriesTable
 
-    init(plugin: String, registry: PrometheusCollectorRegistry) {
+    init(plugin: String, registry: PrometheusCollectorRegistry, pluginSeries: PluginSeriesTable = PluginSeriesTable()) {
         self.plugin = plugin
         self.registry = registry
+        self.pluginSeries = pluginSeries
         func counter(_ name: String, _ extra: [(String, String)] = []) -> Counter {
             let definition = MetricCatalog.definition(name)
             return registry.makeCounter(descriptor: HostMetrics.descriptor(definition), labels: [("plugin", plugin)] + extra)
@@ -150,6 +153,12 @@ public final class PluginMetrics: Sendable {
     public func wakeup(_ ring: RingName) { wakeups[ring]!.increment() }
     public func wakeups(_ ring: RingName, _ count: Int) { if count > 0 { wakeups[ring]!.increment(by: Int64(count)) } }
     public func copiedBytes(_ count: Int) { copiedBytes.increment(by: Int64(count)) }
+    /// The ABI's metric_add: adds to peerhost_plugin_<name>_total{plugin}. False when refused (a
+    /// negative or non-finite value, a name of the host's own, more than 64 names).
+    @discardableResult
+    public func metricAdd(name: String, value: Double) -> Bool { pluginSeries.add(plugin: plugin, name: name, value: value) }
+    /// Replaces the plugin's `[status]` series (Host+PluginStatus.swift).
+    public func setStatusSeries(_ series: [PluginSeries]) { pluginSeries.setStatusSeries(plugin: plugin, series) }
     public func ringDepth(_ ring: RingName, _ depth: Int) { ringDepth[ring]!.set(Int64(depth)) }
     public func connections(_ open: Int) { connections.set(Int64(open)) }
     public func shaperWait(_ direction: TrafficDirection, seconds: Double) { shaperWait[direction]!.increment(by: seconds) }
@@ -218,6 +227,8 @@ public final class HostMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     private let plugins = Mutex<[String: PluginMetrics]>([:])
     private let scrapeHook = Mutex<(@Sendable () -> Void)?>(nil)
+    /// Series plugins define: their `[status]` metrics and metric_add counters (PluginSeries.swift).
+    let pluginSeries = PluginSeriesTable()
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -232,7 +243,7 @@ public final class HostMetrics: Sendable {
     public func plugin(named name: String) -> PluginMetrics {
         plugins.withLock { table in
             if let existing = table[name] { return existing }
-            let created = PluginMetrics(plugin: name, registry: registry)
+            let created = PluginMetrics(plugin: name, registry: registry, pluginSeries: pluginSeries)
             table[name] = created
             return created
         }
@@ -246,7 +257,9 @@ public final class HostMetrics: Sendable {
     /// Prometheus text exposition format 0.0.4.
     public func render() -> [UInt8] {
         if let hook = scrapeHook.withLock({ $0 }) { hook() }
-        return registry.emitToBuffer()
+        var text = registry.emitToBuffer()
+        if let last = text.last, last != 0x0a { text.append(0x0a) }
+        return text + Array(pluginSeries.render().utf8)
     }
 
     public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
