@@ -51,6 +51,48 @@ extension Integration {
             var finished = false
         }
 
+        @Test func aPluginHoldingEveryReceiveSlotPausesItsConnectionsWithoutLosingBytes() throws {
+            let host = try HostProcess(config: Self.config)
+            try host.start()
+            defer { _ = host.stop() }
+            try started(host)
+
+            var generator = SystemRandomNumberGenerator()
+            let payload = (0..<(1 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let client = try TCPClient(port: 7120, timeoutSeconds: 120)
+            defer { Glibc.close(client.fd) }
+            let outcome = Outcome()
+            let sender = Thread {
+                do { try client.send(payload) } catch { outcome.lock.withLock { outcome.error = "\(error)" } }
+                outcome.lock.withLock { outcome.finished = true }
+            }
+            sender.start()
+
+            // Every receive slot ends up with the plugin, and the stream stops short of its end.
+            try waitUntil("the plugin holds all 16 receive slots") { try report(host)["held"] as? Int == 16 }
+            usleep(500_000)
+            let stalled = try report(host)
+            #expect(stalled["held"] as? Int == 16 && stalled["max_held"] as? Int == 16, "\(stalled)")
+            #expect((stalled["bytes"] as? Int ?? 0) <= 16 * 4096, "\(stalled)")
+            #expect(stalled["closed"] as? Int == 0, "the connection stays open: \(stalled)")
+            try waitUntil("a receive pause is counted") {
+                try host.metrics()["peerhost_plugin_receive_pauses_total{plugin=\"hoard-probe\"}"] ?? 0 >= 1
+            }
+            #expect(outcome.lock.withLock { outcome.error } == nil, "the sender is held back by TCP (or buffered), never failed")
+
+            // Released: everything arrives, in order, on the same connection.
+            #expect(try host.cli(["ctl", "hoard-probe", "hold", "0"]).0 == 0)
+            try waitUntil("all bytes arrive", timeout: .seconds(60)) { try report(host)["bytes"] as? Int == payload.count }
+            let done = try report(host)
+            #expect(done["fnv"] as? String == Self.fnv(payload), "no byte lost or reordered: \(done)")
+            #expect(done["accepted"] as? Int == 1 && done["closed"] as? Int == 0, "\(done)")
+            try waitUntil("the sender finished") { outcome.lock.withLock { outcome.finished } }
+            #expect(outcome.lock.withLock { outcome.error } == nil)
+            // The data path still works after the pauses: a second burst passes straight through.
+            try client.send(Array(payload.prefix(100_000)))
+            try waitUntil("the second burst arrives") { try report(host)["bytes"] as? Int == payload.count + 100_000 }
+        }
+
         @Test func statusDetailsAndMetricsComeFromThePluginsStatusMethod() throws {
             let host = try HostProcess(config: Self.config)
             try host.start()

@@ -275,6 +275,7 @@ public final class Host: HostControl, @unchecked Sendable {
                 m.messages(.inbound, Int(now.messagesIn &- before.messagesIn))
                 m.messages(.outbound, Int(now.messagesOut &- before.messagesOut))
                 m.copiedBytes(Int(now.copiedBytes &- before.copiedBytes))
+                m.receivePauses(Int(now.receivePauses &- before.receivePauses))
                 m.wakeups(.rx, Int(now.rxWakeups &- before.rxWakeups))
                 m.wakeups(.tx, Int(now.txWakeups &- before.txWakeups))
                 m.connections(now.connectionsOpen)

@@ -25,6 +25,7 @@ struct SessionCounters {
     var rxWakeups: UInt64 = 0        // eventfd writes towards the plugin
     var txWakeups: UInt64 = 0        // doorbell reads: the plugin woke the core
     var copiedBytes: UInt64 = 0      // payload bytes the core copied (0 on the zero-copy path)
+    var receivePauses: UInt64 = 0    // receives parked on ENOBUFS: the plugin held every receive slot
     var connectionsOpen: Int = 0
     var connectionsTotal: UInt64 = 0
 }
@@ -287,6 +288,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     /// Drains TX, flushes RX. Returns true when work was done (the loop should not sleep yet).
     func poll(now: UInt64) -> Bool {
         if violated { return false }
+        counters.receivePauses = group.parksTotal   // one load: the loop parks, the group counts
         tx.awake()
         var worked = drainTX()
         worked = flushRX() || worked

@@ -589,6 +589,7 @@ extension SessionCounters {
         rxWakeups &+= other.rxWakeups
         txWakeups &+= other.txWakeups
         copiedBytes &+= other.copiedBytes
+        receivePauses &+= other.receivePauses
         connectionsTotal &+= other.connectionsTotal
     }
 }

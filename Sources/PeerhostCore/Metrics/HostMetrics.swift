@@ -82,6 +82,8 @@ public enum MetricCatalog {
               help: "Payload bytes per remote peer the plugin tagged (ABI 1.1 conn_set_peer, peer = hex id); only the plugin's top 10 peers by bytes."),
         .init(name: "peerhost_peer_messages_total", kind: .counter, labels: ["plugin", "peer", "direction"],
               help: "Receives (in) and completed sends (out) per tagged remote peer; only the plugin's top 10 peers by bytes."),
+        .init(name: "peerhost_plugin_receive_pauses_total", kind: .counter, labels: ["plugin"],
+              help: "Times a connection's receive paused because the plugin held every receive slot; it resumes when slots come back, nothing is lost or closed."),
         .init(name: "peerhost_ring_wakeups_total", kind: .counter, labels: ["plugin", "ring"],
               help: "eventfd writes to wake the consumer of a ring; far fewer than messages under load."),
     ]
@@ -111,6 +113,7 @@ public final class PluginMetrics: Sendable {
     private let downtime: Counter
     private let peerSeries = Mutex<[String: PeerSeries]>([:])
     private let wakeups: [RingName: Counter]
+    private let receivePauses: Counter
     /// The host's table of plugin-defined series (PluginSeries.swift).
     let pluginSeries: PluginSeriesTable
 
@@ -140,6 +143,7 @@ public final class PluginMetrics: Sendable {
         shaperWait = byDirection("peerhost_shaper_wait_seconds_total")
         copiedBytes = counter("peerhost_datapath_copied_bytes_total")
         downtime = counter("peerhost_plugin_downtime_seconds_total")
+        receivePauses = counter("peerhost_plugin_receive_pauses_total")
         wakeups = Dictionary(uniqueKeysWithValues: RingName.allCases.map { ($0, counter("peerhost_ring_wakeups_total", [("ring", $0.rawValue)])) })
         // Known restart causes start at 0 so rate() works from the first restart on.
         for cause in RestartCause.allCases { _ = restartCounter(cause) }
@@ -153,6 +157,7 @@ public final class PluginMetrics: Sendable {
     public func wakeup(_ ring: RingName) { wakeups[ring]!.increment() }
     public func wakeups(_ ring: RingName, _ count: Int) { if count > 0 { wakeups[ring]!.increment(by: Int64(count)) } }
     public func copiedBytes(_ count: Int) { copiedBytes.increment(by: Int64(count)) }
+    public func receivePauses(_ count: Int) { if count > 0 { receivePauses.increment(by: Int64(count)) } }
     /// The ABI's metric_add: adds to peerhost_plugin_<name>_total{plugin}. False when refused (a
     /// negative or non-finite value, a name of the host's own, more than 64 names).
     @discardableResult
