@@ -25,6 +25,7 @@ let package = Package(
         .library(name: "memory-hog", type: .dynamic, targets: ["MemoryHogPlugin"]),
         .library(name: "threaded", type: .dynamic, targets: ["ThreadedPlugin"]),
         .library(name: "kv-probe", type: .dynamic, targets: ["KVProbePlugin"]),
+        .library(name: "hoard-probe", type: .dynamic, targets: ["HoardProbePlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -130,6 +131,9 @@ let package = Package(
                 publicHeadersPath: "."),
         .target(name: "KVProbePlugin", dependencies: ["CPeerhostABI"],
                 path: "Tests/Plugins/kv-probe", exclude: ["manifest.toml"], sources: ["kv_probe.c"],
+                publicHeadersPath: "."),
+        .target(name: "HoardProbePlugin", dependencies: ["CPeerhostABI"],
+                path: "Tests/Plugins/hoard-probe", exclude: ["manifest.toml"], sources: ["hoard_probe.c"],
                 publicHeadersPath: "."),
 
         // ---- Tests (Swift Testing) ----------------------------------------------------------

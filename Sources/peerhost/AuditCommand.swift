@@ -8,7 +8,8 @@ struct AuditCommand: ParsableCommand {
         abstract: "Show what plugins may do and whether their code is what was signed.",
         discussion: """
             For every plugin of the config (or one PLUGIN: a configured name, or a path to a manifest): \
-            effective grants (manifest narrowed by the config), limits, namespaces, the syscall profile \
+            effective grants (manifest narrowed by the config, plus directories the operator granted at \
+            run time with `peerhost ctl host grant`, read from the data dir's store), limits, namespaces, the syscall profile \
             and its sha256, control methods, the library's sha256 and signature status, and findings. \
             The library and signature are checked exactly as `peerhost run` checks them before starting \
             a plugin. What each finding means: docs/audit.md.
@@ -58,7 +59,13 @@ struct AuditCommand: ParsableCommand {
         if diff { return try runDiff() }
         let config = try options.load()
         let trust = TrustStore(config: config)
-        let inputs = AuditInputs(trust: trust, allowUnsigned: Set(config.security.allowUnsigned))
+        // Directories the operator granted at run time live in the host's store (docs/grants.md).
+        var operatorGrants: [OperatorGrant] = []
+        switch OperatorGrants.readOffline(dataDirectory: config.host.dataDirectory) {
+        case .success(let grants): operatorGrants = grants
+        case .failure(let error): FileHandle.standardError.write(Data("warning: \(error)\n".utf8))
+        }
+        let inputs = AuditInputs(trust: trust, allowUnsigned: Set(config.security.allowUnsigned), operatorGrants: operatorGrants)
         var reports: [PluginAuditReport] = []
         if let target = targets.first {
             if let plugin = config.plugins.first(where: { $0.name == target }) {

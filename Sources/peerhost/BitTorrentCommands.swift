@@ -142,9 +142,11 @@ struct BitTorrentAddCommand: ParsableCommand {
             } catch {
                 throw CommandFailure("--dir \(dir): cannot create it: \(error.localizedDescription)")
             }
-            // Run-time directory grants (`peerhost ctl host grant`) land with the core's grant
-            // support; until then --dir is refused rather than ignored.
-            throw CommandFailure("--dir \(absolute): run-time directory grants are not available in this build")
+            do {
+                _ = try client.grant(plugin: BitTorrentCLI.plugin, directory: absolute, mode: "rw")
+            } catch {
+                throw CommandFailure("--dir \(absolute): the host refused the grant: \(error)")
+            }
             saveDir = absolute
         }
         let added = try BitTorrentCLI.call(client, "add", [.file(literal: source, contents: input), .text(saveDir), .text(peers.joined(separator: " "))])

@@ -15,7 +15,12 @@ struct CtlCommand: ParsableCommand {
             The name `host` addresses the host itself: `peerhost ctl host set-rate PLUGIN|global UP DOWN` \
             changes a bandwidth limit at run time (bytes per second each way, e.g. 10MiB; 0 = unlimited; \
             never above the manifest's [limits] bandwidth). Each change \
-            is an audit line (action set-rate); `peerhost status` shows the current rates.
+            is an audit line (action set-rate); `peerhost status` shows the current rates. \
+            `peerhost ctl host grant PLUGIN DIR [--mode rw|ro]` lets a plugin open files under DIR \
+            (made absolute here; it must exist, be a directory, not be world-writable and not overlap \
+            the data dir) by their absolute path, at once and across restarts; `peerhost ctl host \
+            revoke PLUGIN DIR` takes it back. Both are audit lines (action grant/revoke) and show in \
+            `peerhost status --json` (grants) and `peerhost audit PLUGIN`. docs/grants.md.
 
             Examples:
               peerhost ctl echo-c stats
@@ -26,6 +31,9 @@ struct CtlCommand: ParsableCommand {
               peerhost ctl echo-c checksum @/etc/hostname
               peerhost ctl host set-rate echo-c 10MiB 0
               peerhost ctl host set-rate global 100MiB 100MiB
+              peerhost ctl host grant bittorrent /srv/torrents
+              peerhost ctl host grant bittorrent ./seeds --mode ro
+              peerhost ctl host revoke bittorrent /srv/torrents
 
             The bittorrent plugin has friendlier commands (each has --help):
               peerhost ctl bittorrent add FILE.torrent|MAGNET [--dir D] [--peer HOST:PORT]… [--wait]
@@ -56,14 +64,41 @@ struct CtlCommand: ParsableCommand {
             throw CommandFailure(error.description)
         }
         let words = arguments.first == "--" ? Array(arguments.dropFirst()) : arguments
-        let value: ControlValue
+        let client = ControlSocketClient(path: runFile.controlSocket)
+        let text: String
         do {
-            value = try ControlSocketClient(path: runFile.controlSocket)
-                .call(plugin: plugin, method: method, args: words.map(ControlArgument.fromCommandLine))
-        } catch {
+            if plugin == "host", method == "grant" || method == "revoke" {
+                text = try Self.grantCall(client, method: method, words: words)
+            } else {
+                text = try client.call(plugin: plugin, method: method, args: words.map(ControlArgument.fromCommandLine)).description
+            }
+        } catch let error as ControlClientError {
             throw CommandFailure(error.description)
         }
-        let text = value.description
         print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
+    }
+
+    /// `grant PLUGIN DIR [--mode rw|ro]`, `revoke PLUGIN DIR`: DIR is made absolute here, on the
+    /// operator's side, so a relative path means what it means in the operator's shell.
+    static func grantCall(_ client: ControlSocketClient, method: String, words: [String]) throws -> String {
+        var rest = words
+        var mode = "rw"
+        if let i = rest.firstIndex(where: { $0 == "--mode" || $0.hasPrefix("--mode=") }) {
+            if rest[i] == "--mode" {
+                guard i + 1 < rest.count else { throw CommandFailure("--mode needs a value: rw or ro") }
+                mode = rest[i + 1]
+                rest.removeSubrange(i...(i + 1))
+            } else {
+                mode = String(rest[i].dropFirst("--mode=".count))
+                rest.remove(at: i)
+            }
+            guard method == "grant" else { throw CommandFailure("revoke takes no --mode") }
+        }
+        guard rest.count == 2 else {
+            throw CommandFailure(method == "grant" ? "usage: peerhost ctl host grant PLUGIN DIR [--mode rw|ro]"
+                                                   : "usage: peerhost ctl host revoke PLUGIN DIR")
+        }
+        return method == "grant" ? try client.grant(plugin: rest[0], directory: rest[1], mode: mode)
+                                 : try client.revoke(plugin: rest[0], directory: rest[1])
     }
 }

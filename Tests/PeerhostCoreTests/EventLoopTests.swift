@@ -108,6 +108,7 @@ struct EventLoopTests {
         #expect(waitUntil { runner.onLoop { holder.group.parkedCount } == 1 })
         usleep(50_000)
         #expect(holder.received.withLock { $0.count } == 32)     // stalled until buffers come back
+        #expect(runner.onLoop { holder.group.parksTotal } == 1, "counted: peerhost_plugin_receive_pauses_total")
         _ = runner.onLoop { holder.releaseAll() }
         #expect(waitUntil { holder.received.withLock { $0.count } == payload.count })
         #expect(holder.received.withLock { $0 } == payload)

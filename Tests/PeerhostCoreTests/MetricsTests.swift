@@ -13,6 +13,8 @@ struct MetricsTests {
         "peerhost_datapath_copied_bytes_total", "peerhost_ring_wakeups_total",
         // Issue 5: supervision and per-peer accounting (ABI 1.1).
         "peerhost_plugin_downtime_seconds_total", "peerhost_peer_bytes_total", "peerhost_peer_messages_total",
+        // Issue 6: receive-slot backpressure.
+        "peerhost_plugin_receive_pauses_total",
     ]
 
     /// `| `name` | type | labels | meaning |` rows of docs/metrics.md.

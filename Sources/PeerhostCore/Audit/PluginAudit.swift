@@ -73,6 +73,11 @@ public struct PluginAuditReport: Sendable, Equatable, Codable {
         public var quota: UInt64?
         /// Where it is on disk: <data_dir>/<plugin>/<path> (nil without a config).
         public var location: String?
+        /// "operator" for a directory granted at run time (`peerhost ctl host grant`, kept in the
+        /// store); nil for a manifest grant.
+        public var grantedBy: String? = nil
+
+        enum CodingKeys: String, CodingKey { case path, mode, quota, location, grantedBy = "granted_by" }
     }
 
     public struct Grants: Sendable, Equatable, Codable {
@@ -140,7 +145,12 @@ public struct AuditInputs: Sendable {
     /// Where bundled libraries are looked for after the manifest's folder.
     public var productsDirectory: String = ExecutableLocation.directory
 
-    public init(trust: TrustStore, allowUnsigned: Set<String> = [], productsDirectory: String = ExecutableLocation.directory) {
+    /// Directories the operator granted at run time (OperatorGrants.readOffline), all plugins.
+    public var operatorGrants: [OperatorGrant] = []
+
+    public init(trust: TrustStore, allowUnsigned: Set<String> = [], productsDirectory: String = ExecutableLocation.directory,
+                operatorGrants: [OperatorGrant] = []) {
+        self.operatorGrants = operatorGrants
         self.trust = trust
         self.allowUnsigned = allowUnsigned
         self.productsDirectory = productsDirectory
@@ -155,6 +165,19 @@ public enum PluginAuditor {
         // A config that repeats the manifest's list narrows nothing: not worth a line.
         if report.grants.manifestListen == report.grants.listen { report.grants.manifestListen = nil }
         report.enabled = plugin.enabled
+        for grant in inputs.operatorGrants where grant.plugin == plugin.name {
+            report.grants.storage.append(.init(path: grant.directory, mode: grant.mode, quota: nil, location: grant.directory,
+                                               grantedBy: "operator"))
+            var info = stat()
+            if lstat(grant.directory, &info) == 0, info.st_mode & S_IWOTH != 0, info.st_mode & S_IFMT != S_IFLNK {
+                report.findings.append(.init(.unsafe, "world-writable", "\(grant.directory) (operator grant) is world-writable (mode \(String(info.st_mode & 0o7777, radix: 8)))"))
+                report.verdict = .unsafe
+            }
+            if grant.writable {
+                report.findings.append(.init(.warning, "storage-rw", "may write \(grant.directory) (operator grant)"))
+                if report.verdict == .verified { report.verdict = .warnings }
+            }
+        }
         return report
     }
 
@@ -375,7 +398,10 @@ public struct AuditDocument: Sendable, Equatable, Codable {
             }
             list("net.connect", plugin.grants.connect)
             list("net.multicast", plugin.grants.multicast)
-            list("storage", plugin.grants.storage.map { "\($0.path) \($0.mode)\($0.quota.map { " quota \(ByteSize.format($0))" } ?? "")\($0.location.map { "  → \($0)" } ?? "")" })
+            list("storage", plugin.grants.storage.map {
+                $0.grantedBy == "operator" ? "\($0.path) \($0.mode)  (operator grant)"
+                    : "\($0.path) \($0.mode)\($0.quota.map { " quota \(ByteSize.format($0))" } ?? "")\($0.location.map { "  → \($0)" } ?? "")"
+            })
             rows.append(("kv", plugin.grants.kvQuota.map { "quota \(ByteSize.format($0))" } ?? "-"))
             let l = plugin.limits
             rows.append(("limits", [l.memory.map { "memory \(ByteSize.format($0))" } ?? "memory -",

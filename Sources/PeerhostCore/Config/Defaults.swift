@@ -62,6 +62,22 @@ public enum Defaults {
     /// One record per plugin every 60 s: fine enough to bill or audit by the minute, and a host with
     /// ten plugins writes ~15 000 lines (~5 MiB) a day.
     public static let usageLogIntervalSeconds = 60
+
+    // ---- plugin status (manifest [status]; Host+PluginStatus.swift) ------------------------------
+
+    /// The host asks each plugin with a `[status]` method for its details and metrics every 2 s:
+    /// fresh enough for `peerhost status` and a 15 s Prometheus scrape, and one control call per
+    /// 2 s costs a plugin nothing measurable.
+    public static let statusIntervalSeconds = 2
+    /// A status answer larger than 1 MiB is refused (the plugin is untrusted; 500 series and a
+    /// details section with a few hundred torrents fit in a fraction of it).
+    public static let statusMaxBytes = 1 << 20
+    /// Metric series per plugin from its status answer: 500 bound the cardinality (a BitTorrent
+    /// plugin with ~60 torrents × 8 series); the rest are dropped with a log line.
+    public static let statusMaxSeries = 500
+    /// Counters per plugin from the ABI's metric_add (peerhost_plugin_<name>_total): names are
+    /// chosen in code, not per peer or torrent, so 64 is plenty; later names are ignored.
+    public static let metricAddMaxNames = 64
     /// Same sizes as the audit log and for the same reason: 16 MiB (~50 000 records) per file, five
     /// rotated files kept, a bounded 96 MiB of history.
     public static let usageLogMaxBytes: UInt64 = 16 << 20

@@ -41,6 +41,37 @@ public struct ControlSocketClient: Sendable {
         try send(.ctl(plugin: plugin, method: method, args: args), expecting: ControlValue.self)
     }
 
+    /// Grants `plugin` the directory `directory` at run time (`peerhost ctl host grant`): the host
+    /// checks it, keeps it in its store, audits it and applies it to the running plugin at once,
+    /// which then opens files under it by absolute path ("/srv/t/x/a.bin"). `directory` is made
+    /// absolute here (against this process's working directory). Returns the host's one-line
+    /// confirmation; throws `.host(reason)` when refused (missing, not a directory, world-writable,
+    /// overlapping the data dir, unknown plugin). Granting the same directory again changes its mode.
+    @discardableResult
+    public func grant(plugin: String, directory: String, mode: String = "rw") throws(ControlClientError) -> String {
+        let value = try call(plugin: "host", method: "grant",
+                             args: [.text(plugin), .text(Self.absolutePath(directory)), .text(mode)])
+        return value.description
+    }
+
+    /// Removes an operator grant (`peerhost ctl host revoke`); new opens under it are denied.
+    @discardableResult
+    public func revoke(plugin: String, directory: String) throws(ControlClientError) -> String {
+        try call(plugin: "host", method: "revoke", args: [.text(plugin), .text(Self.absolutePath(directory))]).description
+    }
+
+    /// `path` against the current directory, with "." and ".." resolved lexically and no trailing "/".
+    public static func absolutePath(_ path: String) -> String {
+        let joined = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        var parts: [Substring] = []
+        for part in joined.split(separator: "/") {
+            if part == "." { continue }
+            if part == ".." { _ = parts.popLast(); continue }
+            parts.append(part)
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
     /// Sends one request and decodes the reply's result as `Result`.
     public func send<Result: Codable & Sendable>(_ request: ControlRequest, expecting: Result.Type) throws(ControlClientError) -> Result {
         let line = try exchange(request)

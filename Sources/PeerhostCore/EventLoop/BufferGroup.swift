@@ -33,6 +33,9 @@ public final class BufferGroup {
     private var parked: [Parked] = []
     var lastCommitIteration: UInt64 = 0
     var parkedCount: Int { parked.count }
+    /// Receives parked so far: each is a connection whose receive paused because every buffer was
+    /// taken (the plugin holds its receive slots); peerhost_plugin_receive_pauses_total.
+    public private(set) var parksTotal: UInt64 = 0
 
     init(loop: IOUringLoop, groupID: UInt16, entries: UInt32) throws {
         guard entries > 0, entries <= 32768, entries & (entries - 1) == 0 else {
@@ -78,6 +81,7 @@ public final class BufferGroup {
 
     func park(userData: UInt64, fd: Int32, iteration: UInt64) {
         parked.append(Parked(userData: userData, fd: fd))
+        parksTotal &+= 1
     }
 
     func takeParked() -> [Parked] {

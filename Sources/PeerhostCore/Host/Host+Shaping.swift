@@ -8,18 +8,24 @@ public struct HostMethodError: Error, Sendable, CustomStringConvertible {
 }
 
 extension Host {
-    static let hostMethods = ["set-rate"]
+    static let hostMethods = ["set-rate", "grant", "revoke"]
 
     func hostMethod(_ method: String, args: [ControlArgument]) async throws -> ControlValue {
-        guard method == "set-rate" else {
-            throw HostMethodError(description: "the host has no method '\(method)' (methods: \(Self.hostMethods.joined(separator: ", ")))")
-        }
         let words: [String] = args.map {
             switch $0 {
             case .text(let t): return t
             case .file(let literal, _), .unreadableFile(let literal, _): return literal
             }
         }
+        switch method {
+        case "set-rate": return try await setRate(words)
+        case "grant", "revoke": return try await grantMethod(method, words)   // Host+Grants.swift
+        default:
+            throw HostMethodError(description: "the host has no method '\(method)' (methods: \(Self.hostMethods.joined(separator: ", ")))")
+        }
+    }
+
+    private func setRate(_ words: [String]) async throws -> ControlValue {
         guard words.count == 3 else {
             throw HostMethodError(description: "set-rate takes 3 arguments (PLUGIN|global UP DOWN, e.g. set-rate echo-c 10MiB 0), got \(words.count)")
         }

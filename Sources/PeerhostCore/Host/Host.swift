@@ -49,14 +49,24 @@ public final class Host: HostControl, @unchecked Sendable {
     /// `<data_dir>/store.sqlite` (KVStore.swift), opened once before the plugins start. A store
     /// that cannot be trusted is not replaced: kv calls fail with PH_EIO and the reason (with the
     /// fix) is logged, audited and shown in the status of each plugin that uses it.
-    private(set) var store: Result<KVStore, StoreError>?
+    var store: Result<KVStore, StoreError>?
+
+    /// Operator grants read from the store at start (OperatorGrants.swift), by plugin.
+    private var grantsAtStart: [String: [OperatorGrant]] = [:]
 
     private func openStore() {
-        guard config.enabledPlugins.contains(where: { $0.manifest.storage.kvQuota != nil }) else { return }
+        // Also when an earlier run wrote a store (the marker): it may hold operator grants.
+        let marker = (config.host.dataDirectory as NSString).appendingPathComponent(KVStore.markerName)
+        guard config.enabledPlugins.contains(where: { $0.manifest.storage.kvQuota != nil })
+                || FileManager.default.fileExists(atPath: marker) else { return }
         do throws(StoreError) {
             let kv = try KVStore.open(dataDirectory: config.host.dataDirectory)
             store = .success(kv)
             logger.info("key-value store open", metadata: ["path": "\(kv.path)"])
+            switch OperatorGrants.load(from: kv) {
+            case .success(let grants): grantsAtStart = Dictionary(grouping: grants, by: \.plugin)
+            case .failure(let error): logger.error("\(error)")
+            }
         } catch {
             store = .failure(error)
             logger.error("\(error)")
@@ -115,8 +125,10 @@ public final class Host: HostControl, @unchecked Sendable {
             }
         }
         let accounting = Task { await host.accountingLoop() }
+        let pluginStatus = Task { await host.statusLoop() }
         try await group.run()
         accounting.cancel()
+        pluginStatus.cancel()
         guard learn != nil else { return [] }
         for error in host.learner.errors { logger.error("learn: \(error)") }
         return host.learner.observed.map {
@@ -130,6 +142,9 @@ public final class Host: HostControl, @unchecked Sendable {
         thread.name = "peerhost-io-uring"
         thread.start()
     }
+
+    /// Loop thread only.
+    func supervisor(named name: String) -> PluginSupervisor? { supervisors.first { $0.name == name } }
 
     /// Runs `body` on the loop thread and returns its result.
     func onLoop<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
@@ -190,6 +205,7 @@ public final class Host: HostControl, @unchecked Sendable {
             supervisor.shaping = shaper.addPlugin(plugin.name, weight: plugin.weight, up: rate.up, down: rate.down,
                                                   now: monotonicNanoseconds())
             supervisor.store = store
+            for grant in grantsAtStart[plugin.name] ?? [] { _ = supervisor.applyOperatorGrant(grant) }
             if learn != nil { supervisor.learner = learner }
             supervisors.append(supervisor)
             guard prepared != nil else {
@@ -259,6 +275,7 @@ public final class Host: HostControl, @unchecked Sendable {
                 m.messages(.inbound, Int(now.messagesIn &- before.messagesIn))
                 m.messages(.outbound, Int(now.messagesOut &- before.messagesOut))
                 m.copiedBytes(Int(now.copiedBytes &- before.copiedBytes))
+                m.receivePauses(Int(now.receivePauses &- before.receivePauses))
                 m.wakeups(.rx, Int(now.rxWakeups &- before.rxWakeups))
                 m.wakeups(.tx, Int(now.txWakeups &- before.txWakeups))
                 m.connections(now.connectionsOpen)
@@ -347,6 +364,8 @@ public final class Host: HostControl, @unchecked Sendable {
                     status.bytesOutPerSecond = s.rates.outbound
                     status.lastCause = s.lastCause?.rawValue
                     status.rate = shaper.plugins[plugin.name].map(\.status)
+                    status.grants += s.operatorGrants.map(\.summary)
+                    status.details = s.statusDetails
                     if case .success(let kv)? = store { status.storageBytes = kv.usage(plugin: plugin.name) }
                 }
                 result.append(status)

@@ -27,12 +27,13 @@ public struct PluginAccess: Sendable {
     }
 
     /// The effective grants of a configured plugin: the config narrows listen; connect and
-    /// storage come from the manifest as they are.
-    public init(config: HostConfig.PluginConfig) {
+    /// storage come from the manifest as they are; `operatorGrants` (absolute directories the
+    /// operator granted at run time) follow the manifest's storage grants.
+    public init(config: HostConfig.PluginConfig, operatorGrants: [StorageLayout.Grant] = []) {
         self.init(listen: config.effectiveListen, connect: config.manifest.net.connect,
                   storage: StorageLayout(grants: config.manifest.storage.paths.map {
                       .init(path: $0.path, writable: $0.mode == .readWrite)
-                  }),
+                  } + operatorGrants),
                   storageRoot: config.dataDirectory + "/" + config.name)
     }
 
@@ -219,13 +220,19 @@ public struct ConnectPolicy: Sendable {
 
 // MARK: - Storage paths
 
-/// The plugin's storage grants (`storage.paths`, relative to `<data_dir>/<plugin>/`) and how a
-/// FILE_OPEN path maps onto them.
+/// The plugin's storage grants and how a FILE_OPEN path maps onto them. Two kinds:
+/// - manifest grants (`storage.paths`): relative, under `<data_dir>/<plugin>/`; the plugin names a
+///   file by a relative path ("downloads/a.bin");
+/// - operator grants (`peerhost ctl host grant PLUGIN DIR`, OperatorGrants.swift): an absolute
+///   directory; the plugin names a file by its absolute path ("/srv/torrents/x/a.bin").
+/// A relative path only ever matches a relative grant, an absolute path only an absolute one.
 public struct StorageLayout: Sendable, Equatable {
     public struct Grant: Sendable, Equatable {
         public var path: String
         public var writable: Bool
         public var components: [Substring] { path.split(separator: "/") }
+        /// An operator grant (absolute directory) rather than a manifest grant.
+        public var isAbsolute: Bool { path.hasPrefix("/") }
         public init(path: String, writable: Bool) {
             self.path = path
             self.writable = writable
@@ -242,22 +249,23 @@ public struct StorageLayout: Sendable, Equatable {
         case denied(reason: String)
     }
 
-    /// Splits `path` ("downloads/a.bin") into the granted directory its leading components name
-    /// (the longest grant that is a prefix) and the rest. The rest may still contain ".." or a
-    /// symlink: openat2(RESOLVE_BENEATH) under the granted directory refuses those, so this
-    /// function need not (and cannot, for symlinks) judge them. `write` = the open would create,
-    /// truncate or write, which needs a grant with mode rw.
+    /// Splits `path` ("downloads/a.bin", or "/srv/t/a.bin" under an operator grant) into the granted
+    /// directory its leading components name (the longest grant of the same kind that is a prefix)
+    /// and the rest. The rest may still contain ".." or a symlink: openat2(RESOLVE_BENEATH) under
+    /// the granted directory refuses those, so this function need not (and cannot, for symlinks)
+    /// judge them. `write` = the open would create, truncate or write, which needs a rw grant.
     public func resolve(path: String, write: Bool) -> Decision {
-        guard !path.hasPrefix("/") else { return .denied(reason: "absolute path") }
+        let absolute = path.hasPrefix("/")
         let parts = path.split(separator: "/", omittingEmptySubsequences: true)
         var best: Int?
-        for (i, g) in grants.enumerated() {
+        for (i, g) in grants.enumerated() where g.isAbsolute == absolute {
             let gc = g.components
             guard !gc.isEmpty, parts.count > gc.count, Array(parts.prefix(gc.count)) == gc else { continue }
             if best == nil || grants[best!].components.count < gc.count { best = i }
         }
         guard let grant = best else {
-            return .denied(reason: "no storage grant covers the first component of '\(path)'")
+            return .denied(reason: absolute ? "no operator grant covers the absolute path '\(path)'"
+                                            : "no storage grant covers the first component of '\(path)'")
         }
         if write && !grants[grant].writable {
             return .denied(reason: "storage path '\(grants[grant].path)' is granted read-only")
@@ -358,6 +366,12 @@ private func openGrantedDirectories(root: String, layout: StorageLayout) throws(
     var fds: [Int32] = []
     do throws(StorageSetupError) {
         for grant in layout.grants {
+            if grant.isAbsolute {
+                // An operator grant: the operator's own directory, opened as it is (never created
+                // here). One that is gone gets -1: opens under it are denied, the plugin still runs.
+                fds.append(openOperatorDirectory(grant.path))
+                continue
+            }
             var dir = dup(rootFD)
             guard dir >= 0 else { throw StorageSetupError(path: root, step: "dup", errno: errno) }
             var walked = root
@@ -381,4 +395,9 @@ private func openGrantedDirectories(root: String, layout: StorageLayout) throws(
         throw error
     }
     return fds
+}
+
+/// An O_PATH descriptor for an operator-granted directory, or -1 when it cannot be opened.
+func openOperatorDirectory(_ path: String) -> Int32 {
+    open(path, O_PATH_ | O_DIRECTORY | O_CLOEXEC)
 }

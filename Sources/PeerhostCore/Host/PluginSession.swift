@@ -25,6 +25,7 @@ struct SessionCounters {
     var rxWakeups: UInt64 = 0        // eventfd writes towards the plugin
     var txWakeups: UInt64 = 0        // doorbell reads: the plugin woke the core
     var copiedBytes: UInt64 = 0      // payload bytes the core copied (0 on the zero-copy path)
+    var receivePauses: UInt64 = 0    // receives parked on ENOBUFS: the plugin held every receive slot
     var connectionsOpen: Int = 0
     var connectionsTotal: UInt64 = 0
 }
@@ -117,7 +118,8 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     let region: SharedRegion
     let rxWake: Wakeup
     let txWake: Wakeup
-    let access: PluginAccess
+    /// Grants; storage grants change at run time (operator grants: addOperatorGrant/removeOperatorGrant).
+    private(set) var access: PluginAccess
     let logger: Logger
     weak var delegate: PluginSessionDelegate?
 
@@ -148,6 +150,9 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     private var peerTagging = false
     private var untagged: [PeerUsage] = []
     private(set) var violated = false
+    /// The plugin's metrics (metric_add), set by the supervisor.
+    var pluginMetrics: PluginMetrics?
+    private var metricAddRefusalLogged = false
     private var lastActivity: UInt64 = 0
     var spinBudgetNanoseconds: UInt64 = 50_000
 
@@ -163,6 +168,9 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     private var udpWaiting: [UInt32] = []        // sockets with no recvmsg armed for lack of a slot
     // Files: one O_PATH directory per storage grant, open files, operations in flight.
     private var storageDirs: [Int32]
+    /// Directories of revoked operator grants: an openat2 submitted before the revoke may still use
+    /// one as its base, so they are closed with the others at shutdown, never earlier.
+    private var retiredStorageDirs: [Int32] = []
     private var files: [UInt64: FileState] = [:]
     private var fileIO: [FileIO]
     private var opens: [UInt32: OpenState] = [:]
@@ -222,7 +230,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         do {
             group = try loop.makeBufferGroup(id: groupID, entries: entries)
         } catch {
-            for fd in storageDirs { Glibc.close(fd) }   // no session will exist to close them
+            for fd in storageDirs where fd >= 0 { Glibc.close(fd) }   // no session will exist to close them
             throw error
         }
         doorbell = .allocate(capacity: 1)
@@ -266,8 +274,9 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             // openat2 calls used as their base) can be closed without racing an operation.
             for f in files.values { Glibc.close(f.fd) }
             files.removeAll()
-            for fd in storageDirs { Glibc.close(fd) }
+            for fd in storageDirs + retiredStorageDirs where fd >= 0 { Glibc.close(fd) }
             storageDirs.removeAll()
+            retiredStorageDirs.removeAll()
             loop.removeBufferGroup(group)
             loop.unregister(handler)
             done()
@@ -279,6 +288,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     /// Drains TX, flushes RX. Returns true when work was done (the loop should not sleep yet).
     func poll(now: UInt64) -> Bool {
         if violated { return false }
+        counters.receivePauses = group.parksTotal   // one load: the loop parks, the group counts
         tx.awake()
         var worked = drainTX()
         worked = flushRX() || worked
@@ -365,7 +375,12 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             let l: Logger.Level = level >= 3 ? .error : level == 2 ? .warning : level == 1 ? .info : .debug
             logger.log(level: l, "\(text)", metadata: ["plugin": "\(plugin)"])
             returnSlot(slot, to: 0)
-        case .metric(_, _, let slot):
+        case .metric(let name, let value, let slot):
+            if let metrics = pluginMetrics, !metrics.metricAdd(name: name, value: value), !metricAddRefusalLogged {
+                metricAddRefusalLogged = true   // once per incarnation: the plugin may call it per packet
+                logger.warning("metric_add ignored (negative or non-finite value, a name of the host's own, or more than \(Defaults.metricAddMaxNames) names)",
+                               metadata: ["plugin": "\(plugin)", "name": "\(name)"])
+            }
             returnSlot(slot, to: 0)
         case .free(let slot):
             recycleReceiveSlot(slot)
@@ -1177,6 +1192,11 @@ extension PluginSession {
             logger.debug("file_open denied", metadata: ["plugin": "\(plugin)", "path": "\(path)", "reason": "\(reason)"])
             deny(request: request, action: "file_open", object: path, slot: slot, reason: "\(reason)")
         case .beneath(let grant, let remainder):
+            guard storageDirs[grant] >= 0 else {
+                deny(request: request, action: "file_open", object: path, slot: slot,
+                     reason: "the granted directory \(access.storage.grants[grant].path) could not be opened when the grant was applied")
+                return
+            }
             nextOpenTag &+= 1
             let tag = nextOpenTag
             opens[tag] = OpenState(request: request, slot: slot, path: path,
@@ -1199,6 +1219,28 @@ extension PluginSession {
                 complete(request: request, status: PH_EINVAL, slot: slot)
             }
         }
+    }
+
+    /// An operator grant applied live (loop thread): new opens may use it at once. Returns why the
+    /// directory could not be opened (the grant is then not applied to this session), or nil.
+    func addOperatorGrant(_ grant: StorageLayout.Grant) -> String? {
+        if let i = access.storage.grants.firstIndex(where: { $0.path == grant.path }) {
+            access.storage.grants[i].writable = grant.writable   // a mode change: same directory
+            return nil
+        }
+        let fd = openOperatorDirectory(grant.path)
+        guard fd >= 0 else { return "\(grant.path): \(String(cString: strerror(errno)))" }
+        access.storage.grants.append(grant)
+        storageDirs.append(fd)
+        return nil
+    }
+
+    /// Revokes an operator grant (loop thread): new opens under it are denied; files already open
+    /// stay open until the plugin closes them (like a permission change on an open file).
+    func removeOperatorGrant(directory: String) {
+        guard let i = access.storage.grants.firstIndex(where: { $0.path == directory && $0.isAbsolute }) else { return }
+        access.storage.grants.remove(at: i)
+        retiredStorageDirs.append(storageDirs.remove(at: i))
     }
 
     fileprivate func fileOpenCompleted(tag: UInt32, result: Int32, state given: OpenState? = nil) {

@@ -76,6 +76,11 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     var learner: SeccompLearner?
     /// The plugin's shaper node (Shaper.swift), kept across restarts; nil = not shaped.
     var shaping: PluginShaper?
+    /// Directories the operator granted at run time (OperatorGrants.swift): part of every
+    /// incarnation's storage grants, and applied to the live session when they change.
+    private(set) var operatorGrants: [OperatorGrant] = []
+    /// The latest good `details` from the plugin's `[status]` method (Host+PluginStatus.swift).
+    var statusDetails: JSONValue?
     /// The profile of the current incarnation (set by `start`).
     private(set) var syscallProfile: SyscallProfile?
 
@@ -152,9 +157,11 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
             throw error
         }
         let session = try PluginSession(plugin: name, loop: loop, region: region, rxWake: rxWake, txWake: txWake,
-                                        groupID: groupID, access: PluginAccess(config: config), logger: logger)
+                                        groupID: groupID, access: PluginAccess(config: config, operatorGrants: operatorGrants.map(\.layoutGrant)),
+                                        logger: logger)
         session.delegate = self
         session.peers = peers
+        session.pluginMetrics = metrics
         session.shaping = shaping
         session.kvStore = store
         session.kvQuota = config.manifest.storage.kvQuota
@@ -214,7 +221,8 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         session.start(configJSON: config.startConfigJSON)
         logger.info("plugin starting", metadata: ["plugin": "\(name)", "pid": "\(spawned.pid)"])
         audit.record(plugin: name, pid: spawned.pid, action: "spawn", object: name, decision: .allowed,
-                     reason: "grants: " + (config.grantSummary.isEmpty ? "none" : config.grantSummary.joined(separator: "; "))
+                     reason: "grants: " + (config.grantSummary.isEmpty && operatorGrants.isEmpty ? "none"
+                                           : (config.grantSummary + operatorGrants.map(\.summary)).joined(separator: "; "))
                         + "; library sha256 \(library.sha256); limits: \(limits.enforced)")
         loop.timeout(handler, nanoseconds: UInt64(tuning.heartbeatIntervalMilliseconds) * 1_000_000, tag: TimerTag.heartbeat.rawValue)
     }
@@ -462,6 +470,21 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         loop.timeout(handler, nanoseconds: ns, tag: TimerTag.stopGrace.rawValue)
     }
 
+    // MARK: Operator grants
+
+    /// Records `grant` for every later incarnation and applies it to the live one. Returns why the
+    /// live session could not use it (it still applies from the next start), or nil.
+    func applyOperatorGrant(_ grant: OperatorGrant) -> String? {
+        operatorGrants.removeAll { $0.directory == grant.directory }
+        operatorGrants.append(grant)
+        return session?.addOperatorGrant(grant.layoutGrant)
+    }
+
+    func revokeOperatorGrant(directory: String) {
+        operatorGrants.removeAll { $0.directory == directory }
+        session?.removeOperatorGrant(directory: directory)
+    }
+
     // MARK: Control and status
 
     var controlChannelForCalls: RunnerControlChannel? { state == .running ? channel : nil }
@@ -566,6 +589,7 @@ extension SessionCounters {
         rxWakeups &+= other.rxWakeups
         txWakeups &+= other.txWakeups
         copiedBytes &+= other.copiedBytes
+        receivePauses &+= other.receivePauses
         connectionsTotal &+= other.connectionsTotal
     }
 }

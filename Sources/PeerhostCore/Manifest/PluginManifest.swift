@@ -27,6 +27,19 @@ public struct PluginManifest: Sendable {
     public var limits: ResourceLimits
     public var sandbox: SandboxSettings
     public var controls: [ControlMethod]
+    /// `[status]`: the control method the host calls every `status_interval_s` for the plugin's
+    /// status details and protocol metrics (docs/manifest.md "[status]"); nil = none.
+    public var status: StatusSettings?
+
+    public struct StatusSettings: Sendable, Equatable {
+        /// A declared `[[control]]` method with signature "() -> bytes".
+        public var method: String
+        /// Metric names the plugin may export start with `peerhost_<metricPrefix>_`; nil = details only.
+        public var metricPrefix: String?
+    }
+
+    /// Prefixes the core's own metric families use: a plugin may not claim them.
+    public static let reservedMetricPrefixes: Set<String> = ["plugin", "ring", "peer", "shaper", "datapath", "host", "status"]
 
     public struct NetGrants: Sendable, Equatable {
         public var listen: [NetGrant] = []
@@ -141,7 +154,7 @@ extension PluginManifest {
     /// Every key a manifest accepts, by table ("" = top level); docs/manifest.md documents each
     /// (a test checks) and anything else is an "unknown key" error.
     public static let schemaKeys: [String: [String]] = [
-        "": ["plugin", "net", "storage", "limits", "sandbox", "control"],
+        "": ["plugin", "net", "storage", "limits", "sandbox", "control", "status"],
         "plugin": ["name", "version", "library", "sha256", "abi"],
         "net": ["listen", "connect", "multicast"],
         "storage": ["paths", "kv"],
@@ -151,6 +164,7 @@ extension PluginManifest {
         "limits.bandwidth": ["up", "down"],
         "sandbox": ["namespaces", "syscalls"],
         "control": ["name", "symbol", "signature"],
+        "status": ["method", "metric_prefix"],
     ]
 
     /// The ABI major versions this host can serve.
@@ -300,6 +314,30 @@ extension PluginManifest {
                 throw entry.error("signature", .badValue(error.description))
             }
             controls.append(ControlMethod(name: methodName, symbol: symbol, signature: signature))
+        }
+
+        status = nil
+        if let table = try root.table("status") {
+            try table.allowOnly(Self.schemaKeys["status"]!)
+            let method = try table.requiredString("method")
+            guard let control = controls.first(where: { $0.name == method }) else {
+                throw table.error("method", .badValue("'\(method)' is not a declared [[control]] method (declared: \(controls.map(\.name).joined(separator: ", ")))"))
+            }
+            guard control.signature.description == "() -> bytes" else {
+                throw table.error("method", .badValue("'\(method)' has signature \(control.signature.description); a status method takes no arguments and returns bytes: \"() -> bytes\""))
+            }
+            let prefix = try table.string("metric_prefix")
+            if let prefix {
+                let allowed = Set("abcdefghijklmnopqrstuvwxyz0123456789_")
+                guard let first = prefix.first, first.isLetter, prefix.count <= 32, prefix.allSatisfy({ allowed.contains($0) }),
+                      !prefix.hasSuffix("_") else {
+                    throw table.error("metric_prefix", .badValue("'\(prefix)' is not a metric prefix (lowercase letters, digits and _, starting with a letter, at most 32)"))
+                }
+                guard !Self.reservedMetricPrefixes.contains(prefix) else {
+                    throw table.error("metric_prefix", .badValue("'\(prefix)' is reserved for the host's own metrics (\(Self.reservedMetricPrefixes.sorted().joined(separator: ", ")))"))
+                }
+            }
+            status = StatusSettings(method: method, metricPrefix: prefix)
         }
     }
 

@@ -82,6 +82,8 @@ public enum MetricCatalog {
               help: "Payload bytes per remote peer the plugin tagged (ABI 1.1 conn_set_peer, peer = hex id); only the plugin's top 10 peers by bytes."),
         .init(name: "peerhost_peer_messages_total", kind: .counter, labels: ["plugin", "peer", "direction"],
               help: "Receives (in) and completed sends (out) per tagged remote peer; only the plugin's top 10 peers by bytes."),
+        .init(name: "peerhost_plugin_receive_pauses_total", kind: .counter, labels: ["plugin"],
+              help: "Times a connection's receive paused because the plugin held every receive slot; it resumes when slots come back, nothing is lost or closed."),
         .init(name: "peerhost_ring_wakeups_total", kind: .counter, labels: ["plugin", "ring"],
               help: "eventfd writes to wake the consumer of a ring; far fewer than messages under load."),
     ]
@@ -111,10 +113,14 @@ public final class PluginMetrics: Sendable {
     private let downtime: Counter
     private let peerSeries = Mutex<[String: PeerSeries]>([:])
     private let wakeups: [RingName: Counter]
+    private let receivePauses: Counter
+    /// The host's table of plugin-defined series (PluginSeries.swift).
+    let pluginSeries: PluginSeriesTable
 
-    init(plugin: String, registry: PrometheusCollectorRegistry) {
+    init(plugin: String, registry: PrometheusCollectorRegistry, pluginSeries: PluginSeriesTable = PluginSeriesTable()) {
         self.plugin = plugin
         self.registry = registry
+        self.pluginSeries = pluginSeries
         func counter(_ name: String, _ extra: [(String, String)] = []) -> Counter {
             let definition = MetricCatalog.definition(name)
             return registry.makeCounter(descriptor: HostMetrics.descriptor(definition), labels: [("plugin", plugin)] + extra)
@@ -137,6 +143,7 @@ public final class PluginMetrics: Sendable {
         shaperWait = byDirection("peerhost_shaper_wait_seconds_total")
         copiedBytes = counter("peerhost_datapath_copied_bytes_total")
         downtime = counter("peerhost_plugin_downtime_seconds_total")
+        receivePauses = counter("peerhost_plugin_receive_pauses_total")
         wakeups = Dictionary(uniqueKeysWithValues: RingName.allCases.map { ($0, counter("peerhost_ring_wakeups_total", [("ring", $0.rawValue)])) })
         // Known restart causes start at 0 so rate() works from the first restart on.
         for cause in RestartCause.allCases { _ = restartCounter(cause) }
@@ -150,6 +157,13 @@ public final class PluginMetrics: Sendable {
     public func wakeup(_ ring: RingName) { wakeups[ring]!.increment() }
     public func wakeups(_ ring: RingName, _ count: Int) { if count > 0 { wakeups[ring]!.increment(by: Int64(count)) } }
     public func copiedBytes(_ count: Int) { copiedBytes.increment(by: Int64(count)) }
+    public func receivePauses(_ count: Int) { if count > 0 { receivePauses.increment(by: Int64(count)) } }
+    /// The ABI's metric_add: adds to peerhost_plugin_<name>_total{plugin}. False when refused (a
+    /// negative or non-finite value, a name of the host's own, more than 64 names).
+    @discardableResult
+    public func metricAdd(name: String, value: Double) -> Bool { pluginSeries.add(plugin: plugin, name: name, value: value) }
+    /// Replaces the plugin's `[status]` series (Host+PluginStatus.swift).
+    public func setStatusSeries(_ series: [PluginSeries]) { pluginSeries.setStatusSeries(plugin: plugin, series) }
     public func ringDepth(_ ring: RingName, _ depth: Int) { ringDepth[ring]!.set(Int64(depth)) }
     public func connections(_ open: Int) { connections.set(Int64(open)) }
     public func shaperWait(_ direction: TrafficDirection, seconds: Double) { shaperWait[direction]!.increment(by: seconds) }
@@ -218,6 +232,8 @@ public final class HostMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     private let plugins = Mutex<[String: PluginMetrics]>([:])
     private let scrapeHook = Mutex<(@Sendable () -> Void)?>(nil)
+    /// Series plugins define: their `[status]` metrics and metric_add counters (PluginSeries.swift).
+    let pluginSeries = PluginSeriesTable()
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -232,7 +248,7 @@ public final class HostMetrics: Sendable {
     public func plugin(named name: String) -> PluginMetrics {
         plugins.withLock { table in
             if let existing = table[name] { return existing }
-            let created = PluginMetrics(plugin: name, registry: registry)
+            let created = PluginMetrics(plugin: name, registry: registry, pluginSeries: pluginSeries)
             table[name] = created
             return created
         }
@@ -246,7 +262,9 @@ public final class HostMetrics: Sendable {
     /// Prometheus text exposition format 0.0.4.
     public func render() -> [UInt8] {
         if let hook = scrapeHook.withLock({ $0 }) { hook() }
-        return registry.emitToBuffer()
+        var text = registry.emitToBuffer()
+        if let last = text.last, last != 0x0a { text.append(0x0a) }
+        return text + Array(pluginSeries.render().utf8)
     }
 
     public static let contentType = "text/plain; version=0.0.4; charset=utf-8"

@@ -64,6 +64,8 @@ public enum CanonicalManifest {
             line("sandbox.syscalls", ["-", "-"])
         }
         sortedLines("control", manifest.controls.map { [$0.name, $0.symbol, $0.signature.description] })
+        // Only when present, so manifests without [status] keep their signatures.
+        if let status = manifest.status { line("status", [status.method, optional(status.metricPrefix)]) }
         line("signed", [signedTime])
         return lines.joined(separator: "\n") + "\n"
     }
