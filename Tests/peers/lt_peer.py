@@ -16,6 +16,8 @@ What it prints (one JSON object per line, flushed at once; never anything else o
    "total_upload":B,"pieces":N,"num_pieces":N,"dht_nodes":N}        every --interval seconds
   {"event":"tracker_reply","url":U,"num_peers":N} / {"event":"tracker_error","url":U,"message":M}
   {"event":"dht_bootstrap"} / {"event":"metadata"} / {"event":"complete","seconds":S}
+  {"event":"dht_reply","num_peers":N}   a DHT lookup for our torrent found peers
+  {"event":"dht_announce","info_hash":H,"peer":"ip:port"}   a node announced H to us
   {"event":"peer_connected","peer":"ip:port"} / {"event":"peer_error","peer":…,"message":…}
   {"event":"hash_failed","piece":N} / {"event":"error","message":M}
   {"event":"done","outcome":O,…}   the last line. O is one of
@@ -73,6 +75,9 @@ def parse_args(argv):
     p.add_argument("--listen", type=int, default=0, help="TCP listen port (0: any free port; reported in 'ready')")
     p.add_argument("--bind", default="127.0.0.1", help="IP to listen on (default 127.0.0.1)")
     p.add_argument("--peer", action="append", default=[], help="HOST:PORT to connect to (repeatable)")
+    p.add_argument("--reconnect-every", type=float, default=0,
+                   help="seconds between new connect_peer calls for every --peer (0: once, at ready; "
+                        "libtorrent then retries on its own backoff). For a peer that restarts.")
     p.add_argument("--seed", action="store_true", help="SAVE holds the data: check it, then serve it")
     p.add_argument("--dht", action="store_true", help="enable the DHT (on the listen port, UDP)")
     p.add_argument("--dht-bootstrap", action="append", default=[], help="HOST:PORT DHT node (repeatable)")
@@ -160,6 +165,8 @@ class Peer:
         self.udp_port = None
         self.next_dht_announce = 0.0
         self.next_reannounce = None
+        self.next_reconnect = None
+        self.num_pieces = None
         self.ready = False
         self.complete_at = None
         self.started = time.monotonic()
@@ -214,11 +221,16 @@ class Peer:
                 return
             if not self.is_complete(st):
                 raise Failure(f"seeder's data in {self.args.save} is incomplete after checking: "
-                              f"{st.num_pieces} pieces of {st.torrent_file.num_pieces() if st.has_metadata else '?'} verified")
+                              f"{st.num_pieces} pieces of {self.piece_count(st)} verified")
         self.ready = True
         emit(event="ready", port=self.port, info_hash=self.info_hash(), seeding=bool(self.args.seed),
              dht_port=self.udp_port if self.args.dht else None, pid=os.getpid())
         self.connect_peers()
+
+    def piece_count(self, st):
+        if self.num_pieces is None and st.has_metadata:
+            self.num_pieces = self.handle.torrent_file().num_pieces()
+        return self.num_pieces
 
     def status_line(self):
         if self.args.dht:
@@ -233,7 +245,7 @@ class Peer:
              num_peers=st.num_peers, num_seeds=st.num_seeds, total_done=st.total_wanted_done,
              total_wanted=st.total_wanted, total_download=st.total_payload_download,
              total_upload=st.total_payload_upload, pieces=st.num_pieces,
-             num_pieces=st.torrent_file.num_pieces() if st.has_metadata and st.torrent_file else None,
+             num_pieces=self.piece_count(st),
              dht_nodes=self.dht_nodes,
              elapsed=round(time.monotonic() - self.started, 3))
         return st
@@ -268,6 +280,9 @@ class Peer:
             self.next_dht_announce = 0.0
         elif t == "dht_stats_alert":
             self.dht_nodes = sum(b.get("num_nodes", 0) for b in a.routing_table)
+        elif t == "dht_announce_alert":
+            # Another node announced a torrent to us (a bootstrap node sees the seeder's announce).
+            emit(event="dht_announce", info_hash=str(a.info_hash), peer=f"{a.ip}:{a.port}")
         elif t == "dht_reply_alert":
             emit(event="dht_reply", num_peers=a.num_peers)
         elif t == "peer_connect_alert" or t == "peer_connected_alert":
@@ -329,6 +344,11 @@ class Peer:
                 elif time.monotonic() >= self.next_reannounce:
                     self.handle.force_reannounce(0, -1, lt.reannounce_flags_t.ignore_min_interval)
                     self.next_reannounce = time.monotonic() + a.reannounce_every
+            if a.reconnect_every > 0 and a.peers and self.ready:
+                if self.next_reconnect is None or time.monotonic() >= self.next_reconnect:
+                    if self.next_reconnect is not None:
+                        self.connect_peers()  # libtorrent ignores peers it is already connected to
+                    self.next_reconnect = time.monotonic() + a.reconnect_every
             if time.monotonic() >= next_status:
                 next_status += a.interval
                 st = self.status_line()
@@ -373,6 +393,9 @@ def main(argv):
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        # Foundation's Process starts children with its spawning thread's signal mask, in which
+        # Swift's worker threads block SIGTERM and SIGINT: without this, a stop would never arrive.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
         return peer.run()
     except Failure as e:
         return (peer.finish("error", EXIT_ERROR, message=str(e)) if peer
