@@ -97,6 +97,26 @@ extension Integration {
             #expect(seeder.events("done").last?["outcome"] as? String == "stopped")
         }
 
+        /// A single-file torrent made by mktorrent (what a user would make), served by libtorrent.
+        @Test(.timeLimit(.minutes(2))) func singleFileTorrentFromMktorrent() throws {
+            let root = try BitTorrentPeers.temporaryDirectory("single")
+            defer { try? FileManager.default.removeItem(atPath: root) }
+            try FileManager.default.createDirectory(atPath: root + "/seed", withIntermediateDirectories: true)
+            let size = 16 << 20 | 12345   // not a piece multiple: a short last piece
+            try TestContent.file(at: root + "/seed/big.bin", size: size)
+            let torrent = try TestContent.torrent(of: root + "/seed/big.bin", out: root + "/big.torrent", pieceLength: 256 << 10, tool: "mktorrent")
+            #expect(torrent.totalSize == size)
+            #expect(torrent.pieceCount == size / (256 << 10) + 1)
+            let seeder = try LibtorrentPeer(torrent: torrent.path, save: root + "/seed", seed: true, timeout: 90)
+            defer { seeder.stop() }
+            try FileManager.default.createDirectory(atPath: root + "/leech", withIntermediateDirectories: true)
+            let leecher = try LibtorrentPeer(torrent: torrent.path, save: root + "/leech", peers: [seeder.endpoint],
+                                             exitWhenComplete: true, timeout: 60)
+            defer { leecher.stop() }
+            try leecher.waitForCompletion(timeout: .seconds(60))
+            try TestContent.expectIdentical(root + "/seed/big.bin", root + "/leech/big.bin")
+        }
+
         @Test(.timeLimit(.minutes(2))) func magnetLinkFetchesMetadataFromALibtorrentSeeder() throws {
             let swarm = try Swarm(label: "magnet", files: 3, totalSize: 1 << 20)
             defer { swarm.remove() }
