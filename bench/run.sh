@@ -8,14 +8,14 @@
 # and a section with a function named section_<name> listed in SECTIONS.
 #   BENCH_SECS   seconds per measurement (default 3; tcpclient adds 1 s warm-up)
 #   BENCH_CONNS  connection counts for request/response (default "1 64 1000")
-#   SECTIONS     sections to run (default "tcp_echo rings peerhost_ring shaper")
+#   SECTIONS     sections to run (default "tcp_echo rings peerhost_ring shaper store bittorrent")
 #   BASELINES_OUT where the C baselines are built (default /tmp/peerhost-baselines)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${BENCH_SECS:-3}
 CONNS=${BENCH_CONNS:-"1 64 1000"}
-SECTIONS=${SECTIONS:-"tcp_echo rings peerhost_ring shaper store"}
+SECTIONS=${SECTIONS:-"tcp_echo rings peerhost_ring shaper store bittorrent"}
 BASE=${BASELINES_OUT:-/tmp/peerhost-baselines}
 SHARED=${SHARED_DIR:-$ROOT/../shared}
 OUT=${BENCH_OUT:-$ROOT/bench/BENCHMARKS.md}
@@ -311,6 +311,16 @@ section_store() {
       }'
     echo
   } >>"$WORK/report.md"
+}
+
+# BitTorrent: a 1 GiB download over TCP on loopback from one libtorrent seeder, by each leecher in
+# LEECHERS (libtorrent; peerhost once wired), MB/s and CPU s/GiB (bench/bittorrent.sh, which
+# documents its environment: BT_SIZE, BT_PIECE, BT_DIR, LEECHERS). About a minute per leecher here
+# (1 GiB of content and hashing, the seeder's check, then the downloads), so it runs by default.
+section_bittorrent() {
+  echo "== bittorrent (bench/bittorrent.sh)" >&2
+  BT_REPORT="$WORK/report.md" SEEDER_CPU=$SERVER_CPU LEECHER_CPU=$CLIENT_CPU "$ROOT/bench/bittorrent.sh" >&2
+  echo >>"$WORK/report.md"
 }
 
 : >"$WORK/report.md"
