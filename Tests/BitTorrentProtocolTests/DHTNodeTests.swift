@@ -130,7 +130,9 @@ struct SimNetwork {
         guard case .response(_, let gp) = try ask(.getPeers(id: askerID, infoHash: h)) else { Issue.record("no get_peers reply"); return }
         let token = try #require(gp.token)
         #expect(gp.values == nil)
-        #expect(try KRPC.decodeNodes(gp.nodes ?? []).map(\.id) == [askerID])
+        // The asker is in our table now, but a reply never names the asker itself.
+        #expect(node.table.entry(askerID) != nil)
+        #expect(try KRPC.decodeNodes(gp.nodes ?? []).isEmpty)
 
         // A token given to another IP is refused with 203.
         let other = UDPEndpoint(host: "10.9.9.8", port: 5000)!
@@ -206,5 +208,10 @@ struct SimNetwork {
         #expect(try ok.first.map { try KRPC.Message.decode($0.datagram) } == .response(transactionID: t, KRPC.Response(id: node.id)))
         var g = SplitMix64(seed: 1)
         #expect(node.store.values(infoHash: h.bytes, now: 3, using: &g) == [[127, 0, 0, 1, 0x42, 0x69]])   // 17001
+        // Our own lookup reports what was announced to us, even with nobody else to ask.
+        let (lid, sent) = node.getPeers(infoHash: h.bytes, now: 4)
+        let events = node.takeEvents()
+        #expect(events.first == .peersFound(lookup: lid, infoHash: h.bytes, peers: [PeerAddress(host: "127.0.0.1", port: 17001)]))
+        #expect(sent.isEmpty || sent.allSatisfy { $0.endpoint == lt })
     }
 }

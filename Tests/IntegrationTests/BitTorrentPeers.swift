@@ -279,11 +279,14 @@ final class LibtorrentPeer: @unchecked Sendable {
     /// - exitWhenComplete: exit 0 once complete (`waitForCompletion` then reads the last line).
     /// - timeout: seconds the peer lives at most (exit 3 if incomplete then).
     /// - listenPort: nil picks a free port in 7200–7299.
+    /// - encryption: outgoing handshakes "plaintext" (default), "enabled" (libtorrent's own default:
+    ///   MSE first, plaintext retry after it fails) or "forced" (MSE only, incoming too).
     init(torrent: String? = nil, magnet: String? = nil, save: String? = nil, seed: Bool = false,
          peers: [String] = [], reconnectEvery: Double = 0, trackers: [String] = [], reannounceEvery: Double = 0,
          dht: Bool = false, dhtBootstrap: [String] = [], uploadLimit: Int = 0, downloadLimit: Int = 0,
          exitWhenComplete: Bool = false, timeout: Double = 120, listenPort: UInt16? = nil,
-         extraArguments: [String] = [], readyTimeout: Duration = .seconds(60), name: String? = nil) throws {
+         encryption: String = "plaintext", extraArguments: [String] = [], readyTimeout: Duration = .seconds(60),
+         name: String? = nil) throws {
         try BitTorrentPeers.requireLibtorrent()
         exitsWhenComplete = exitWhenComplete
         var args = [BitTorrentPeers.ltPeer, "--listen", String(try listenPort ?? BitTorrentPeers.freePort())]
@@ -300,7 +303,7 @@ final class LibtorrentPeer: @unchecked Sendable {
         if uploadLimit > 0 { args += ["--upload-limit", String(uploadLimit)] }
         if downloadLimit > 0 { args += ["--download-limit", String(downloadLimit)] }
         if exitWhenComplete { args.append("--exit-when-complete") }
-        args += ["--timeout", String(timeout)] + extraArguments
+        args += ["--timeout", String(timeout), "--encryption", encryption] + extraArguments
         process = try PeerProcess(name: name ?? (seed ? "libtorrent seeder" : torrent == nil && magnet == nil ? "libtorrent DHT node" : "libtorrent leecher"),
                                   executable: BitTorrentPeers.python, arguments: args)
         let ready = try waitForEvent("ready", timeout: readyTimeout)

@@ -93,6 +93,9 @@ def parse_args(argv):
     p.add_argument("--timeout", type=float, default=0, help="seconds before giving up (0: none)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between status lines")
     p.add_argument("--max-connections", type=int, default=200)
+    p.add_argument("--encryption", choices=["plaintext", "enabled", "forced"], default="plaintext",
+                   help="outgoing connections: plaintext only (default), MSE first with a plaintext "
+                        "retry (libtorrent's default), or MSE only; incoming accept both unless forced")
     args = p.parse_args(argv)
     args.peers = [parse_endpoint(x, "--peer") for x in args.peer]
     args.dht_nodes = [parse_endpoint(x, "--dht-bootstrap") for x in args.dht_bootstrap]
@@ -134,6 +137,11 @@ def session_settings(args):
         | lt.alert.category_t.connect_notification
         | lt.alert.category_t.dht_notification,
         "user_agent": "peerhost-test-lt/" + lt.__version__,
+        # libtorrent's default opens with an MSE (encrypted) handshake and retries in plaintext
+        # only after that connection fails, seconds later; tests of plain BitTorrent want plaintext.
+        "out_enc_policy": {"plaintext": int(lt.enc_policy.pe_disabled), "enabled": int(lt.enc_policy.pe_enabled),
+                           "forced": int(lt.enc_policy.pe_forced)}[args.encryption],
+        "in_enc_policy": int(lt.enc_policy.pe_forced if args.encryption == "forced" else lt.enc_policy.pe_enabled),
     }
     if args.dht:
         s.update({

@@ -154,6 +154,14 @@ public struct DHTNode: Sendable {
                                   now: Double) -> (lookup: LookupID, send: [Outgoing]) {
         let target = NodeID(infoHash) ?? NodeID(unchecked: Array((infoHash + [UInt8](repeating: 0, count: 20)).prefix(20)))
         let lid = startLookup(target: target, kind: .getPeers, announcePort: announcePort, impliedPort: impliedPort)
+        // Peers announced to this node count too: in a small swarm we may be the closest node.
+        let local = store.values(infoHash: target.bytes, now: now, max: config.maxValues, using: &rng).flatMap {
+            $0.count == 6 ? CompactPeers.decodeIPv4($0) : CompactPeers.decodeIPv6($0)
+        }
+        if !local.isEmpty {
+            lookups[lid]!.peersSeen.formUnion(local)
+            events.append(.peersFound(lookup: lid, infoHash: target.bytes, peers: local))
+        }
         return (lid, advance(lid, now: now))
     }
 
@@ -211,15 +219,15 @@ public struct DHTNode: Sendable {
         switch q {
         case .ping:
             return out + reply(.response(transactionID: t, KRPC.Response(id: id)))
-        case .findNode(_, let target):
-            let nodes = table.closest(to: target, count: config.k, now: now)
+        case .findNode(let sender, let target):
+            let nodes = closestExcluding(sender, to: target, now: now)
             return out + reply(.response(transactionID: t, KRPC.Response(id: id, nodes: KRPC.encodeNodes(nodes))))
-        case .getPeers(_, let h):
+        case .getPeers(let sender, let h):
             var r = KRPC.Response(id: id, token: tokens.token(for: source.ip))
             let values = store.values(infoHash: h.bytes, now: now, max: config.maxValues, using: &rng)
             if !values.isEmpty { r.values = values }
             // Nodes too, even with values: the asker's lookup keeps converging on the closest nodes.
-            r.nodes = KRPC.encodeNodes(table.closest(to: h, count: config.k, now: now))
+            r.nodes = KRPC.encodeNodes(closestExcluding(sender, to: h, now: now))
             return out + reply(.response(transactionID: t, r))
         case .announcePeer(_, let h, let port, let token, let implied):
             guard tokens.isValid(token, for: source.ip) else {
@@ -230,6 +238,12 @@ public struct DHTNode: Sendable {
         case .unknown(let method, _):
             return out + error(.methodUnknown, "Method Unknown: \(method)")
         }
+    }
+
+    /// The K closest nodes without the asker itself (libtorrent, seeing itself in a reply, spends a
+    /// query on its own address that never gets an answer).
+    func closestExcluding(_ asker: NodeID, to target: NodeID, now: Double) -> [NodeInfo] {
+        Array(table.closest(to: target, count: config.k + 1, now: now).filter { $0.id != asker }.prefix(config.k))
     }
 
     mutating func handleResponse(_ r: KRPC.Response, transactionID t: [UInt8], from source: UDPEndpoint, now: Double) -> [Outgoing] {
