@@ -211,7 +211,7 @@ struct SimNetwork {
         // Our own lookup reports what was announced to us, even with nobody else to ask.
         let (lid, sent) = node.getPeers(infoHash: h.bytes, now: 4)
         let events = node.takeEvents()
-        #expect(events.first == .peersFound(lookup: lid, infoHash: h.bytes, peers: [PeerAddress(host: "127.0.0.1", port: 17001)]))
+        #expect(events.first == .peersFound(lookup: lid, infoHash: h.bytes, peers: [PeerAddress(host: "127.0.0.1", port: 17001)!]))
         #expect(sent.isEmpty || sent.allSatisfy { $0.endpoint == lt })
     }
 }

@@ -707,25 +707,30 @@ public final class BitTorrentPlugin: Plugin {
             guard let b else { continue }
             let offset = Int64(piece) * Int64(info.pieceLength) + Int64(i * 16_384)
             var consumed = 0
-            for (k, span) in info.spans(offset: offset, length: b.count).enumerated() {
+            var ownUsed = false
+            for span in info.spans(offset: offset, length: b.count) {
+                defer { consumed += span.length }
+                // BEP 47 padding files are zeros by definition: never written.
+                if info.files[span.file].isPadding { continue }
                 var slot = b
-                if k > 0 {
+                if ownUsed {
                     guard var copy = try? host.allocBuffer() else {
                         fail(t, "out of buffer slots while writing piece \(piece)")
-                        for (_, j) in jobs where j.slot != b.slot { host.free(j) }
-                        break
+                        continue
                     }
-                    let src = b.bytes
-                    try? copy.set(UnsafeRawBufferPointer(rebasing: src[consumed..<(consumed + span.length)]))
+                    try? copy.set(UnsafeRawBufferPointer(rebasing: b.bytes[consumed..<(consumed + span.length)]))
                     blockSlotsHeld += 1
                     slot = copy
                 } else {
-                    slot.raw.offset = 0
+                    // The block's own slot, pointed at this span's bytes: no copy.
+                    slot.raw.offset = UInt32(consumed)
                     slot.raw.length = UInt32(span.length)
+                    ownUsed = true
                 }
                 jobs.append((WriteJob(torrent: t.infoHash, piece: piece, span: span), slot))
-                consumed += span.length
             }
+            // A block that was all padding: its slot goes back now.
+            if !ownUsed { host.free(b); blockSlotsHeld -= 1 }
         }
         t.writing[piece] = jobs.count
         for (job, slot) in jobs { writeSpan(job, slot) }
@@ -823,6 +828,15 @@ public final class BitTorrentPlugin: Plugin {
     func readNext(_ job: ReadJob, _ buffer: Buffer) {
         guard let t = torrents[job.torrent], job.next < job.spans.count else { readFinished(job, buffer, ok: true); return }
         let span = job.spans[job.next]
+        if info(ofTorrent: job.torrent)?.files[span.file].isPadding == true {
+            // Padding (BEP 47): zeros, nothing to read.
+            var job = job
+            if let base = buffer.raw.data { (base + job.filled).initialize(repeating: 0, count: span.length) }
+            job.filled += span.length
+            job.next += 1
+            readNext(job, buffer)
+            return
+        }
         let read: (FileID?) -> Void = { [self] id in
             guard let id else { readFinished(job, buffer, ok: false); return }
             var b = buffer
@@ -837,6 +851,8 @@ public final class BitTorrentPlugin: Plugin {
         }
         if let handles = job.handles { read(handles[span.file]) } else { withFile(t, span.file, read) }
     }
+
+    func info(ofTorrent hash: InfoHash) -> InfoDictionary? { torrents[hash]?.info }
 
     func readDone(_ job: ReadJob, _ result: Result<Int64, PluginError>, _ buffer: Buffer?) {
         guard let b = buffer else {

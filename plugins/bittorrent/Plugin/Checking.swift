@@ -28,6 +28,7 @@ extension BitTorrentPlugin {
         t.state = .checking
         if info.files.isEmpty { finishCheck(t, check); return }
         for i in info.files.indices {
+            if info.files[i].isPadding { check.opensLeft -= 1; continue }   // zeros, not on disk
             do {
                 let r = try host.fileOpen(t.path(ofFile: i), flags: UInt32(PH_FILE_READ))
                 pending[r] = .checkOpen(t.infoHash, i)
@@ -60,7 +61,7 @@ extension BitTorrentPlugin {
             let start = Int64(piece) * Int64(info.pieceLength)
             let size = info.pieceSize(piece)
             let spans = info.spans(offset: start, length: size)
-            if spans.contains(where: { check.missing[$0.file] || check.handles[$0.file] == nil }) { continue }
+            if spans.contains(where: { !info.files[$0.file].isPadding && (check.missing[$0.file] || check.handles[$0.file] == nil) }) { continue }
             let blockCount = (size + 16_383) / 16_384
             var buffers: [Buffer] = []
             for _ in 0..<blockCount {
@@ -122,6 +123,6 @@ extension BitTorrentPlugin {
     /// Zero-length files have no piece to write them: create them once the torrent is known.
     func createEmptyFiles(_ t: Torrent) {
         guard let info = t.info else { return }
-        for (i, f) in info.files.enumerated() where f.length == 0 { withFile(t, i) { _ in } }
+        for (i, f) in info.files.enumerated() where f.length == 0 && !f.isPadding { withFile(t, i) { _ in } }
     }
 }

@@ -146,6 +146,7 @@ extension BitTorrentPlugin {
             w.field("banned", t.bannedCount)
             w.field("known_peers", t.addresses.count)
             if let e = t.lastTrackerError { w.field("tracker_error", e) }
+            w.field("announced", t.announcedStarted && t.lastTrackerError == nil)
             w.beginArray("trackers"); for tier in t.trackers { for u in tier { w.field(nil, u) } }; w.endArray()
             if let info = t.info {
                 w.field("piece_length", info.pieceLength)

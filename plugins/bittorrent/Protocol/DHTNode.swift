@@ -156,7 +156,7 @@ public struct DHTNode: Sendable {
         let lid = startLookup(target: target, kind: .getPeers, announcePort: announcePort, impliedPort: impliedPort)
         // Peers announced to this node count too: in a small swarm we may be the closest node.
         let local = store.values(infoHash: target.bytes, now: now, max: config.maxValues, using: &rng).flatMap {
-            $0.count == 6 ? CompactPeers.decodeIPv4($0) : CompactPeers.decodeIPv6($0)
+            $0.count == 6 ? CompactPeers.lenientIPv4($0) : CompactPeers.lenientIPv6($0)
         }
         if !local.isEmpty {
             lookups[lid]!.peersSeen.formUnion(local)
