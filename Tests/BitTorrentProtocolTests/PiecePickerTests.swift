@@ -99,6 +99,18 @@ import Testing
         #expect(Set(got.map(\.piece)) == [3, 7])
     }
 
+    @Test func suggestedPiecesComeBeforeRarest() {
+        var p = picker(pieces: 4)
+        p.peerHas(bitfield: .full(count: 4))
+        p.peerHas(bitfield: bits(4, [1, 2, 3]))   // piece 0 is the rarest
+        let got = p.pick(for: 1, peerHas: .full(count: 4), count: 2, onlyFrom: nil, suggested: [3, 9, 3])
+        #expect(got.map(\.piece) == [3, 0], "the valid suggestion once, then rarest")
+        // A suggestion for a piece we have or the peer lacks is ignored.
+        var q = picker(pieces: 4, have: bits(4, [3]))
+        q.peerHas(bitfield: .full(count: 4))
+        #expect(q.pick(for: 1, peerHas: bits(4, [0, 3]), count: 1, onlyFrom: nil, suggested: [3, 1]).map(\.piece) == [0])
+    }
+
     @Test func endgameAsksOtherPeersButNeverTheSamePeerTwice() {
         var p = picker(pieces: 1, blocks: 2)
         p.peerHas(bitfield: .full(count: 1))

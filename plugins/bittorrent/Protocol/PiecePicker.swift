@@ -138,7 +138,10 @@ public struct PiecePicker: Sendable {
     }
 
     /// `onlyFrom`: restrict to these pieces (BEP 6 allowed-fast pieces while the peer chokes us).
-    public mutating func pick(for peer: PeerKey, peerHas: Bitfield, count: Int, onlyFrom: Set<Int>?) -> [BlockRequest] {
+    /// `suggested`: pieces the peer sent `suggest piece` for (BEP 6), started before rarest-first
+    /// (a seed suggests what it has in cache, or what keeps copies even in super-seeding).
+    public mutating func pick(for peer: PeerKey, peerHas: Bitfield, count: Int, onlyFrom: Set<Int>?,
+                              suggested: [Int] = []) -> [BlockRequest] {
         precondition(peerHas.count == pieceCount, "bitfield of \(peerHas.count) pieces for a torrent of \(pieceCount)")
         guard count > 0 else { return [] }
         var out: [BlockRequest] = []
@@ -152,10 +155,13 @@ public struct PiecePicker: Sendable {
             if out.count >= count { return out }
         }
 
-        // 2. New pieces: random while we have few, then rarest-first.
+        // 2. New pieces: suggested ones, then random while we have few, then rarest-first.
+        for p in suggested where out.count < count && p >= 0 && p < pieceCount && isUntouched(p) && allowed(p) {
+            start(p)
+            take(from: p, for: peer, count: count, into: &out)
+        }
         while out.count < count, let p = newPiece(allowed: allowed, onlyFrom: onlyFrom) {
-            let n = blockCount(piece: p)
-            partials[p] = Partial(blocks: [Slot](repeating: .wanted, count: n), wanted: n, received: 0)
+            start(p)
             take(from: p, for: peer, count: count, into: &out)
         }
         if out.count >= count || !isEndgame { return out }
@@ -179,6 +185,13 @@ public struct PiecePicker: Sendable {
             out.append(b)
         }
         return out
+    }
+
+    func isUntouched(_ p: Int) -> Bool { !have[p] && partials[p] == nil && !awaitingVerification.contains(p) }
+
+    mutating func start(_ p: Int) {
+        let n = blockCount(piece: p)
+        partials[p] = Partial(blocks: [Slot](repeating: .wanted, count: n), wanted: n, received: 0)
     }
 
     mutating func take(from p: Int, for peer: PeerKey, count: Int, into out: inout [BlockRequest]) {
@@ -205,7 +218,7 @@ public struct PiecePicker: Sendable {
         var bestAvailability = Int.max
         var ties = 0
         func consider(_ p: Int) {
-            guard !have[p], partials[p] == nil, !awaitingVerification.contains(p), allowed(p) else { return }
+            guard isUntouched(p), allowed(p) else { return }
             let a = random ? 0 : availability[p]
             if a < bestAvailability {
                 bestAvailability = a; best = p; ties = 1
