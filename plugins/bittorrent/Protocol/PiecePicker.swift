@@ -33,6 +33,8 @@ public struct PiecePicker: Sendable {
         var blocks: [Slot]
         var wanted: Int
         var received: Int
+        /// The peers whose blocks were accepted, for banning when the hash check fails.
+        var contributors: Set<PeerKey> = []
     }
 
     public let pieceCount: Int
@@ -48,7 +50,9 @@ public struct PiecePicker: Sendable {
     public private(set) var availability: [Int]
     var partials: [Int: Partial] = [:]
     /// Every block received, waiting for the hash check.
-    public private(set) var awaitingVerification: Set<Int> = []
+    public var awaitingVerification: Set<Int> { Set(pending.keys) }
+    /// Pieces awaiting verification → the peers that sent their blocks.
+    var pending: [Int: Set<PeerKey>] = [:]
     var outstanding: [PeerKey: Set<BlockRequest>] = [:]
     var rng: SplitMix64
 
@@ -111,7 +115,7 @@ public struct PiecePicker: Sendable {
     /// True when every block of every missing piece is requested or received (and some are missing).
     public var isEndgame: Bool {
         guard !have.isComplete else { return false }
-        let untouched = pieceCount - have.setCount - awaitingVerification.count - partials.count
+        let untouched = pieceCount - have.setCount - pending.count - partials.count
         guard untouched == 0 else { return false }
         for p in partials.values where p.wanted > 0 { return false }
         return true
@@ -187,7 +191,7 @@ public struct PiecePicker: Sendable {
         return out
     }
 
-    func isUntouched(_ p: Int) -> Bool { !have[p] && partials[p] == nil && !awaitingVerification.contains(p) }
+    func isUntouched(_ p: Int) -> Bool { !have[p] && partials[p] == nil && pending[p] == nil }
 
     mutating func start(_ p: Int) {
         let n = blockCount(piece: p)
@@ -255,9 +259,10 @@ public struct PiecePicker: Sendable {
         }
         partial.blocks[k] = .received
         partial.received += 1
+        partial.contributors.insert(peer)
         if partial.received == partial.blocks.count {
             partials[b.piece] = nil
-            awaitingVerification.insert(b.piece)
+            pending[b.piece] = partial.contributors
             return (true, others)
         }
         partials[b.piece] = partial
@@ -295,20 +300,26 @@ public struct PiecePicker: Sendable {
         }
     }
 
-    /// The piece's hash matched (or resume data says we have it).
-    public mutating func pieceVerified(_ index: Int) {
+    /// The piece's hash matched (or resume data says we have it). Returns the peers that sent it.
+    @discardableResult
+    public mutating func pieceVerified(_ index: Int) -> Set<PeerKey> {
         precondition(index >= 0 && index < pieceCount, "piece \(index) out of range")
-        awaitingVerification.remove(index)
+        let contributors = pending.removeValue(forKey: index) ?? []
         dropPartial(index)
         have[index] = true
+        return contributors
     }
 
-    /// The piece's hash did not match: every block is wanted again.
-    public mutating func pieceFailed(_ index: Int) {
+    /// The piece's hash did not match: every block is wanted again. Returns the peers that sent its
+    /// blocks: a sole contributor sent bad data (ban it); with several, the engine decides (e.g. ban
+    /// a peer once it appears in failed pieces repeatedly, or re-download from one peer).
+    @discardableResult
+    public mutating func pieceFailed(_ index: Int) -> Set<PeerKey> {
         precondition(index >= 0 && index < pieceCount, "piece \(index) out of range")
-        awaitingVerification.remove(index)
+        let contributors = pending.removeValue(forKey: index) ?? []
         dropPartial(index)
         have[index] = false
+        return contributors
     }
 
     mutating func dropPartial(_ index: Int) {
