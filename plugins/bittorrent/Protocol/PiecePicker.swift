@@ -53,6 +53,8 @@ public struct PiecePicker: Sendable {
     public var awaitingVerification: Set<Int> { Set(pending.keys) }
     /// Pieces awaiting verification → the peers that sent their blocks.
     var pending: [Int: Set<PeerKey>] = [:]
+    /// Partial or pending, per piece: the new-piece scan reads this array instead of two hash tables.
+    var busy: [Bool]
     var outstanding: [PeerKey: Set<BlockRequest>] = [:]
     var rng: SplitMix64
 
@@ -70,6 +72,7 @@ public struct PiecePicker: Sendable {
             return s
         }
         self.availability = [Int](repeating: 0, count: pieceCount)
+        self.busy = [Bool](repeating: false, count: pieceCount)
         self.rng = seed.map(SplitMix64.init(seed:)) ?? SplitMix64()
     }
 
@@ -164,7 +167,7 @@ public struct PiecePicker: Sendable {
             start(p)
             take(from: p, for: peer, count: count, into: &out)
         }
-        while out.count < count, let p = newPiece(allowed: allowed, onlyFrom: onlyFrom) {
+        while out.count < count, let p = newPiece(peerHas: peerHas, onlyFrom: onlyFrom) {
             start(p)
             take(from: p, for: peer, count: count, into: &out)
         }
@@ -191,11 +194,12 @@ public struct PiecePicker: Sendable {
         return out
     }
 
-    func isUntouched(_ p: Int) -> Bool { !have[p] && partials[p] == nil && pending[p] == nil }
+    func isUntouched(_ p: Int) -> Bool { !busy[p] && !have[p] }
 
     mutating func start(_ p: Int) {
         let n = blockCount(piece: p)
         partials[p] = Partial(blocks: [Slot](repeating: .wanted, count: n), wanted: n, received: 0)
+        busy[p] = true
     }
 
     mutating func take(from p: Int, for peer: PeerKey, count: Int, into out: inout [BlockRequest]) {
@@ -215,28 +219,50 @@ public struct PiecePicker: Sendable {
     }
 
     /// A piece nobody has started: uniformly random while fewer than `randomFirstPieces` are
-    /// verified, else one of the rarest (reservoir sampling among ties, one pass).
-    mutating func newPiece(allowed: (Int) -> Bool, onlyFrom: Set<Int>?) -> Int? {
+    /// verified, else one of the rarest, chosen uniformly among them. Two passes (the first finds
+    /// the lowest availability and how many pieces share it, the second takes the r-th of those)
+    /// over the bitfield bytes, skipping bytes with no piece the peer has and we lack: no sort, no
+    /// hash lookups, one random number.
+    mutating func newPiece(peerHas: Bitfield, onlyFrom: Set<Int>?) -> Int? {
         let random = have.setCount < randomFirstPieces
-        var best: Int? = nil
-        var bestAvailability = Int.max
-        var ties = 0
-        func consider(_ p: Int) {
-            guard isUntouched(p), allowed(p) else { return }
-            let a = random ? 0 : availability[p]
-            if a < bestAvailability {
-                bestAvailability = a; best = p; ties = 1
-            } else if a == bestAvailability {
-                ties += 1
-                if rng.next(upperBound: UInt64(ties)) == 0 { best = p }
+        let busy = self.busy
+        let availability = self.availability
+        let peerWire = peerHas.wire
+        let haveWire = have.wire
+        let count = pieceCount
+        let list: [Int]? = onlyFrom.map { $0.filter { $0 >= 0 && $0 < count }.sorted() }
+
+        func forEachCandidate(_ body: (Int) -> Void) {
+            if let list {
+                for p in list where !busy[p] && peerWire[p >> 3] & ~haveWire[p >> 3] & (0x80 >> UInt8(p & 7)) != 0 { body(p) }
+                return
+            }
+            for byteIndex in 0..<peerWire.count {
+                var bits = peerWire[byteIndex] & ~haveWire[byteIndex]
+                while bits != 0 {
+                    let bit = bits.leadingZeroBitCount
+                    bits &= ~(0x80 >> UInt8(bit))
+                    let p = byteIndex << 3 | bit
+                    if !busy[p] { body(p) }
+                }
             }
         }
-        if let only = onlyFrom {
-            for p in only.sorted() where p >= 0 && p < pieceCount { consider(p) }
-        } else {
-            for p in 0..<pieceCount { consider(p) }
+
+        var best = Int.max
+        var ties = 0
+        forEachCandidate { p in
+            let a = random ? 0 : availability[p]
+            if a < best { best = a; ties = 1 } else if a == best { ties += 1 }
         }
-        return best
+        guard ties > 0 else { return nil }
+        var r = Int(rng.next(upperBound: UInt64(ties)))
+        var chosen: Int? = nil
+        forEachCandidate { p in
+            guard chosen == nil, random || availability[p] == best else { return }
+            if r == 0 { chosen = p }
+            r -= 1
+        }
+        return chosen
     }
 
     // MARK: events
@@ -286,6 +312,7 @@ public struct PiecePicker: Sendable {
         // rarest-first, not "continue partial pieces", decides when it is picked.
         if partial.received == 0, partial.wanted == partial.blocks.count {
             partials[b.piece] = nil
+            busy[b.piece] = false
         } else {
             partials[b.piece] = partial
         }
@@ -306,6 +333,7 @@ public struct PiecePicker: Sendable {
         precondition(index >= 0 && index < pieceCount, "piece \(index) out of range")
         let contributors = pending.removeValue(forKey: index) ?? []
         dropPartial(index)
+        busy[index] = false
         have[index] = true
         return contributors
     }
@@ -318,6 +346,7 @@ public struct PiecePicker: Sendable {
         precondition(index >= 0 && index < pieceCount, "piece \(index) out of range")
         let contributors = pending.removeValue(forKey: index) ?? []
         dropPartial(index)
+        busy[index] = false
         have[index] = false
         return contributors
     }
