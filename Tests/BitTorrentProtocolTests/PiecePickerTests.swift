@@ -99,6 +99,18 @@ import Testing
         #expect(Set(got.map(\.piece)) == [3, 7])
     }
 
+    @Test func suggestedPiecesComeBeforeRarest() {
+        var p = picker(pieces: 4)
+        p.peerHas(bitfield: .full(count: 4))
+        p.peerHas(bitfield: bits(4, [1, 2, 3]))   // piece 0 is the rarest
+        let got = p.pick(for: 1, peerHas: .full(count: 4), count: 2, onlyFrom: nil, suggested: [3, 9, 3])
+        #expect(got.map(\.piece) == [3, 0], "the valid suggestion once, then rarest")
+        // A suggestion for a piece we have or the peer lacks is ignored.
+        var q = picker(pieces: 4, have: bits(4, [3]))
+        q.peerHas(bitfield: .full(count: 4))
+        #expect(q.pick(for: 1, peerHas: bits(4, [0, 3]), count: 1, onlyFrom: nil, suggested: [3, 1]).map(\.piece) == [0])
+    }
+
     @Test func endgameAsksOtherPeersButNeverTheSamePeerTwice() {
         var p = picker(pieces: 1, blocks: 2)
         p.peerHas(bitfield: .full(count: 1))
@@ -140,13 +152,13 @@ import Testing
         #expect(p.blockReceived(piece0[1], from: 1).pieceComplete)
         #expect(p.awaitingVerification == [0])
         #expect(p.pick(for: 2, peerHas: bits(2, [0]), count: 4).isEmpty, "awaiting its hash check")
-        p.pieceFailed(0)
+        #expect(p.pieceFailed(0) == [1], "the peer that sent the bad piece")
         #expect(!p.have[0])
         let again = p.pick(for: 2, peerHas: bits(2, [0]), count: 4)
         #expect(Set(again) == Set(piece0))
 
         for b in again { p.blockReceived(b, from: 2) }
-        p.pieceVerified(0)
+        #expect(p.pieceVerified(0) == [2])
         #expect(p.have[0] && p.awaitingVerification.isEmpty)
         #expect(!p.isComplete)
         for b in got where b.piece == 1 { p.blockReceived(b, from: 1) }

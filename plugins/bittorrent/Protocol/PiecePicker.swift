@@ -33,6 +33,8 @@ public struct PiecePicker: Sendable {
         var blocks: [Slot]
         var wanted: Int
         var received: Int
+        /// The peers whose blocks were accepted, for banning when the hash check fails.
+        var contributors: Set<PeerKey> = []
     }
 
     public let pieceCount: Int
@@ -48,7 +50,11 @@ public struct PiecePicker: Sendable {
     public private(set) var availability: [Int]
     var partials: [Int: Partial] = [:]
     /// Every block received, waiting for the hash check.
-    public private(set) var awaitingVerification: Set<Int> = []
+    public var awaitingVerification: Set<Int> { Set(pending.keys) }
+    /// Pieces awaiting verification → the peers that sent their blocks.
+    var pending: [Int: Set<PeerKey>] = [:]
+    /// Partial or pending, per piece: the new-piece scan reads this array instead of two hash tables.
+    var busy: [Bool]
     var outstanding: [PeerKey: Set<BlockRequest>] = [:]
     var rng: SplitMix64
 
@@ -66,6 +72,7 @@ public struct PiecePicker: Sendable {
             return s
         }
         self.availability = [Int](repeating: 0, count: pieceCount)
+        self.busy = [Bool](repeating: false, count: pieceCount)
         self.rng = seed.map(SplitMix64.init(seed:)) ?? SplitMix64()
     }
 
@@ -111,7 +118,7 @@ public struct PiecePicker: Sendable {
     /// True when every block of every missing piece is requested or received (and some are missing).
     public var isEndgame: Bool {
         guard !have.isComplete else { return false }
-        let untouched = pieceCount - have.setCount - awaitingVerification.count - partials.count
+        let untouched = pieceCount - have.setCount - pending.count - partials.count
         guard untouched == 0 else { return false }
         for p in partials.values where p.wanted > 0 { return false }
         return true
@@ -138,7 +145,10 @@ public struct PiecePicker: Sendable {
     }
 
     /// `onlyFrom`: restrict to these pieces (BEP 6 allowed-fast pieces while the peer chokes us).
-    public mutating func pick(for peer: PeerKey, peerHas: Bitfield, count: Int, onlyFrom: Set<Int>?) -> [BlockRequest] {
+    /// `suggested`: pieces the peer sent `suggest piece` for (BEP 6), started before rarest-first
+    /// (a seed suggests what it has in cache, or what keeps copies even in super-seeding).
+    public mutating func pick(for peer: PeerKey, peerHas: Bitfield, count: Int, onlyFrom: Set<Int>?,
+                              suggested: [Int] = []) -> [BlockRequest] {
         precondition(peerHas.count == pieceCount, "bitfield of \(peerHas.count) pieces for a torrent of \(pieceCount)")
         guard count > 0 else { return [] }
         var out: [BlockRequest] = []
@@ -152,10 +162,13 @@ public struct PiecePicker: Sendable {
             if out.count >= count { return out }
         }
 
-        // 2. New pieces: random while we have few, then rarest-first.
-        while out.count < count, let p = newPiece(allowed: allowed, onlyFrom: onlyFrom) {
-            let n = blockCount(piece: p)
-            partials[p] = Partial(blocks: [Slot](repeating: .wanted, count: n), wanted: n, received: 0)
+        // 2. New pieces: suggested ones, then random while we have few, then rarest-first.
+        for p in suggested where out.count < count && p >= 0 && p < pieceCount && isUntouched(p) && allowed(p) {
+            start(p)
+            take(from: p, for: peer, count: count, into: &out)
+        }
+        while out.count < count, let p = newPiece(peerHas: peerHas, onlyFrom: onlyFrom) {
+            start(p)
             take(from: p, for: peer, count: count, into: &out)
         }
         if out.count >= count || !isEndgame { return out }
@@ -181,6 +194,14 @@ public struct PiecePicker: Sendable {
         return out
     }
 
+    func isUntouched(_ p: Int) -> Bool { !busy[p] && !have[p] }
+
+    mutating func start(_ p: Int) {
+        let n = blockCount(piece: p)
+        partials[p] = Partial(blocks: [Slot](repeating: .wanted, count: n), wanted: n, received: 0)
+        busy[p] = true
+    }
+
     mutating func take(from p: Int, for peer: PeerKey, count: Int, into out: inout [BlockRequest]) {
         guard var partial = partials[p] else { return }
         var k = 0
@@ -198,28 +219,50 @@ public struct PiecePicker: Sendable {
     }
 
     /// A piece nobody has started: uniformly random while fewer than `randomFirstPieces` are
-    /// verified, else one of the rarest (reservoir sampling among ties, one pass).
-    mutating func newPiece(allowed: (Int) -> Bool, onlyFrom: Set<Int>?) -> Int? {
+    /// verified, else one of the rarest, chosen uniformly among them. Two passes (the first finds
+    /// the lowest availability and how many pieces share it, the second takes the r-th of those)
+    /// over the bitfield bytes, skipping bytes with no piece the peer has and we lack: no sort, no
+    /// hash lookups, one random number.
+    mutating func newPiece(peerHas: Bitfield, onlyFrom: Set<Int>?) -> Int? {
         let random = have.setCount < randomFirstPieces
-        var best: Int? = nil
-        var bestAvailability = Int.max
-        var ties = 0
-        func consider(_ p: Int) {
-            guard !have[p], partials[p] == nil, !awaitingVerification.contains(p), allowed(p) else { return }
-            let a = random ? 0 : availability[p]
-            if a < bestAvailability {
-                bestAvailability = a; best = p; ties = 1
-            } else if a == bestAvailability {
-                ties += 1
-                if rng.next(upperBound: UInt64(ties)) == 0 { best = p }
+        let busy = self.busy
+        let availability = self.availability
+        let peerWire = peerHas.wire
+        let haveWire = have.wire
+        let count = pieceCount
+        let list: [Int]? = onlyFrom.map { $0.filter { $0 >= 0 && $0 < count }.sorted() }
+
+        func forEachCandidate(_ body: (Int) -> Void) {
+            if let list {
+                for p in list where !busy[p] && peerWire[p >> 3] & ~haveWire[p >> 3] & (0x80 >> UInt8(p & 7)) != 0 { body(p) }
+                return
+            }
+            for byteIndex in 0..<peerWire.count {
+                var bits = peerWire[byteIndex] & ~haveWire[byteIndex]
+                while bits != 0 {
+                    let bit = bits.leadingZeroBitCount
+                    bits &= ~(0x80 >> UInt8(bit))
+                    let p = byteIndex << 3 | bit
+                    if !busy[p] { body(p) }
+                }
             }
         }
-        if let only = onlyFrom {
-            for p in only.sorted() where p >= 0 && p < pieceCount { consider(p) }
-        } else {
-            for p in 0..<pieceCount { consider(p) }
+
+        var best = Int.max
+        var ties = 0
+        forEachCandidate { p in
+            let a = random ? 0 : availability[p]
+            if a < best { best = a; ties = 1 } else if a == best { ties += 1 }
         }
-        return best
+        guard ties > 0 else { return nil }
+        var r = Int(rng.next(upperBound: UInt64(ties)))
+        var chosen: Int? = nil
+        forEachCandidate { p in
+            guard chosen == nil, random || availability[p] == best else { return }
+            if r == 0 { chosen = p }
+            r -= 1
+        }
+        return chosen
     }
 
     // MARK: events
@@ -242,9 +285,10 @@ public struct PiecePicker: Sendable {
         }
         partial.blocks[k] = .received
         partial.received += 1
+        partial.contributors.insert(peer)
         if partial.received == partial.blocks.count {
             partials[b.piece] = nil
-            awaitingVerification.insert(b.piece)
+            pending[b.piece] = partial.contributors
             return (true, others)
         }
         partials[b.piece] = partial
@@ -268,6 +312,7 @@ public struct PiecePicker: Sendable {
         // rarest-first, not "continue partial pieces", decides when it is picked.
         if partial.received == 0, partial.wanted == partial.blocks.count {
             partials[b.piece] = nil
+            busy[b.piece] = false
         } else {
             partials[b.piece] = partial
         }
@@ -282,20 +327,28 @@ public struct PiecePicker: Sendable {
         }
     }
 
-    /// The piece's hash matched (or resume data says we have it).
-    public mutating func pieceVerified(_ index: Int) {
+    /// The piece's hash matched (or resume data says we have it). Returns the peers that sent it.
+    @discardableResult
+    public mutating func pieceVerified(_ index: Int) -> Set<PeerKey> {
         precondition(index >= 0 && index < pieceCount, "piece \(index) out of range")
-        awaitingVerification.remove(index)
+        let contributors = pending.removeValue(forKey: index) ?? []
         dropPartial(index)
+        busy[index] = false
         have[index] = true
+        return contributors
     }
 
-    /// The piece's hash did not match: every block is wanted again.
-    public mutating func pieceFailed(_ index: Int) {
+    /// The piece's hash did not match: every block is wanted again. Returns the peers that sent its
+    /// blocks: a sole contributor sent bad data (ban it); with several, the engine decides (e.g. ban
+    /// a peer once it appears in failed pieces repeatedly, or re-download from one peer).
+    @discardableResult
+    public mutating func pieceFailed(_ index: Int) -> Set<PeerKey> {
         precondition(index >= 0 && index < pieceCount, "piece \(index) out of range")
-        awaitingVerification.remove(index)
+        let contributors = pending.removeValue(forKey: index) ?? []
         dropPartial(index)
+        busy[index] = false
         have[index] = false
+        return contributors
     }
 
     mutating func dropPartial(_ index: Int) {
