@@ -312,7 +312,8 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         for i in 0..<ready {
             let desc = tx.copy(at: i)   // the one read of plugin-written memory
             do {
-                let request = try decoder.decode(desc, owns: { [connIndexByID] id in connIndexByID[id] != nil },
+                let request = try decoder.decode(desc, owns: { [connIndexByID, closedConnIDs] id in
+                                                     connIndexByID[id] != nil || closedConnIDs.contains(id) },
                                                  ownsFile: { [files] id in files[id].map { !$0.closed } ?? false })
                 handle(request)
             } catch {
@@ -654,6 +655,22 @@ final class PluginSession: IOHandler, @unchecked Sendable {
 
     // MARK: Connections
 
+    /// Ids the core closed on its own (the peer hung up, an error) stay known for a while: the
+    /// plugin may still name one in a send, close or rate call it made before it read CLOSED. Such
+    /// a descriptor is a no-op (a send's slot goes home), not a violation; a made-up id still is.
+    /// Ids are never reused, so a bounded memory of the last 8192 is enough.
+    private var closedConnIDs: Set<UInt64> = []
+    private var closedConnRing = [UInt64](repeating: 0, count: 8192)
+    private var closedConnNext = 0
+
+    private func rememberClosed(_ id: UInt64) {
+        let old = closedConnRing[closedConnNext]
+        if old != 0 { closedConnIDs.remove(old) }
+        closedConnRing[closedConnNext] = id
+        closedConnNext = (closedConnNext + 1) % closedConnRing.count
+        closedConnIDs.insert(id)
+    }
+
     private func addConn(fd: Int32, kind: ConnKind) -> UInt32 {
         let id = Self.nextConnID
         Self.nextConnID &+= 1
@@ -678,6 +695,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         conn.closed = true
         conns[Int(index)] = conn
         connIndexByID[conn.id] = nil
+        rememberClosed(conn.id)
         if conn.kind == .stream {
             counters.connectionsOpen -= 1
             Self.finishStream(conn.fd)
