@@ -21,7 +21,7 @@
 # Environment:
 #   BT_SIZE     file size (default 1GiB; K/M/G suffixes)      BT_PIECE  piece length (default 1MiB)
 #   BT_DIR      work folder (default a new one in /var/tmp: on disk, ~2×BT_SIZE free needed)
-#   LEECHERS    leechers to run, in order (default "libtorrent"; "peerhost" once wired, see below)
+#   LEECHERS    leechers to run, in order (default "libtorrent peerhost")
 #   BT_REPORT   append a Markdown section to this file (bench/run.sh passes its report)
 #   BT_TIMEOUT  seconds a leecher may take (default 300)
 #
@@ -39,7 +39,7 @@ PY=/usr/bin/python3   # Debian's python3-libtorrent is for the system interprete
 PEERS=$ROOT/Tests/peers
 SIZE=${BT_SIZE:-1GiB}
 PIECE=${BT_PIECE:-1MiB}
-LEECHERS=${LEECHERS:-libtorrent}
+LEECHERS=${LEECHERS:-"libtorrent peerhost"}
 TIMEOUT=${BT_TIMEOUT:-300}
 SEEDER_CPU=${SEEDER_CPU:-0}
 LEECHER_CPU=${LEECHER_CPU:-1}
@@ -98,13 +98,43 @@ done=[json.loads(l) for l in open(sys.argv[1]) if l.startswith("{") and "\"done\
 print("download_seconds=%s" % done["download_seconds"])' "$log" >>"$4"
 }
 
-# The Peerhost leecher: the integrator wires it here (see the contract in the header), e.g. start
-# `peerhost run` with the bittorrent plugin on a temporary config pinned to $LEECHER_CPU, then
-# `peerhost ctl bittorrent add "$1" --dir "$3" --peer "$2" --wait`, stop the host, and report
-# cpu_seconds (host + runner) into $4.
-leecher_peerhost() {
-  echo "leecher_peerhost is not wired yet (bench/bittorrent.sh)" >&2
-  return 2
+# The Peerhost leecher: `peerhost run` (release build) with the bittorrent plugin on a temporary
+# config, pinned to $LEECHER_CPU (its runner inherits the pinning), the manifest copied with a
+# loopback connect grant and signed with the checkout's dev key; then
+# `peerhost ctl bittorrent add TORRENT --dir OUT --peer SEEDER --wait`. CPU = host + runner (the
+# process tree sampled before the add and after completion), download seconds = the add command.
+leecher_peerhost() { # torrent seeder outdir resultfile
+  local bin=${PEERHOST_BIN:-$ROOT/.build/release/peerhost}
+  local work; work=$(mktemp -d /tmp/peerhost-bt-leech.XXXXXX)
+  local port; port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  sed -e 's|^connect = \[|connect = ["tcp:127.0.0.1:1-65535", |' -e "s|0.0.0.0:6881|127.0.0.1:$port|" \
+    "$ROOT/plugins/bittorrent/manifest.toml" >"$work/manifest.toml"
+  "$bin" sign --key "$ROOT/.peerhost-dev/dev.key" "$work/manifest.toml" --out "$work/manifest.sig" >/dev/null
+  cat >"$work/peerhost.toml" <<EOF2
+[host]
+data_dir = "$work/data"
+http = "127.0.0.1:0"
+log_level = "warning"
+[security]
+trust = ["$ROOT/.peerhost-dev"]
+[[plugin]]
+name = "bittorrent"
+manifest = "$work/manifest.toml"
+listen = ["tcp:127.0.0.1:$port"]
+EOF2
+  pin "$LEECHER_CPU" "$bin" run --config "$work/peerhost.toml" >"$4.log" 2>&1 &
+  local host=$!
+  for _ in $(seq 1 300); do [[ -f $work/data/run.json ]] && break; sleep 0.1; done
+  sleep 1   # the plugin's start
+  local cpu0 t0 t1 cpu1 rc=0
+  cpu0=$(cpu_seconds_tree "$host"); t0=$(date +%s.%N)
+  "$bin" ctl bittorrent add "$1" --dir "$3" --peer "$2" --wait --timeout "$TIMEOUT" --config "$work/peerhost.toml" >>"$4.log" 2>&1 || rc=$?
+  t1=$(date +%s.%N); cpu1=$(cpu_seconds_tree "$host")
+  kill -TERM "$host"; wait "$host" || true
+  rm -rf "$work"
+  [[ $rc == 0 ]] || { tail -5 "$4.log" >&2; return 1; }
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "download_seconds=%.3f\n", b - a }' >>"$4"
+  awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "cpu_seconds=%.3f\n", b - a }' >>"$4"
 }
 
 # ---- run -----------------------------------------------------------------------------------

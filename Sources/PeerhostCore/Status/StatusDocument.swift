@@ -175,6 +175,15 @@ public struct StatusDocument: Sendable, Equatable, Codable {
             let limited: Bool = r.upLimit != 0 || r.downLimit != 0 || r.upShare != 0 || r.downShare != 0
             if limited { rated.append((p.name, r)) }
         }
+        // A plugin's own lines for people (details.summary: an array of strings, e.g. one per
+        // torrent), under its name; the rest of details is for tools (--json).
+        for p in plugins {
+            guard case .object(let d)? = p.details, case .array(let summary)? = d["summary"], !summary.isEmpty else { continue }
+            lines.append("")
+            lines.append("\(p.name):")
+            for case .string(let line) in summary.prefix(50) { lines.append("  " + line) }
+            if summary.count > 50 { lines.append("  … \(summary.count - 50) more (peerhost status --json)") }
+        }
         if !rated.isEmpty {
             lines.append("")
             for (name, r) in rated {

@@ -198,6 +198,15 @@ extension BitTorrentPlugin {
         w.beginArray("torrents")
         for h in order { if let t = torrents[h] { describe(t, into: &w, detailed: false) } }
         w.endArray()
+        // One line per torrent for `peerhost status` (the host prints details.summary as is).
+        w.beginArray("summary")
+        let t1 = now
+        for h in order {
+            guard let t = torrents[h] else { continue }
+            let percent = String(Double(Int(t.progress * 1000)) / 10)
+            w.field(nil, "\(h.hex.prefix(12)) \(t.state.name) \(percent)% down \(Self.rate(t.downRate.rate(now: t1))) up \(Self.rate(t.upRate.rate(now: t1))) peers \(t.peers.count) ratio \(String(Double(Int(t.ratio * 100)) / 100)) \(t.displayName)")
+        }
+        w.endArray()
         w.endObject()
         w.beginArray("metrics")
         func metric(_ name: String, _ type: String, _ help: String, _ value: Double, _ hash: String?) {
@@ -229,6 +238,13 @@ extension BitTorrentPlugin {
         w.endArray()
         w.endObject()
         return w.text
+    }
+
+    static func rate(_ bytesPerSecond: Double) -> String {
+        let units = ["B/s", "KiB/s", "MiB/s", "GiB/s"]
+        var v = bytesPerSecond, i = 0
+        while v >= 1024 && i < units.count - 1 { v /= 1024; i += 1 }
+        return "\(Double(Int(v * 10)) / 10) \(units[i])"
     }
 
     static func error(_ why: String) -> String {
