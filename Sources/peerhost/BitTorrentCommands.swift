@@ -206,7 +206,7 @@ struct BitTorrentWait {
                 print("complete \(id) \(info["name"] as? String ?? "")")
                 return
             }
-            Thread.sleep(forTimeInterval: 0.5)
+            Thread.sleep(forTimeInterval: 0.2)   // a control call each: cheap; completion shows within 0.2 s
         }
     }
 }

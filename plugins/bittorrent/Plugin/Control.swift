@@ -142,6 +142,7 @@ extension BitTorrentPlugin {
         if let c = checks[t.infoHash], let info = t.info { w.field("checked", Double(c.nextPiece) / Double(max(info.pieceCount, 1))) }
         if detailed {
             w.field("hash_failures", t.hashFailures)
+            w.field("saved_pieces", t.savedPieces)
             w.field("wasted", t.wasted)
             w.field("banned", t.bannedCount)
             w.field("known_peers", t.addresses.count)

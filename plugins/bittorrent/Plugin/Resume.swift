@@ -95,6 +95,7 @@ extension BitTorrentPlugin {
         t.resumeDirty = false
         t.lastResumeSave = now
         let value = resumeRecord(t).encoded()
+        t.savingPieces = t.have.setCount
         var syncs = 0
         for f in t.files {
             guard let id = f.id, let r = try? host.fileSync(id) else { continue }
@@ -228,6 +229,7 @@ extension BitTorrentPlugin {
         t.uploadedBefore = r.uploaded
         t.downloadedBefore = r.downloaded
         t.resumeDirty = false
+        t.savedPieces = t.have.setCount
         for p in r.peers { t.addresses[p] = AddressState(source: "peer") }
         insert(t)
         createEmptyFiles(t)

@@ -85,6 +85,9 @@ final class Torrent {
     var resumeDirty = true
     var resumeSaving = false
     var lastResumeSave: Double = 0
+    /// Verified pieces in the record being written, and in the last one the store acknowledged.
+    var savingPieces = 0
+    var savedPieces = 0
     var completedAnnounced = false
 
     init(infoHash: InfoHash, meta: Metainfo?, name: String, saveRoot: String, trackers: [[String]], paused: Bool) {
