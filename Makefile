@@ -3,11 +3,14 @@
 
 SWIFT        ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 APT_PACKAGES := liburing-dev libseccomp-dev libcap-dev libffi-dev pkg-config iproute2 python3-venv
+# Real BitTorrent peers the integration tests run against (Tests/peers/, BitTorrentPeers.swift):
+# only `make test` and `make bench` install them, never `make run`.
+TEST_APT_PACKAGES := python3-libtorrent aria2 transmission-cli opentracker mktorrent
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CONFIG       ?=
 RUN_FLAGS    := $(if $(CONFIG),--config $(CONFIG),)
 
-.PHONY: all deps build build-debug sign-dev run test bench fuzz clean help
+.PHONY: all deps test-deps build build-debug sign-dev run test bench fuzz clean help
 
 all: build
 
@@ -19,14 +22,21 @@ help:
 	@echo "make clean  remove build products"
 
 # Installs the system packages that are missing; does nothing (and needs no network) when all are there.
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+define install_missing
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+endef
+
+deps:
+	$(call install_missing,$(APT_PACKAGES))
+
+test-deps:
+	$(call install_missing,$(TEST_APT_PACKAGES))
 
 build: deps
 	$(SWIFT) build -c release
@@ -52,10 +62,10 @@ run: build
 # --no-parallel: many tests block a thread for seconds (ring floods, waiting on child processes) and
 # on a 2-core machine Swift Testing's pool has two threads, so in parallel they starved the async
 # control-plane tests into timeouts. One at a time the whole suite takes about as long.
-test: build-debug
+test: test-deps build-debug
 	$(SWIFT) test --skip-build --no-parallel
 
-bench: deps
+bench: deps test-deps
 	bench/run.sh
 
 # libFuzzer with coverage and AddressSanitizer, in its own build folder (every module instrumented).
