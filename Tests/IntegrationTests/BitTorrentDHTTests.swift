@@ -125,6 +125,42 @@ extension Integration {
             try waitUntil("the seeder reports the upload", timeout: .seconds(10)) { uploaded(seeder) >= 1 << 20 }
         }
 
+        /// The routing table is saved in the store ("dht/table") and restored at the next start:
+        /// a second host on the same data dir, with no bootstrap node at all, starts with the
+        /// libtorrent node the first one learned.
+        @Test(.timeLimit(.minutes(2))) func routingTableSurvivesARestart() throws {
+            let node = try LTPeer(["--dht", "--timeout", "110"])
+            defer { node.stop() }
+            let dhtPort = try #require(node.ready["dht_port"] as? Int)
+            let manifestDir = try loopbackManifest()
+            defer { try? FileManager.default.removeItem(atPath: manifestDir) }
+            let shared = FileManager.default.temporaryDirectory.appendingPathComponent("peerhost-btdht-data-\(UUID().uuidString)").path
+            try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: shared) }
+            func startHost(_ settings: String) throws -> HostProcess {
+                let host = try HostProcess(config: hostConfig(manifestDir: manifestDir, settings: settings))
+                try FileManager.default.createSymbolicLink(atPath: host.dataDirectory, withDestinationPath: shared)
+                try? FileManager.default.removeItem(atPath: shared + "/run.json")   // the previous host's
+                try host.start()
+                return host
+            }
+            func dhtNodes(_ host: HostProcess) -> Int {
+                ((try? details(host))?["dht"] as? [String: Any])?["nodes"] as? Int ?? -1
+            }
+            let first = try startHost("dht_bootstrap = [\"127.0.0.1:\(dhtPort)\"]")
+            try waitUntil("the first host's table holds the libtorrent node", timeout: .seconds(30)) { dhtNodes(first) >= 1 }
+            // Saved once the bootstrap lookup ends; give the kv write a moment to be durable.
+            usleep(1_000_000)
+            #expect(first.stop() == 0)
+            let second = try startHost("dht_bootstrap = []")
+            defer { _ = second.stop() }
+            try waitUntil("the second host answers its status method", timeout: .seconds(30)) { dhtNodes(second) >= 0 }
+            try waitUntil("the restored table holds the node", timeout: .seconds(10)) { dhtNodes(second) >= 1 }
+            // From the store, not from the libtorrent node querying us again meanwhile.
+            let log = second.drainOutput()
+            #expect(log.contains("DHT table restored: 1 nodes"), "\(log.suffix(3000))")
+        }
+
         /// @Test 2 (BEP 15): the torrent's only tracker is opentracker's UDP port.
         @Test(.timeLimit(.minutes(3))) func downloadsThroughAUDPTracker() throws {
             let work = try TestDir("udptracker")
