@@ -59,11 +59,16 @@ extension Integration {
             seeder.events.last { $0["event"] as? String == "status" }?["total_upload"] as? Int ?? 0
         }
 
-        /// Adds a torrent file (its bytes) or a magnet link through the generic control call.
+        /// Adds a torrent file or a magnet link: `peerhost ctl bittorrent add FILE|MAGNET` (the CLI
+        /// front-end), else the generic control call add(bytes, dir, peers) of a CLI without it.
         func add(_ host: HostProcess, _ what: String) throws {
+            let (code, out) = try host.cli(["ctl", "bittorrent", "add", what])
+            if code == 0, !out.contains("\"error\"") { return }
             let arg = what.hasPrefix("magnet:") ? what : "@" + what
-            let (code, out) = try host.cli(["ctl", "bittorrent", "add", arg, "", ""])
-            guard code == 0, !out.contains("\"error\"") else { throw TestFailure("ctl bittorrent add: exit \(code): \(out)") }
+            let (code2, out2) = try host.cli(["ctl", "bittorrent", "add", arg, "", ""])
+            guard code2 == 0, !out2.contains("\"error\"") else {
+                throw TestFailure("ctl bittorrent add: exit \(code): \(out); generic form: exit \(code2): \(out2)")
+            }
         }
 
         /// Polls until the torrent is seeding (every piece verified); fails with the last status.

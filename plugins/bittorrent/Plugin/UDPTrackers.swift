@@ -36,6 +36,14 @@ extension BitTorrentPlugin {
         return (String(host), port)
     }
 
+    /// A client for a numeric address. BEP 15's 8 retransmissions (15 s · 2^n) would keep a dead
+    /// tracker's torrent from trying its next tracker for over an hour: 2 give up after 105 s.
+    static func udpTrackerClient(_ ip: String, _ port: UInt16) -> UDPTrackerClient {
+        var c = UDPTrackerClient(host: ip, port: port)
+        c.maxRetransmissions = 2
+        return c
+    }
+
     /// Starts a UDP announce for `t` to `url` (Trackers.swift's `announce` dispatches here).
     func udpAnnounce(_ t: Torrent, _ url: String, _ request: AnnounceRequest) {
         guard let (h, port) = Self.parseUDPTrackerURL(url) else {
@@ -63,7 +71,7 @@ extension BitTorrentPlugin {
         var e = UDPTrackerEntry()
         e.queued.append((t.infoHash, url, request))
         if InetText.parse(h) != nil {
-            e.client = UDPTrackerClient(host: h, port: port)
+            e.client = Self.udpTrackerClient(h, port)
             udpTrackers.byEndpoint[e.client!.endpoint] = key
             udpTrackers.trackers[key] = e
             udpTrackersFlush()
@@ -96,7 +104,7 @@ extension BitTorrentPlugin {
             for (h, url, _) in queued { if let t = torrents[h] { trackerFailed(t, url, why) } }
             return
         }
-        e.client = UDPTrackerClient(host: address, port: port)
+        e.client = Self.udpTrackerClient(address, port)
         udpTrackers.byEndpoint[e.client!.endpoint] = key
         udpTrackers.trackers[key] = e
         udpTrackersFlush()
