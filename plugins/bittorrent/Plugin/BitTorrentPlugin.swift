@@ -403,7 +403,7 @@ public final class BitTorrentPlugin: Plugin {
     func sendHandshake(_ p: PeerConnection, _ t: Torrent) {
         guard !p.handshakeSent else { return }
         p.handshakeSent = true
-        enqueue(p, bytes: Handshake(infoHash: t.infoHash.bytes, peerID: peerID).encoded())
+        enqueue(p, bytes: Handshake(infoHash: t.infoHash.bytes, peerID: peerID, reserved: handshakeReserved(t)).encoded())
     }
 
     /// After both handshakes: the extension handshake, then what we have.

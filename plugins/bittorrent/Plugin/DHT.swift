@@ -330,6 +330,14 @@ extension BitTorrentPlugin {
 
     // MARK: peers' PORT messages (BEP 5)
 
+    /// Our handshake's reserved bytes: the DHT bit (BEP 5) only when the DHT is on and the torrent
+    /// is public.
+    func handshakeReserved(_ t: Torrent) -> [UInt8] {
+        var r = Handshake.ourReserved
+        if !dhtEnabled || t.isPrivate { r[7] &= ~0x01 }
+        return r
+    }
+
     /// After the handshakes: our DHT port to a peer that set the DHT bit.
     func dhtSendPort(_ p: PeerConnection, _ t: Torrent) {
         guard dhtEnabled, dht.socket != nil, !t.isPrivate, p.remote?.supportsDHT == true,
