@@ -35,8 +35,11 @@ struct Settings {
     /// Per-peer limits, bytes/s (0 = none), applied by the core's per-connection token buckets.
     var peerRateUp: UInt64 = 0
     var peerRateDown: UInt64 = 0
+    /// DHT and UDP socket settings (DHT.swift): `dht`, `dht_bootstrap`, `udp_listen`.
+    var udp = UDPSettings(json: .object([:]))
 
     init(json: JSON) {
+        udp = UDPSettings(json: json)   // DHT/UDP hook
         // The host passes the effective listen grants: the first TCP one is where peers reach us.
         if let s = json["listen"]?.string { listen = s }
         if let a = json["listen"]?.array, let tcp = a.compactMap(\.string).first(where: { $0.hasPrefix("tcp:") }) { listen = tcp }
@@ -71,6 +74,8 @@ enum Pending {
     case kvWrite
     case restore
     case restoreInfo(InfoHash, Int)
+    /// DHT / UDP tracker calls (DHT.swift).
+    case udp(UDPPending)
 }
 
 /// A verified block (or the part of it in one file) on its way to disk.
@@ -125,6 +130,9 @@ public final class BitTorrentPlugin: Plugin {
     var uploadSlotsHeld = 0
     var connectsInFlight = 0
     var startedAt = monotonicNow()
+    // DHT / UDP tracker hook: their state lives in DHT.swift and UDPTrackers.swift.
+    let dht = DHTState()
+    let udpTrackers = UDPTrackerState()
 
     public init(host: Host) {
         self.host = host
@@ -144,6 +152,7 @@ public final class BitTorrentPlugin: Plugin {
         }
         let r = try host.listen(settings.listen)
         pending[r] = .listen
+        udpStart()   // DHT / UDP tracker hook
         // Resume: every torrent this plugin knew, from the store.
         try startRestore()
         tickTimer = try host.timer(after: 1_000_000_000, tag: 1)
@@ -186,6 +195,10 @@ public final class BitTorrentPlugin: Plugin {
         }
         guard let p = peers[conn] else { return }
         dropPeer(p, reason: reason.map { "closed: \($0)" } ?? "closed by peer", closeConnection: false)
+    }
+
+    public func onDatagram(socket: Connection, from: String, buffer: Buffer) {
+        datagram(socket, from, buffer)   // DHT / UDP tracker hook
     }
 
     public func onTimer(id: TimerID, tag: UInt64) {
@@ -238,6 +251,8 @@ public final class BitTorrentPlugin: Plugin {
             restore(result, buffer)
         case .restoreInfo(let hash, let chunk):
             restoreInfo(hash, chunk, result, buffer)
+        case .udp(let what):
+            udpComplete(what, result, buffer)   // DHT / UDP tracker hook
         }
     }
 
@@ -268,6 +283,7 @@ public final class BitTorrentPlugin: Plugin {
             flush(p)
         }
         if tickCount % 10 == 0 { rechoke() }
+        udpTick()   // DHT / UDP tracker hook
         // A check that ran out of slots goes on once some came back.
         for (hash, c) in checks where c.current == nil && c.opensLeft == 0 {
             if let t = torrents[hash] { checkNextPiece(t, c) }
@@ -393,7 +409,7 @@ public final class BitTorrentPlugin: Plugin {
     func sendHandshake(_ p: PeerConnection, _ t: Torrent) {
         guard !p.handshakeSent else { return }
         p.handshakeSent = true
-        enqueue(p, bytes: Handshake(infoHash: t.infoHash.bytes, peerID: peerID).encoded())
+        enqueue(p, bytes: Handshake(infoHash: t.infoHash.bytes, peerID: peerID, reserved: handshakeReserved(t)).encoded())
     }
 
     /// After both handshakes: the extension handshake, then what we have.
@@ -406,6 +422,7 @@ public final class BitTorrentPlugin: Plugin {
             if let m = t.meta { ext.metadataSize = m.rawInfo.count }
             send(p, .extended(id: 0, payload: ext.encoded()))
         }
+        dhtSendPort(p, t)   // DHT hook (BEP 5 PORT)
         if t.info == nil {
             if p.supportsFast { send(p, .haveNone) }
         } else if p.supportsFast && t.have.isComplete {
@@ -470,7 +487,8 @@ public final class BitTorrentPlugin: Plugin {
                 p.allowedFast.insert(piece)
                 if p.peerChoking { requestBlocks(p) }
             }
-        case .suggest, .port: break
+        case .suggest: break
+        case .port(let port): dhtPeerPort(p, port)   // DHT hook
         case .pieceHeader: break   // the framer reports pieces as block events
         case .extended(let id, let payload): extensionMessage(p, t, id, payload)
         }
