@@ -28,7 +28,7 @@ final class BitTorrentHost: @unchecked Sendable {
             [[plugin]]
             name = "bittorrent"
             manifest = "\(folder)/manifest.toml"
-            listen = ["tcp:127.0.0.1:\(self.port)"]
+            listen = ["tcp:127.0.0.1:\(self.port)", "udp:127.0.0.1:\(self.port)"]
             config = { \(settings) }
             """)
         if start { try host.start() }

@@ -6,5 +6,5 @@ import PeerhostSDK
 @_cdecl("peerhost_plugin_v1")
 public func peerhostPluginV1() -> UnsafeRawPointer {
     PluginExport.entry(for: BitTorrentPlugin.self, name: "bittorrent", version: "0.1.0",
-                       features: [.streams, .timers, .files, .kv, .control, .shaping, .peerTags])
+                       features: [.streams, .datagrams, .timers, .files, .kv, .control, .shaping, .peerTags])
 }

@@ -37,8 +37,11 @@ struct Settings {
     var peerRateDown: UInt64 = 0
     /// Seconds between resume records while downloading (each waits for an fsync of the files).
     var resumeInterval = 30.0
+    /// DHT and UDP socket settings (DHT.swift): `dht`, `dht_bootstrap`, `udp_listen`.
+    var udp = UDPSettings(json: .object([:]))
 
     init(json: JSON) {
+        udp = UDPSettings(json: json)   // DHT/UDP hook
         // The host passes the effective listen grants: the first TCP one is where peers reach us.
         if let s = json["listen"]?.string { listen = s }
         if let a = json["listen"]?.array, let tcp = a.compactMap(\.string).first(where: { $0.hasPrefix("tcp:") }) { listen = tcp }
@@ -74,6 +77,8 @@ enum Pending {
     case kvWrite
     case restore
     case restoreInfo(InfoHash, Int)
+    /// DHT / UDP tracker calls (DHT.swift).
+    case udp(UDPPending)
 }
 
 /// A verified block (or the part of it in one file) on its way to disk.
@@ -128,6 +133,9 @@ public final class BitTorrentPlugin: Plugin {
     var uploadSlotsHeld = 0
     var connectsInFlight = 0
     var startedAt = monotonicNow()
+    // DHT / UDP tracker hook: their state lives in DHT.swift and UDPTrackers.swift.
+    let dht = DHTState()
+    let udpTrackers = UDPTrackerState()
 
     public init(host: Host) {
         self.host = host
@@ -147,6 +155,7 @@ public final class BitTorrentPlugin: Plugin {
         }
         let r = try host.listen(settings.listen)
         pending[r] = .listen
+        udpStart()   // DHT / UDP tracker hook
         // Resume: every torrent this plugin knew, from the store.
         try startRestore()
         tickTimer = try host.timer(after: 1_000_000_000, tag: 1)
@@ -189,6 +198,10 @@ public final class BitTorrentPlugin: Plugin {
         }
         guard let p = peers[conn] else { return }
         dropPeer(p, reason: reason.map { "closed: \($0)" } ?? "closed by peer", closeConnection: false)
+    }
+
+    public func onDatagram(socket: Connection, from: String, buffer: Buffer) {
+        datagram(socket, from, buffer)   // DHT / UDP tracker hook
     }
 
     public func onTimer(id: TimerID, tag: UInt64) {
@@ -242,6 +255,8 @@ public final class BitTorrentPlugin: Plugin {
             restore(result, buffer)
         case .restoreInfo(let hash, let chunk):
             restoreInfo(hash, chunk, result, buffer)
+        case .udp(let what):
+            udpComplete(what, result, buffer)   // DHT / UDP tracker hook
         }
     }
 
@@ -277,6 +292,7 @@ public final class BitTorrentPlugin: Plugin {
             flush(p)
         }
         if tickCount % 10 == 0 { rechoke() }
+        udpTick()   // DHT / UDP tracker hook
         // A check that ran out of slots goes on once some came back.
         for (hash, c) in checks where c.current == nil && c.opensLeft == 0 {
             if let t = torrents[hash] { checkNextPiece(t, c) }
@@ -402,7 +418,7 @@ public final class BitTorrentPlugin: Plugin {
     func sendHandshake(_ p: PeerConnection, _ t: Torrent) {
         guard !p.handshakeSent else { return }
         p.handshakeSent = true
-        enqueue(p, bytes: Handshake(infoHash: t.infoHash.bytes, peerID: peerID).encoded())
+        enqueue(p, bytes: Handshake(infoHash: t.infoHash.bytes, peerID: peerID, reserved: handshakeReserved(t)).encoded())
     }
 
     /// After both handshakes: the extension handshake, then what we have.
@@ -415,6 +431,7 @@ public final class BitTorrentPlugin: Plugin {
             if let m = t.meta { ext.metadataSize = m.rawInfo.count }
             send(p, .extended(id: 0, payload: ext.encoded()))
         }
+        dhtSendPort(p, t)   // DHT hook (BEP 5 PORT)
         if t.info == nil {
             if p.supportsFast { send(p, .haveNone) }
         } else if p.supportsFast && t.have.isComplete {
@@ -479,7 +496,8 @@ public final class BitTorrentPlugin: Plugin {
                 p.allowedFast.insert(piece)
                 if p.peerChoking { requestBlocks(p) }
             }
-        case .suggest, .port: break
+        case .suggest: break
+        case .port(let port): dhtPeerPort(p, port)   // DHT hook
         case .pieceHeader: break   // the framer reports pieces as block events
         case .extended(let id, let payload): extensionMessage(p, t, id, payload)
         }

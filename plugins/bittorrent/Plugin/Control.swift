@@ -196,6 +196,13 @@ extension BitTorrentPlugin {
         w.field("listening", listening)
         if let e = listenError { w.field("listen_error", e) }
         w.field("connections", peers.count)
+        w.beginObject("dht")   // DHT.swift
+        w.field("enabled", dhtEnabled)
+        w.field("nodes", dht.nodeCount)
+        w.field("bootstrapped", dht.bootstrapped)
+        w.field("peers_found", dht.peersFound)
+        if let e = dht.bindError { w.field("udp_error", e) }
+        w.endObject()
         w.beginArray("torrents")
         for h in order { if let t = torrents[h] { describe(t, into: &w, detailed: false) } }
         w.endArray()
@@ -222,6 +229,7 @@ extension BitTorrentPlugin {
         let t0 = now
         metric("peerhost_bt_torrents", "gauge", "Torrents in the session.", Double(torrents.count), nil)
         metric("peerhost_bt_connections", "gauge", "Peer connections open.", Double(peers.count), nil)
+        metric("peerhost_bt_dht_nodes", "gauge", "Nodes in the DHT routing table.", Double(dht.nodeCount), nil)
         for h in order {
             guard let t = torrents[h] else { continue }
             let x = h.hex

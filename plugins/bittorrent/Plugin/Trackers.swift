@@ -1,4 +1,5 @@
-// Tracker announces (BEP 3 HTTP with compact peers, BEP 23) over connections the core makes for us.
+// Tracker announces (BEP 3 HTTP with compact peers, BEP 23) over connections the core makes for us;
+// udp:// URLs go to UDPTrackers.swift (BEP 15).
 // One announce at a time per torrent; tiers are tried in order, the next URL after a failure.
 import PeerhostSDK
 import BitTorrentProtocol
@@ -16,12 +17,19 @@ extension BitTorrentPlugin {
     var trackerPeerWant: Int { 80 }
 
     func announce(_ t: Torrent, event: AnnounceEvent?) {
-        let urls = t.trackers.flatMap { $0 }.filter { $0.hasPrefix("http://") }
+        let urls = t.trackers.flatMap { $0 }.filter { $0.hasPrefix("http://") || $0.hasPrefix("udp://") }
         guard !urls.isEmpty, !t.announcing else {
             t.nextAnnounce = now + 1_800
             return
         }
         let url = urls[t.trackerIndex % urls.count]
+        if url.hasPrefix("udp://") {
+            // BEP 15 (UDPTrackers.swift); numWant -1 lets the tracker choose.
+            udpAnnounce(t, url, AnnounceRequest(infoHash: t.infoHash.bytes, peerID: peerID, port: settings.listenPort,
+                                                uploaded: t.totalUploaded, downloaded: t.totalDownloaded, left: t.bytesLeft,
+                                                event: event, numWant: trackerPeerWant, key: trackerKey))
+            return
+        }
         let tracker: HTTPTracker
         do {
             tracker = try HTTPTracker(url: url)
