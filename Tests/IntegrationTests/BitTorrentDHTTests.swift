@@ -216,30 +216,17 @@ private final class TestDir {
     func content(files: Int, totalSize: Int, tracker: String? = nil) throws -> Content {
         let script = Products.repoRoot.path + "/Tests/peers/make_content.py"
         let tree = path + "/seed/content"
-        let (c1, o1) = try run("/usr/bin/python3", [script, "tree", tree, "--files", "\(files)", "--total-size", "\(totalSize)"])
+        let (c1, o1) = try BitTorrentPeers.run("/usr/bin/python3", [script, "tree", tree, "--files", "\(files)", "--total-size", "\(totalSize)"])
         guard c1 == 0 else { throw TestFailure("make_content tree: \(o1)") }
         var args = [script, "torrent", tree, "--out", path + "/content.torrent", "--piece-length", "65536"]
         if let tracker { args += ["--tracker", tracker] }
-        let (c2, o2) = try run("/usr/bin/python3", args)
+        let (c2, o2) = try BitTorrentPeers.run("/usr/bin/python3", args)
         guard c2 == 0, let line = o2.split(separator: "\n").last,
               let doc = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
               let hash = doc["info_hash"] as? String, let name = doc["name"] as? String else {
             throw TestFailure("make_content torrent: \(o2)")
         }
         return Content(infoHash: hash.lowercased(), name: name, torrent: path + "/content.torrent")
-    }
-
-    func run(_ exe: String, _ args: [String]) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 }
 

@@ -1,6 +1,8 @@
 // Just enough JSON for the plugin: the operator's config arrives as a JSON object, and control
 // results and the status document are JSON by convention. No Foundation in a sandboxed plugin.
 
+import PeerhostSDK   // jsonEscape: the SDK's escaping for control results
+
 /// A parsed JSON value (numbers as Double; the config holds ports, counts and byte rates).
 enum JSON: Equatable {
     case null
@@ -132,13 +134,13 @@ struct JSONWriter {
     }
     private mutating func key(_ k: String?) {
         separator()
-        if let k { text += "\"\(Self.escape(k))\":" }
+        if let k { text += "\"\(jsonEscape(k))\":" }
     }
     mutating func beginObject(_ k: String? = nil) { key(k); text += "{"; needComma.append(false) }
     mutating func endObject() { needComma.removeLast(); text += "}" }
     mutating func beginArray(_ k: String? = nil) { key(k); text += "["; needComma.append(false) }
     mutating func endArray() { needComma.removeLast(); text += "]" }
-    mutating func field(_ k: String?, _ v: String) { key(k); text += "\"\(Self.escape(v))\"" }
+    mutating func field(_ k: String?, _ v: String) { key(k); text += "\"\(jsonEscape(v))\"" }
     mutating func field(_ k: String?, _ v: Int64) { key(k); text += String(v) }
     mutating func field(_ k: String?, _ v: Int) { key(k); text += String(v) }
     mutating func field(_ k: String?, _ v: Bool) { key(k); text += v ? "true" : "false" }
@@ -147,25 +149,4 @@ struct JSONWriter {
         text += v.isFinite ? String(Double((v * 1000).rounded()) / 1000) : "0"
     }
     mutating func null(_ k: String?) { key(k); text += "null" }
-
-    static func escape(_ s: String) -> String {
-        var out = ""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 {
-                    let h = String(u.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out
-    }
 }
