@@ -64,7 +64,9 @@ final class HostProcess: @unchecked Sendable {
 
     /// `asUser`: run the host as this uid/gid through setpriv (tests of the unprivileged mode).
     /// `command`: the subcommand and its arguments before `--config` (`["learn", "echo-c", …]`).
-    init(config: String, asUser: UInt32? = nil, command: [String] = ["run"]) throws {
+    /// `netns`: run the host in this named network namespace (`ip netns exec`; NetworkNamespaces.swift).
+    /// Its HTTP address then lives in that namespace: talk to it through `cli` (a Unix socket).
+    init(config: String, asUser: UInt32? = nil, command: [String] = ["run"], netns: String? = nil) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("peerhost-it-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         configPath = directory.appendingPathComponent("peerhost.toml").path
@@ -76,6 +78,9 @@ final class HostProcess: @unchecked Sendable {
             chmod(directory.path, 0o777)
             process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
             process.arguments = ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", Products.peerhost] + command + ["--config", configPath]
+        } else if let netns {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/ip")
+            process.arguments = ["netns", "exec", netns, Products.peerhost] + command + ["--config", configPath]
         } else {
             process.executableURL = URL(fileURLWithPath: Products.peerhost)
             process.arguments = command + ["--config", configPath]

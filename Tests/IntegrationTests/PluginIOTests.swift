@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import PeerhostCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -143,6 +144,62 @@ extension Integration {
             #expect(resolved["count"] as? Int == lines.count)
             let missing = try scenario(host, "resolve no-such-host.invalid")
             #expect(missing["resolve_status"] as? Int == -10, "PH_ENOENT: \(missing)")
+        }
+
+        /// `net.multicast`: the core joins the granted group on the link's interface, the plugin's
+        /// datagrams to it reach another member, at most MulticastSendBudget's burst at once; a group
+        /// the manifest does not name cannot be joined, and the group is no connect destination.
+        /// The host runs in a namespace of its own with a veth link (multicast needs an interface).
+        @Test func multicastReachesTheLinkWithinItsGrantAndBudget() throws {
+            let link = try NamespaceLink.make(tag: "mc", subnet: 71)
+            defer { link.remove() }
+            // Another member of 239.255.77.1 on the far side of the link prints what arrives.
+            let member = try PeerProcess(name: "multicast member", executable: "/usr/bin/ip", arguments: [
+                "netns", "exec", link.b, BitTorrentPeers.python, "-c", """
+                import socket, sys
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("239.255.77.1", 7108))
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton("239.255.77.1") + socket.inet_aton("\(link.addressB)"))
+                s.settimeout(30)
+                print("ready", flush=True)
+                while True:
+                    data, sender = s.recvfrom(2048)
+                    print("got", sender[0], data.decode(), flush=True)
+                """])
+            defer { _ = member.stop() }
+            try member.waitForLine("ready", timeout: .seconds(10)) { $0 == "ready" }
+
+            let host = try HostProcess(config: Self.config, netns: link.a)
+            try host.start()
+            defer { _ = host.stop() }
+            let sent = 3 * MulticastSendBudget.burst / 2
+            let burst = try scenario(host, "udp_burst udp:239.255.77.1:7108 udp:239.255.77.1:7108 \(sent)")
+            #expect(burst["bind_status"] as? Int == 0, "\(burst)")
+            #expect(burst["sent"] as? Int == sent, "the runner queued every datagram: \(burst)")
+            let expected = (0..<MulticastSendBudget.burst).map { "got \(link.addressA) burst-\($0)" }
+            try waitUntil("the first \(MulticastSendBudget.burst) datagrams at the member", timeout: .seconds(10)) {
+                member.lines.filter { $0.hasPrefix("got ") }.count >= MulticastSendBudget.burst
+            }
+            usleep(500_000)   // anything past the budget would have arrived by now
+            #expect(member.lines.filter { $0.hasPrefix("got ") } == expected, "\(member.tail())")
+            let capped = try host.audit("io-probe", action: "udp_send", decision: "denied")
+                .filter { ($0["reason"] as? String ?? "").contains("multicast rate limit") }
+            #expect(capped.count == sent - MulticastSendBudget.burst, "\(capped)")
+
+            let otherGroup = try scenario(host, "udp udp:239.255.77.2:7108 udp:239.255.77.2:7108 x")
+            #expect(otherGroup["bind_status"] as? Int == -2, "PH_EDENIED: \(otherGroup)")
+            #expect(try host.audit("io-probe", action: "udp_bind", decision: "denied")
+                .contains { ($0["reason"] as? String ?? "").contains("no net.multicast grant names this group") })
+
+            // The wildcard udp connect grant does not make the group a destination of a plain socket.
+            let plain = try scenario(host, "udp_burst udp:127.0.0.1:7105 udp:239.255.77.1:7108 1")
+            #expect(plain["bind_status"] as? Int == 0, "\(plain)")
+            try waitUntil("the denial of the plain socket's send") {
+                try host.audit("io-probe", action: "udp_send", decision: "denied")
+                    .contains { ($0["reason"] as? String ?? "").contains("multicast goes only through a socket bound to a net.multicast group") }
+            }
+            #expect(member.lines.filter { $0.hasPrefix("got ") }.count == MulticastSendBudget.burst, "\(member.tail())")
         }
 
         @Test func filesStayBeneathTheGrantedDirectory() throws {

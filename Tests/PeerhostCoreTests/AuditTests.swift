@@ -45,7 +45,7 @@ struct AuditTests {
         ("Tests/Plugins/hostile-ring/manifest.toml", .warnings, ["no-memory-limit"]),
         ("Tests/Plugins/hostile-syscall/manifest.toml", .warnings, ["no-memory-limit"]),
         ("Tests/Plugins/hostile-ctor/manifest.toml", .warnings, ["no-memory-limit"]),
-        ("Tests/Plugins/io-probe/manifest.toml", .warnings, ["connect-any-host", "connect-any-host", "storage-rw", "no-memory-limit"]),
+        ("Tests/Plugins/io-probe/manifest.toml", .warnings, ["connect-any-host", "connect-any-host", "multicast", "storage-rw", "no-memory-limit"]),
     ])
     func bundledManifests(_ path: String, _ verdict: PluginAuditReport.Verdict, _ codes: [String]) throws {
         let copy = try SignedCopy(path)

@@ -88,6 +88,10 @@ struct ManifestTests {
         expectError("\(header)\n[net]\nconnect = [\"tcp:*:9-1\"]\n", line: 7, key: "net.connect[0]", contains: "low end above high end")
         expectError("\(header)\n[net]\nlisten = [\"sctp:1.2.3.4:5\"]\n", line: 7, key: "net.listen[0]", contains: "unknown transport 'sctp'")
         expectError("\(header)\n[net]\nmulticast = [\"tcp:239.1.1.1:5\"]\n", line: 7, key: "net.multicast[0]", contains: "udp only")
+        expectError("\(header)\n[net]\nmulticast = [\"udp:10.0.0.1:6771\"]\n", line: 7, key: "net.multicast[0]",
+                    contains: "'10.0.0.1' is not a multicast group address")
+        expectError("\(header)\n[net]\nmulticast = [\"udp:*:6771\"]\n", line: 7, key: "net.multicast[0]", contains: "not a multicast group")
+        expectError("\(header)\n[net]\nmulticast = [\"udp:239.1.1.1:1-9\"]\n", line: 7, key: "net.multicast[0]", contains: "names one port")
     }
 
     @Test func badSizes() {

@@ -50,6 +50,30 @@ import Glibc
         #expect(allows(try policy("tcp:0.0.0.0:1-65535"), "203.0.113.5", "203.0.113.5", 80))
     }
 
+    @Test func multicastGroupsAreNeverConnectDestinations() throws {
+        #expect(IPAddress("239.192.152.143")!.isMulticast && IPAddress("224.0.0.1")!.isMulticast)
+        #expect(IPAddress("ff15::efc0:988f")!.isMulticast && IPAddress("ff02::1")!.isMulticast)
+        #expect(!IPAddress("240.0.0.1")!.isMulticast && !IPAddress("223.255.255.255")!.isMulticast)
+        #expect(!IPAddress("fe80::1")!.isMulticast && !IPAddress("10.0.0.1")!.isMulticast)
+        // A wildcard udp grant would otherwise let a plugin spray the link past the multicast rate limit.
+        #expect(!allows(try policy("udp:*:1-65535"), "239.192.152.143", "239.192.152.143", 6771, transport: .udp))
+        #expect(!allows(try policy("udp:239.192.152.143:6771"), "239.192.152.143", "239.192.152.143", 6771, transport: .udp),
+                "not even an explicit connect grant: multicast has its own grant")
+        #expect(!allows(try policy("udp:*:1-65535"), "ff02::1", "ff02::1", 6771, transport: .udp))
+    }
+
+    @Test func multicastGrantsCoverTheirGroupAndPortOnly() throws {
+        let access = PluginAccess(listen: [], connect: [try NetGrant(parsing: "udp:*:1-65535")],
+                                  multicast: [try NetGrant(parsing: "udp:239.192.152.143:6771")],
+                                  storage: StorageLayout(grants: []), storageRoot: "/nonexistent")
+        #expect(access.mayJoin(try NetGrant(parsing: "udp:239.192.152.143:6771")))
+        #expect(!access.mayJoin(try NetGrant(parsing: "udp:239.192.152.143:6772")), "another port")
+        #expect(!access.mayJoin(try NetGrant(parsing: "udp:239.192.152.144:6771")), "another group")
+        #expect(!access.mayJoin(try NetGrant(parsing: "tcp:239.192.152.143:6771")), "tcp")
+        #expect(!access.mayJoin(try NetGrant(parsing: "udp:10.0.0.1:6771")), "not a group")
+        #expect(!access.mayBind(try NetGrant(parsing: "udp:239.192.152.143:6771")), "no listen grant names the group")
+    }
+
     @Test func explicitGrantsCoverExactlyWhatTheyName() throws {
         let p = try policy("tcp:127.0.0.1:7000", "udp:[::1]:53")
         #expect(allows(p, "127.0.0.1", "127.0.0.1", 7000))

@@ -15,13 +15,17 @@ import Glibc
 public struct PluginAccess: Sendable {
     public var listen: [NetGrant]
     public var connect: ConnectPolicy
+    /// `net.multicast`: the groups (address and port) the plugin may join and send to.
+    public var multicast: [NetGrant]
     public var storage: StorageLayout
     /// `<data_dir>/<plugin>`: created 0700 by the session; storage grants live under it.
     public var storageRoot: String
 
-    public init(listen: [NetGrant], connect: [NetGrant], storage: StorageLayout, storageRoot: String) {
+    public init(listen: [NetGrant], connect: [NetGrant], multicast: [NetGrant] = [], storage: StorageLayout,
+                storageRoot: String) {
         self.listen = listen
         self.connect = ConnectPolicy(grants: connect)
+        self.multicast = multicast
         self.storage = storage
         self.storageRoot = storageRoot
     }
@@ -31,6 +35,7 @@ public struct PluginAccess: Sendable {
     /// operator granted at run time) follow the manifest's storage grants.
     public init(config: HostConfig.PluginConfig, operatorGrants: [StorageLayout.Grant] = []) {
         self.init(listen: config.effectiveListen, connect: config.manifest.net.connect,
+                  multicast: config.manifest.net.multicast,
                   storage: StorageLayout(grants: config.manifest.storage.paths.map {
                       .init(path: $0.path, writable: $0.mode == .readWrite)
                   } + operatorGrants),
@@ -40,6 +45,16 @@ public struct PluginAccess: Sendable {
     /// True when some listen grant covers binding exactly `address` (one port, this transport).
     public func mayBind(_ address: NetGrant) -> Bool {
         address.ports.count == 1 && address.host != "*" && listen.contains { $0.covers(address) }
+    }
+
+    /// True when `address` is a multicast group and port some `net.multicast` grant names: the
+    /// plugin may bind it (the core joins the group) and send to it from that socket.
+    public func mayJoin(_ address: NetGrant) -> Bool {
+        guard address.transport == .udp, address.ports.count == 1, let group = IPAddress(address.host),
+              group.isMulticast else { return false }
+        return multicast.contains { g in
+            g.transport == .udp && IPAddress(g.host) == group && g.ports.contains(address.ports.lowerBound)
+        }
     }
 }
 
@@ -102,6 +117,12 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
     /// 127.0.0.0/8 and ::1.
     public var isLoopback: Bool {
         isIPv4 ? ipv4 >> 24 == 127 : (high == 0 && low == 1)
+    }
+
+    /// 224.0.0.0/4 and ff00::/8. A datagram to a group reaches every member on the link, so only
+    /// a `net.multicast` grant covers one (through a socket that joined it, rate-limited).
+    public var isMulticast: Bool {
+        isIPv4 ? ipv4 >> 28 == 0xe : high >> 56 == 0xff
     }
 
     /// 0.0.0.0/8 and ::: connecting to them reaches this host, so they count as local.
@@ -200,9 +221,12 @@ public struct ConnectPolicy: Sendable {
     }
 
     /// The decision for one resolved address. `requestedHost` is what the plugin wrote (a name
-    /// or a literal); `local` the host's own addresses.
+    /// or a literal); `local` the host's own addresses. A multicast group is never a connect
+    /// destination, not even by an explicit grant: it reaches every host on the link, so only the
+    /// socket of a `net.multicast` grant sends there, under the core's rate limit.
     public func allows(transport: NetGrant.Transport, requestedHost: String, address: IPAddress, port: UInt16,
                        local: Set<IPAddress>) -> Bool {
+        if address.isMulticast { return false }
         let isLocal = address.isLoopback || address.isUnspecified || local.contains(address)
         for g in grants where g.transport == transport && g.ports.contains(port) {
             if Self.isWildcard(g.host) {

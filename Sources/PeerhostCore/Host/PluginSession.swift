@@ -59,6 +59,9 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         var queuedSends: [QueuedSend] = []
         /// Receive paused by the shaper: not re-armed until the buckets have tokens again.
         var rxPaused = false
+        /// A socket bound to a `net.multicast` group: it sends only to that group, within `multicastBudget`.
+        var multicastGroup: SocketAddress? = nil
+        var multicastBudget = MulticastSendBudget()
     }
 
     /// A send held back by the shaper. `to` is set for a UDP datagram.
@@ -931,20 +934,41 @@ extension PluginSession {
 
     // MARK: UDP
 
+    /// UDP_BIND: a listen grant's address, or a `net.multicast` group (the socket joins it on every
+    /// eligible interface and may then send only to the group, rate-limited: MulticastSocket.swift).
     fileprivate func udpBind(request: UInt64, address: String, slot: UInt32) {
-        guard let wanted = try? NetGrant(parsing: address), wanted.transport == .udp, access.mayBind(wanted) else {
-            deny(request: request, action: "udp_bind", object: address, slot: slot, reason: "no listen grant covers it")
+        let wanted = try? NetGrant(parsing: address)
+        let multicast = wanted.map { access.mayJoin($0) } ?? false
+        guard let wanted, wanted.transport == .udp, multicast || access.mayBind(wanted) else {
+            let isGroup = wanted.flatMap { IPAddress($0.host) }?.isMulticast ?? false
+            deny(request: request, action: "udp_bind", object: address, slot: slot,
+                 reason: isGroup ? "no net.multicast grant names this group and port" : "no listen grant covers it")
             return
         }
         do {
             let local = try SocketAddress(ip: wanted.host, port: wanted.ports.lowerBound)
-            let fd = try Sockets.udpSocket(bound: local)
+            var interfaces: [String] = []
+            let fd: Int32
+            if multicast {
+                let membership = try Sockets.multicastSocket(group: local)
+                fd = membership.fd
+                interfaces = membership.interfaces
+            } else {
+                fd = try Sockets.udpSocket(bound: local)
+            }
             let index = addConn(fd: fd, kind: .udp)
             let peer = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)   // per socket, not per datagram
             peer.initialize(to: sockaddr_storage())
             conns[Int(index)]!.peer = peer
             conns[Int(index)]!.family = local.family
-            logger.info("plugin bound UDP", metadata: ["plugin": "\(plugin)", "address": "\(address)"])
+            if multicast {
+                conns[Int(index)]!.multicastGroup = local
+                conns[Int(index)]!.multicastBudget = MulticastSendBudget(now: monotonicNanoseconds())
+                logger.info("plugin joined multicast group", metadata: [
+                    "plugin": "\(plugin)", "group": "\(address)", "interfaces": "\(interfaces.joined(separator: ","))"])
+            } else {
+                logger.info("plugin bound UDP", metadata: ["plugin": "\(plugin)", "address": "\(address)"])
+            }
             complete(request: request, status: PH_OK, value: Int64(bitPattern: conns[Int(index)]!.id), slot: slot)
             armDatagramReceive(index)
         } catch {
@@ -1058,7 +1082,8 @@ extension PluginSession {
     }
 
     /// UDP_SEND: the destination (already copied out and checked as text by the decoder) must be
-    /// a numeric address a net.connect udp grant covers. There is no COMPLETE: the payload slot
+    /// a numeric address a net.connect udp grant covers (never a multicast group), or, from a
+    /// multicast socket, its own group within the send budget. There is no COMPLETE: the payload slot
     /// goes home when the send is over (plugin slot → SEND_DONE(id = socket)); a refused one is
     /// counted as a denial.
     fileprivate func udpSend(socket: UInt64, slot: UInt32, offset: UInt32, length: UInt32, to: String) {
@@ -1073,9 +1098,23 @@ extension PluginSession {
             payloadSlotHome(slot, conn: socket)
             return
         }
-        guard access.connect.allows(transport: .udp, requestedHost: dest.host, address: ip, port: dest.ports.lowerBound,
-                                    local: localAddresses.current()) else {
-            delegate?.sessionDenied(self, action: "udp_send", object: to, reason: "no connect grant covers it")
+        if let group = conn.multicastGroup {
+            guard address == group else {
+                delegate?.sessionDenied(self, action: "udp_send", object: to,
+                                        reason: "a socket of the multicast group \(group) sends only to that group")
+                payloadSlotHome(slot, conn: socket)
+                return
+            }
+            guard conns[Int(index)]!.multicastBudget.take(now: monotonicNanoseconds()) else {
+                delegate?.sessionDenied(self, action: "udp_send", object: to, reason: MulticastSendBudget.refusal)
+                payloadSlotHome(slot, conn: socket)
+                return
+            }
+        } else if !access.connect.allows(transport: .udp, requestedHost: dest.host, address: ip, port: dest.ports.lowerBound,
+                                         local: localAddresses.current()) {
+            delegate?.sessionDenied(self, action: "udp_send", object: to,
+                                    reason: ip.isMulticast ? "multicast goes only through a socket bound to a net.multicast group"
+                                                           : "no connect grant covers it")
             payloadSlotHome(slot, conn: socket)
             return
         }

@@ -216,8 +216,17 @@ extension PluginManifest {
             try Self.checkNoDuplicates(table, "listen", net.listen)
             try Self.checkNoDuplicates(table, "connect", net.connect)
             try Self.checkNoDuplicates(table, "multicast", net.multicast)
-            for (index, grant) in net.multicast.enumerated() where grant.transport != .udp {
-                throw source.error(at: "net.multicast[\(index)]", .badValue("multicast grants are udp only, got \(grant)"))
+            for (index, grant) in net.multicast.enumerated() {
+                let key = "net.multicast[\(index)]"
+                guard grant.transport == .udp else {
+                    throw source.error(at: key, .badValue("multicast grants are udp only, got \(grant)"))
+                }
+                guard let group = IPAddress(grant.host), group.isMulticast else {
+                    throw source.error(at: key, .badValue("'\(grant.host)' is not a multicast group address (224.0.0.0/4 or ff00::/8)"))
+                }
+                guard grant.ports.count == 1, grant.ports.lowerBound != 0 else {
+                    throw source.error(at: key, .badValue("a multicast grant names one port, got \(grant)"))
+                }
             }
         }
 

@@ -16,6 +16,8 @@
  *   hold_file PATH            open (read|write|create) and keep the file open
  *   hold_udp BIND             udp_bind and keep the socket (tests kill the runner and check the core
  *                             closed both)
+ *   udp_burst BIND DEST N     udp_bind BIND, then udp_send N datagrams "burst-<i>" to DEST at once
+ *                             and keep the socket (the multicast rate limit test counts what arrives)
  *
  * A new run() discards the previous report. Statuses are ph_status numbers (PH_EDENIED = -2).
  */
@@ -65,7 +67,7 @@ static void add_str(const char *key, const char *s, size_t len) {
 /* ---- scenario state ------------------------------------------------------------------------- */
 
 enum step { IDLE, CONNECTING, ECHOING, BINDING, WAIT_DATAGRAM, RESOLVING, OPENING, WRITING, SYNCING, READING, OPEN_ONLY,
-            HOLDING };
+            HOLDING, BURSTING };
 
 static enum step step;
 static int64_t pending;             /* request id we wait for */
@@ -120,6 +122,9 @@ int64_t io_probe_run(const char *text) {
         r = host->file_open(host->ctx, arg1, strlen(arg1), PH_FILE_READ | PH_FILE_WRITE | PH_FILE_CREATE);
     } else if (strcmp(name, "hold_udp") == 0) {
         step = HOLDING;
+        r = host->udp_bind(host->ctx, arg1, strlen(arg1));
+    } else if (strcmp(name, "udp_burst") == 0) {
+        step = BURSTING;
         r = host->udp_bind(host->ctx, arg1, strlen(arg1));
     } else if (strcmp(name, "file_open") == 0) {
         step = OPEN_ONLY;
@@ -188,6 +193,19 @@ static void probe_complete(void *user, ph_request request, ph_status status, int
     case HOLDING:
         add_int("status", status);
         add_int("id", value);
+        finish();
+        break;
+    case BURSTING:
+        add_int("bind_status", status);
+        if (status == PH_OK) {
+            int sent = 0, count = atoi(arg3);
+            char text[32];
+            for (int i = 0; i < count; i++) {
+                snprintf(text, sizeof text, "burst-%d", i);
+                if (send_text((ph_conn)value, arg2, text) == PH_OK) sent++;
+            }
+            add_int("sent", sent);
+        }
         finish();
         break;
     case OPEN_ONLY:
