@@ -121,6 +121,7 @@ trust = ["$ROOT/.peerhost-dev"]
 name = "bittorrent"
 manifest = "$work/manifest.toml"
 listen = ["tcp:127.0.0.1:$port"]
+config = { lpd = false }   # no multicast announces onto this machine's LAN from a benchmark
 EOF2
   pin "$LEECHER_CPU" "$bin" run --config "$work/peerhost.toml" >"$4.log" 2>&1 &
   local host=$!

@@ -12,12 +12,18 @@ final class BitTorrentHost: @unchecked Sendable {
     let port: UInt16
     var downloads: String { host.dataDirectory + "/bittorrent/downloads" }
 
-    init(port: UInt16? = nil, settings: String = "", start: Bool = true) throws {
+    /// `listenHost`: the address the plugin listens on (loopback; "0.0.0.0" in a namespace with a
+    /// link). `netns`: run the host in that network namespace (NetworkNamespaces.swift).
+    init(port: UInt16? = nil, settings: String = "", start: Bool = true, listenHost: String = "127.0.0.1",
+         netns: String? = nil) throws {
         self.port = try port ?? BitTorrentPeers.freePort()
+        // Local peer discovery multicasts on every interface that can: on a machine's real network
+        // a test would announce its torrents to the LAN. Only tests on a namespace link turn it on.
+        let settings = netns == nil && !settings.contains("lpd") ? (settings.isEmpty ? "lpd = false" : "lpd = false, " + settings) : settings
         let folder = try BitTorrentPeers.temporaryDirectory("bt-manifest")
         var manifest = try String(contentsOfFile: Products.repoRoot.appendingPathComponent("plugins/bittorrent/manifest.toml").path, encoding: .utf8)
         manifest = manifest.replacingOccurrences(of: #"connect = ["#, with: #"connect = ["tcp:127.0.0.1:1-65535", "udp:127.0.0.1:1-65535", "#)
-            .replacingOccurrences(of: "0.0.0.0:6881", with: "127.0.0.1:\(self.port)")
+            .replacingOccurrences(of: "0.0.0.0:6881", with: "\(listenHost):\(self.port)")
         try manifest.write(toFile: folder + "/manifest.toml", atomically: true, encoding: .utf8)
         try Products.signCopy(folder + "/manifest.toml")
         host = try HostProcess(config: """
@@ -28,9 +34,9 @@ final class BitTorrentHost: @unchecked Sendable {
             [[plugin]]
             name = "bittorrent"
             manifest = "\(folder)/manifest.toml"
-            listen = ["tcp:127.0.0.1:\(self.port)", "udp:127.0.0.1:\(self.port)"]
+            listen = ["tcp:\(listenHost):\(self.port)", "udp:\(listenHost):\(self.port)"]
             config = { \(settings) }
-            """)
+            """, netns: netns)
         if start { try host.start() }
     }
 

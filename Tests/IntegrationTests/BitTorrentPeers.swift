@@ -281,12 +281,13 @@ final class LibtorrentPeer: @unchecked Sendable {
     /// - listenPort: nil picks a free port in 7200–7299.
     /// - encryption: outgoing handshakes "plaintext" (default), "enabled" (libtorrent's own default:
     ///   MSE first, plaintext retry after it fails) or "forced" (MSE only, incoming too).
+    /// - netns: run in that network namespace (`ip netns exec`; pass `--bind ADDR` in extraArguments).
     init(torrent: String? = nil, magnet: String? = nil, save: String? = nil, seed: Bool = false,
          peers: [String] = [], reconnectEvery: Double = 0, trackers: [String] = [], reannounceEvery: Double = 0,
          dht: Bool = false, dhtBootstrap: [String] = [], uploadLimit: Int = 0, downloadLimit: Int = 0,
          exitWhenComplete: Bool = false, timeout: Double = 120, listenPort: UInt16? = nil,
          encryption: String = "plaintext", extraArguments: [String] = [], readyTimeout: Duration = .seconds(60),
-         name: String? = nil) throws {
+         name: String? = nil, netns: String? = nil) throws {
         try BitTorrentPeers.requireLibtorrent()
         exitsWhenComplete = exitWhenComplete
         var args = [BitTorrentPeers.ltPeer, "--listen", String(try listenPort ?? BitTorrentPeers.freePort())]
@@ -304,8 +305,13 @@ final class LibtorrentPeer: @unchecked Sendable {
         if downloadLimit > 0 { args += ["--download-limit", String(downloadLimit)] }
         if exitWhenComplete { args.append("--exit-when-complete") }
         args += ["--timeout", String(timeout), "--encryption", encryption] + extraArguments
-        process = try PeerProcess(name: name ?? (seed ? "libtorrent seeder" : torrent == nil && magnet == nil ? "libtorrent DHT node" : "libtorrent leecher"),
-                                  executable: BitTorrentPeers.python, arguments: args)
+        let label = name ?? (seed ? "libtorrent seeder" : torrent == nil && magnet == nil ? "libtorrent DHT node" : "libtorrent leecher")
+        if let netns {   // `ip netns exec` execs python: the pid is still the peer's
+            process = try PeerProcess(name: label, executable: "/usr/bin/ip",
+                                      arguments: ["netns", "exec", netns, BitTorrentPeers.python] + args)
+        } else {
+            process = try PeerProcess(name: label, executable: BitTorrentPeers.python, arguments: args)
+        }
         let ready = try waitForEvent("ready", timeout: readyTimeout)
         port = UInt16(ready["port"] as? Int ?? 0)
         dhtPort = (ready["dht_port"] as? Int).map { UInt16($0) }

@@ -37,6 +37,8 @@ struct Settings {
     var peerRateDown: UInt64 = 0
     /// Seconds between resume records while downloading (each waits for an fsync of the files).
     var resumeInterval = 30.0
+    /// Local peer discovery (BEP 14) on the `net.multicast` grant (`lpd`, default on).
+    var lpd = true
     /// DHT and UDP socket settings (DHT.swift): `dht`, `dht_bootstrap`, `udp_listen`.
     var udp = UDPSettings(json: .object([:]))
 
@@ -54,6 +56,7 @@ struct Settings {
         if let n = json["peer_rate_up"]?.int, n >= 0 { peerRateUp = UInt64(n) }
         if let n = json["peer_rate_down"]?.int, n >= 0 { peerRateDown = UInt64(n) }
         if let n = json["resume_interval_s"]?.number, n >= 1, n <= 3600 { resumeInterval = n }
+        if let b = json["lpd"]?.bool { lpd = b }
     }
 
     var listenPort: UInt16 {
@@ -135,6 +138,7 @@ public final class BitTorrentPlugin: Plugin {
     var startedAt = monotonicNow()
     // DHT / UDP tracker hook: their state lives in DHT.swift and UDPTrackers.swift.
     let dht = DHTState()
+    var lpd = LocalDiscoveryState()
     let udpTrackers = UDPTrackerState()
 
     public init(host: Host) {
@@ -156,6 +160,7 @@ public final class BitTorrentPlugin: Plugin {
         let r = try host.listen(settings.listen)
         pending[r] = .listen
         udpStart()   // DHT / UDP tracker hook
+        lpdStart()   // LocalDiscovery.swift
         // Resume: every torrent this plugin knew, from the store.
         try startRestore()
         tickTimer = try host.timer(after: 1_000_000_000, tag: 1)
@@ -305,7 +310,8 @@ public final class BitTorrentPlugin: Plugin {
         guard t.state != .checking, t.peers.count < settings.maxPeersPerTorrent, peers.count + connectsInFlight < settings.maxConnections else { return }
         let t0 = now
         var started = 0
-        for (address, state) in t.addresses where !state.connected && started < 8 {
+        let seeding = t.state == .seeding
+        for (address, state) in t.addresses where !state.connected && !(seeding && state.seed) && started < 8 {
             let backoff = state.failures == 0 ? 0 : min(300.0, 5.0 * Double(1 << min(state.failures, 6)))
             guard t0 - state.lastAttempt >= max(backoff, 1), !t.banned.contains(PeerConnection.banKey(of: address)) else { continue }
             t.addresses[address]!.lastAttempt = t0
@@ -1007,7 +1013,10 @@ public final class BitTorrentPlugin: Plugin {
             t.picker?.peerGone(p.conn)
             if let h = p.have { t.picker?.peerLost(bitfield: h) }
             p.outstanding.removeAll()
-            if p.outgoing { t.addresses[p.address]?.connected = false }
+            if p.outgoing {
+                t.addresses[p.address]?.connected = false
+                t.addresses[p.address]?.seed = p.have?.isComplete ?? false
+            }
         }
         if let r = p.receiving, r.buffer != nil { blockSlotsHeld -= 1 }
         uploadSlotsHeld -= p.releaseBuffers(host: host)

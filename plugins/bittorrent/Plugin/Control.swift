@@ -203,6 +203,14 @@ extension BitTorrentPlugin {
         w.field("peers_found", dht.peersFound)
         if let e = dht.bindError { w.field("udp_error", e) }
         w.endObject()
+        w.beginObject("lpd")   // LocalDiscovery.swift
+        w.field("enabled", settings.lpd)
+        w.field("joined", lpd.socket != nil)
+        w.field("announces_sent", lpd.announcesSent)
+        w.field("announces_received", lpd.announcesReceived)
+        w.field("peers_found", lpd.peersFound)
+        if let e = lpd.error { w.field("error", e) }
+        w.endObject()
         w.beginArray("torrents")
         for h in order { if let t = torrents[h] { describe(t, into: &w, detailed: false) } }
         w.endArray()

@@ -46,6 +46,8 @@ enum UDPPending {
     case bootstrapResolve(UInt16)
     /// A UDP tracker's host name being resolved ("host:port" key of the tracker).
     case trackerResolve(String)
+    /// The local peer discovery group (LocalDiscovery.swift).
+    case lpdBind
 }
 
 /// The DHT's state in the plugin (one per plugin).
@@ -134,6 +136,8 @@ extension BitTorrentPlugin {
             if dht.resolvesLeft == 0 { dhtBootstrap() }
         case .trackerResolve(let key):
             udpTrackerResolved(key, result, buffer)
+        case .lpdBind:
+            lpdBound(result)
         }
     }
 
@@ -195,6 +199,7 @@ extension BitTorrentPlugin {
     /// Every datagram on the socket: a UDP tracker's reply, else the DHT's.
     func datagram(_ socket: Connection, _ from: String, _ buffer: Buffer) {
         defer { host.free(buffer) }
+        if lpdDatagram(socket, from, buffer.array) { return }
         if udpTrackerDatagram(from, buffer.array) { return }
         guard dhtEnabled, var node = dht.node, let source = UDPEndpoint(address: from) else { return }
         dht.datagramsIn += 1
@@ -251,6 +256,7 @@ extension BitTorrentPlugin {
 
     func udpTick() {
         udpTrackersTick()
+        lpdTick()
         guard dhtEnabled, dht.started, var node = dht.node else { return }
         let t0 = now
         var out = node.tick(now: t0)

@@ -143,6 +143,9 @@ struct AddressState {
     var connected = false
     /// Where it came from: "peer" (operator), "tracker", "pex", "dht", "lsd", "incoming".
     var source: String
+    /// It had every piece when we last spoke: a seed has nothing for us once we seed too, and
+    /// reconnecting to it would only get "upload to upload" hang-ups, once a second.
+    var seed = false
 }
 
 /// Blocks of one piece in their own slots, with the peer each came from.
