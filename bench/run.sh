@@ -8,14 +8,14 @@
 # and a section with a function named section_<name> listed in SECTIONS.
 #   BENCH_SECS   seconds per measurement (default 3; tcpclient adds 1 s warm-up)
 #   BENCH_CONNS  connection counts for request/response (default "1 64 1000")
-#   SECTIONS     sections to run (default "tcp_echo rings peerhost_ring shaper store bittorrent")
+#   SECTIONS     sections to run (default "tcp_echo rings peerhost_ring shaper store bittorrent bittorrent_swarm")
 #   BASELINES_OUT where the C baselines are built (default /tmp/peerhost-baselines)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${BENCH_SECS:-3}
 CONNS=${BENCH_CONNS:-"1 64 1000"}
-SECTIONS=${SECTIONS:-"tcp_echo rings peerhost_ring shaper store bittorrent"}
+SECTIONS=${SECTIONS:-"tcp_echo rings peerhost_ring shaper store bittorrent bittorrent_swarm"}
 BASE=${BASELINES_OUT:-/tmp/peerhost-baselines}
 SHARED=${SHARED_DIR:-$ROOT/../shared}
 OUT=${BENCH_OUT:-$ROOT/bench/BENCHMARKS.md}
@@ -320,6 +320,15 @@ section_store() {
 section_bittorrent() {
   echo "== bittorrent (bench/bittorrent.sh)" >&2
   BT_REPORT="$WORK/report.md" SEEDER_CPU=$SERVER_CPU LEECHER_CPU=$CLIENT_CPU "$ROOT/bench/bittorrent.sh" >&2
+  echo >>"$WORK/report.md"
+}
+
+# BitTorrent swarm: 50 peers × 64 MiB through opentracker on loopback, the seeder capped so that
+# leechers trade among themselves; Peerhost is one leecher (bench/bittorrent-swarm.sh documents
+# SWARM_PEERS, SWARM_SIZE, SWARM_SEED_RATE). A few minutes: 49 Python processes share the CPUs.
+section_bittorrent_swarm() {
+  echo "== bittorrent_swarm (bench/bittorrent-swarm.sh)" >&2
+  SWARM_REPORT="$WORK/report.md" "$ROOT/bench/bittorrent-swarm.sh" >&2
   echo >>"$WORK/report.md"
 }
 
