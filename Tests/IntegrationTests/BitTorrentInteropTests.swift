@@ -32,6 +32,7 @@ extension Integration {
             try TestContent.expectIdentical(source + "/multi", bt.downloads + "/multi")
             let info = try bt.info(id)
             #expect(info["hash_failures"] as? Int == 0)
+            #expect((info["download_seconds"] as? Double).map { $0 > 0 && $0 < 90 } == true, "from add to the last piece: \(info)")
             #expect((info["files"] as? [Any])?.count == torrent.files.count)
         }
 

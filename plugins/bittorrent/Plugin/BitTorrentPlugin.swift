@@ -311,7 +311,7 @@ public final class BitTorrentPlugin: Plugin {
         let t0 = now
         var started = 0
         let seeding = t.state == .seeding
-        for (address, state) in t.addresses where !state.connected && !(seeding && state.seed) && started < 8 {
+        for (address, state) in t.addresses where !state.connected && !state.ourselves && !(seeding && state.seed) && started < 8 {
             let backoff = state.failures == 0 ? 0 : min(300.0, 5.0 * Double(1 << min(state.failures, 6)))
             guard t0 - state.lastAttempt >= max(backoff, 1), !t.banned.contains(PeerConnection.banKey(of: address)) else { continue }
             t.addresses[address]!.lastAttempt = t0
@@ -408,7 +408,11 @@ public final class BitTorrentPlugin: Plugin {
             p.torrent = t
             t.peers.insert(p.conn)
         }
-        guard h.peerID != peerID else { dropPeer(p, reason: "connected to ourselves"); return }
+        guard h.peerID != peerID else {
+            if p.outgoing { p.torrent?.addresses[p.address]?.ourselves = true }
+            dropPeer(p, reason: "connected to ourselves")
+            return
+        }
         if let t = p.torrent, t.peers.contains(where: { $0 != p.conn && peers[$0]?.remote?.peerID == h.peerID }) {
             dropPeer(p, reason: "already connected to this peer")
             return
@@ -822,6 +826,7 @@ public final class BitTorrentPlugin: Plugin {
         }
         if t.have.isComplete {
             t.state = .seeding
+            t.completedAt = now
             host.log(.info, "bittorrent: \(t.displayName): complete (\(t.info!.pieceCount) pieces verified)")
             for c in t.peers { if let p = peers[c] { setInterested(p, false); flush(p) } }
             saveResume(t)

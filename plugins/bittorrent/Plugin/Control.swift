@@ -50,6 +50,7 @@ extension BitTorrentPlugin {
             startCheck(t)
         }
         addPeers(t, peerAddresses)
+        t.startedAt = now
         saveResume(t)
         host.log(.info, "bittorrent: added \(t.displayName) (\(t.infoHash.hex)) → \(saveRoot)")
         return t
@@ -134,6 +135,7 @@ extension BitTorrentPlugin {
         w.field("up_rate", t.upRate.rate(now: t0))
         w.field("downloaded", t.totalDownloaded)
         w.field("uploaded", t.totalUploaded)
+        if let a = t.startedAt, let c = t.completedAt { w.field("download_seconds", c - a) }
         w.field("ratio", t.ratio)
         w.field("peers", t.peers.count)
         w.field("dir", t.saveRoot)
@@ -170,6 +172,9 @@ extension BitTorrentPlugin {
                 w.field("up_rate", p.upRate.rate(now: t0))
                 w.field("choked", p.amChoking)
                 w.field("choking_us", p.peerChoking)
+                w.field("interested", p.peerInterested)
+                w.field("interesting", p.amInterested)
+                w.field("uploaded", p.uploaded)
                 w.field("requests", p.outstanding.count)
                 w.endObject()
             }

@@ -220,6 +220,7 @@ extension BitTorrentPlugin {
             guard meta!.infoHash == r.infoHash else { throw AddError("resume data for \(r.infoHash.hex): info does not match its infohash") }
         }
         let t = Torrent(infoHash: r.infoHash, meta: meta, name: r.name, saveRoot: r.saveRoot, trackers: r.trackers, paused: r.paused)
+        t.startedAt = now
         if let info = meta?.info, let have = try? Bitfield(count: info.pieceCount, wire: r.have) {
             t.have = have
             if !r.paused && have.isComplete { t.state = .seeding }

@@ -89,6 +89,10 @@ final class Torrent {
     var savingPieces = 0
     var savedPieces = 0
     var completedAnnounced = false
+    /// When it was added or restored, and when its last piece was written, in this session
+    /// (`info`'s download_seconds: what a benchmark or an operator compares between clients).
+    var startedAt: Double?
+    var completedAt: Double?
 
     init(infoHash: InfoHash, meta: Metainfo?, name: String, saveRoot: String, trackers: [[String]], paused: Bool) {
         self.infoHash = infoHash
@@ -146,6 +150,8 @@ struct AddressState {
     /// It had every piece when we last spoke: a seed has nothing for us once we seed too, and
     /// reconnecting to it would only get "upload to upload" hang-ups, once a second.
     var seed = false
+    /// Our own listen address (a tracker lists us too): never dialled again.
+    var ourselves = false
 }
 
 /// Blocks of one piece in their own slots, with the peer each came from.
