@@ -79,17 +79,42 @@ import Testing
         #expect(Set(got.map(\.piece)) == [1, 3])
     }
 
-    @Test func continuesPartialPiecesBeforeStartingRarerOnes() {
+    @Test func aPeerKeepsToItsOwnPiecesAndJoinsOthersOnlyWhenNoNewPieceIsLeft() {
         var p = picker(pieces: 2, blocks: 4)
         p.peerHas(bitfield: bits(2, [0]))   // piece 0 is more common than piece 1
         p.peerHas(bitfield: .full(count: 2))
         p.peerHas(bitfield: .full(count: 2))
         let a = p.pick(for: 1, peerHas: .full(count: 2), count: 2)
         #expect(a.map(\.piece) == [1, 1] && a.map(\.begin) == [0, 16384])
-        // A peer that has piece 1 continues it before starting piece 0.
+        // Peer 2 starts a piece of its own rather than share peer 1's (shared, a piece waits for
+        // its slowest sender) ...
         let b = p.pick(for: 2, peerHas: .full(count: 2), count: 3)
-        #expect(b.map(\.piece) == [1, 1, 0])
-        #expect(b.map(\.begin) == [32768, 49152, 0])
+        #expect(b.map(\.piece) == [0, 0, 0] && b.map(\.begin) == [0, 16384, 32768])
+        // ... and joins piece 1 once no new piece is left, after finishing its own.
+        let c = p.pick(for: 2, peerHas: .full(count: 2), count: 3)
+        #expect(c.map(\.piece) == [0, 1, 1] && c.map(\.begin) == [49152, 32768, 49152])
+        // Peer 1 continues its own piece first.
+        p.requestFailed(c[1], peer: 2)
+        #expect(p.pick(for: 1, peerHas: .full(count: 2), count: 1).map(\.begin) == [32768])
+    }
+
+    @Test func piecesNobodyFetchesAreContinuedBeforeNewOnes() {
+        var p = picker(pieces: 3, blocks: 3)
+        p.peerHas(bitfield: .full(count: 3))
+        let a = p.pick(for: 1, peerHas: .full(count: 3), count: 2)
+        _ = p.blockReceived(a[0], from: 1)
+        p.peerGone(1)   // its other request comes back: the piece is partial and idle
+        let b = p.pick(for: 2, peerHas: .full(count: 3), count: 2)
+        #expect(b.map(\.piece) == [a[0].piece, a[0].piece], "the idle piece is finished before a new one starts")
+    }
+
+    @Test func withoutNewPiecesOnlyStartedOnesAreFinished() {
+        var p = picker(pieces: 4, blocks: 4)
+        p.peerHas(bitfield: .full(count: 4))
+        let a = p.pick(for: 1, peerHas: .full(count: 4), count: 2)
+        let b = p.pick(for: 2, peerHas: .full(count: 4), count: 8, startNew: false)
+        #expect(b.map(\.piece) == [a[0].piece, a[0].piece], "only the started piece's two other blocks: \(b)")
+        #expect(p.pick(for: 3, peerHas: .full(count: 4), count: 8, startNew: false).isEmpty || p.isEndgame)
     }
 
     @Test func allowedFastRestrictsThePick() {

@@ -560,14 +560,17 @@ public final class BitTorrentPlugin: Plugin {
         var want = depth - p.outstanding.count
         // Every outstanding request will need a slot when its block arrives.
         let outstandingAll = peers.values.reduce(0) { $0 + $1.outstanding.count }
-        want = min(want, settings.blockSlotBudget - blockSlotsHeld - outstandingAll)
+        let freeSlots = settings.blockSlotBudget - blockSlotsHeld - outstandingAll
+        want = min(want, freeSlots)
         guard want > 0 else { return }
+        // With a quarter of the block slots left, only finish started pieces (PiecePicker.pick).
+        let startNew = freeSlots >= settings.blockSlotBudget / 4
         var has = peerHas
         if choked {
             has = Bitfield(count: peerHas.count)
             for i in p.allowedFast where peerHas[i] { has[i] = true }
         }
-        let blocks = t.picker!.pick(for: p.conn, peerHas: has, count: want)
+        let blocks = t.picker!.pick(for: p.conn, peerHas: has, count: want, startNew: startNew)
         if blocks.isEmpty {
             if p.outstanding.isEmpty && !t.picker!.isEndgame {
                 // Nothing more from this peer: tell it, so it can choke us and free a slot.
