@@ -154,10 +154,12 @@ public struct PiecePicker: Sendable {
         var out: [BlockRequest] = []
         func allowed(_ p: Int) -> Bool { peerHas[p] && (onlyFrom?.contains(p) ?? true) }
 
-        // 1. Partial pieces, the closest to complete first.
-        let partialOrder = partials.filter { $0.value.wanted > 0 && allowed($0.key) }
-            .sorted { ($0.value.wanted, $0.key) < ($1.value.wanted, $1.key) }.map(\.key)
-        for p in partialOrder {
+        // 1. Partial pieces, the closest to complete first. (Called once per received block: no
+        // filtered dictionary, and the sort only when there is more than one.)
+        var partialOrder: [(wanted: Int, piece: Int)] = []
+        for (p, partial) in partials where partial.wanted > 0 && allowed(p) { partialOrder.append((partial.wanted, p)) }
+        if partialOrder.count > 1 { partialOrder.sort { ($0.wanted, $0.piece) < ($1.wanted, $1.piece) } }
+        for (_, p) in partialOrder {
             take(from: p, for: peer, count: count, into: &out)
             if out.count >= count { return out }
         }
@@ -202,20 +204,22 @@ public struct PiecePicker: Sendable {
         busy[p] = true
     }
 
+    /// The partial is changed in place (through its dictionary index): a copy taken out and stored
+    /// back copied its block array on every call.
     mutating func take(from p: Int, for peer: PeerKey, count: Int, into out: inout [BlockRequest]) {
-        guard var partial = partials[p] else { return }
+        guard let i = partials.index(forKey: p) else { return }
+        let n = partials.values[i].blocks.count
         var k = 0
-        while k < partial.blocks.count, out.count < count, partial.wanted > 0 {
-            if partial.blocks[k] == .wanted {
-                partial.blocks[k] = .requested([peer])
-                partial.wanted -= 1
+        while k < n, out.count < count, partials.values[i].wanted > 0 {
+            if case .wanted = partials.values[i].blocks[k] {
+                partials.values[i].blocks[k] = .requested([peer])
+                partials.values[i].wanted -= 1
                 let b = block(piece: p, index: k)
                 outstanding[peer, default: []].insert(b)
                 out.append(b)
             }
             k += 1
         }
-        partials[p] = partial
     }
 
     /// A piece nobody has started: uniformly random while fewer than `randomFirstPieces` are
@@ -272,26 +276,28 @@ public struct PiecePicker: Sendable {
     @discardableResult
     public mutating func blockReceived(_ b: BlockRequest, from peer: PeerKey) -> (pieceComplete: Bool, alsoRequestedFrom: [PeerKey]) {
         outstanding[peer]?.remove(b)
-        guard let k = blockIndex(b), var partial = partials[b.piece] else { return (false, []) }
+        // In place, through the dictionary index (see take).
+        guard let k = blockIndex(b), let i = partials.index(forKey: b.piece) else { return (false, []) }
         var others: [PeerKey] = []
-        switch partial.blocks[k] {
+        switch partials.values[i].blocks[k] {
         case .received:
             return (false, [])
         case .requested(let peers):
-            others = peers.filter { $0 != peer }
-            for o in others { outstanding[o]?.remove(b) }
+            if peers.count > 1 || peers.first != peer {
+                others = peers.filter { $0 != peer }
+                for o in others { outstanding[o]?.remove(b) }
+            }
         case .wanted:
-            partial.wanted -= 1
+            partials.values[i].wanted -= 1
         }
-        partial.blocks[k] = .received
-        partial.received += 1
-        partial.contributors.insert(peer)
-        if partial.received == partial.blocks.count {
-            partials[b.piece] = nil
+        partials.values[i].blocks[k] = .received
+        partials.values[i].received += 1
+        partials.values[i].contributors.insert(peer)
+        if partials.values[i].received == partials.values[i].blocks.count {
+            let partial = partials.remove(at: i).value
             pending[b.piece] = partial.contributors
             return (true, others)
         }
-        partials[b.piece] = partial
         return (false, others)
     }
 
