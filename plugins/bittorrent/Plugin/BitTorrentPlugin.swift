@@ -556,6 +556,11 @@ public final class BitTorrentPlugin: Plugin {
         assert(requestsOutstanding == peers.values.reduce(0) { $0 + $1.outstanding.count }, "requestsOutstanding out of step")
         want = min(want, settings.blockSlotBudget - blockSlotsHeld - requestsOutstanding)
         guard want > 0 else { return }
+        // Requests go out in batches while the pipe is full (one message, and one send, per
+        // received block cost more than the rest of the block's bookkeeping); a short queue is
+        // topped up at once, so the blocks still due keep calling back here.
+        let batch = min(16, depth / 8)
+        if want < batch && p.outstanding.count >= batch { return }
         var has = peerHas
         if choked {
             has = Bitfield(count: peerHas.count)
