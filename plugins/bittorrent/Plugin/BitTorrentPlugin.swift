@@ -822,9 +822,13 @@ public final class BitTorrentPlugin: Plugin {
     func pieceWritten(_ t: Torrent, _ piece: Int) {
         t.have[piece] = true
         t.resumeDirty = true
+        let more = !t.have.isComplete
         for c in t.peers {
             guard let p = peers[c], p.remote != nil else { continue }
             send(p, .have(piece: piece))
+            // The piece's slots are back: a peer whose requests were held back by the slot budget
+            // gets them now (else only an arriving block would ask again, and none may be due).
+            if more { requestBlocks(p) }
             flush(p)
         }
         if t.have.isComplete {
