@@ -123,7 +123,13 @@ manifest = "$work/manifest.toml"
 listen = ["tcp:127.0.0.1:$port"]
 config = { lpd = false }   # no multicast announces onto this machine's LAN from a benchmark
 EOF2
-  pin "$LEECHER_CPU" "$bin" run --config "$work/peerhost.toml" >"$4.log" 2>&1 &
+  # Started directly (not through the pin function, whose subshell would be $!): the TERM below
+  # must reach the host itself, or it outlives the bench.
+  if [[ "$PIN" == 1 ]] && command -v taskset >/dev/null; then
+    taskset -c "$LEECHER_CPU" "$bin" run --config "$work/peerhost.toml" >"$4.log" 2>&1 &
+  else
+    "$bin" run --config "$work/peerhost.toml" >"$4.log" 2>&1 &
+  fi
   local host=$!
   for _ in $(seq 1 300); do [[ -f $work/data/run.json ]] && break; sleep 0.1; done
   sleep 1   # the plugin's start

@@ -133,6 +133,9 @@ public final class BitTorrentPlugin: Plugin {
     var tickCount = 0
     var choker = Choker()
     var blockSlotsHeld = 0
+    /// Requests outstanding over every peer (the sum of their `outstanding` counts), kept as
+    /// requests are sent, answered, rejected or returned: each needs a slot when its block arrives.
+    var requestsOutstanding = 0
     var uploadSlotsHeld = 0
     var connectsInFlight = 0
     var startedAt = monotonicNow()
@@ -499,6 +502,7 @@ public final class BitTorrentPlugin: Plugin {
             let r = BlockRequest(piece: piece, begin: begin, length: length)
             if let i = p.outstanding.firstIndex(of: r) {
                 p.outstanding.remove(at: i)
+                requestsOutstanding -= 1
                 t.picker?.requestFailed(r, peer: p.conn)
             }
         case .allowedFast(let piece):
@@ -559,10 +563,15 @@ public final class BitTorrentPlugin: Plugin {
         let depth = min(max(p.queueDepth.depth, settings.minQueueDepth), settings.maxQueueDepth)
         var want = depth - p.outstanding.count
         // Every outstanding request will need a slot when its block arrives.
-        let outstandingAll = peers.values.reduce(0) { $0 + $1.outstanding.count }
-        let freeSlots = settings.blockSlotBudget - blockSlotsHeld - outstandingAll
+        assert(requestsOutstanding == peers.values.reduce(0) { $0 + $1.outstanding.count }, "requestsOutstanding out of step")
+        let freeSlots = settings.blockSlotBudget - blockSlotsHeld - requestsOutstanding
         want = min(want, freeSlots)
         guard want > 0 else { return }
+        // Requests go out in batches while the pipe is full (one message, and one send, per
+        // received block cost more than the rest of the block's bookkeeping); a short queue is
+        // topped up at once, so the blocks still due keep calling back here.
+        let batch = min(16, depth / 8)
+        if want < batch && p.outstanding.count >= batch { return }
         // With a quarter of the block slots left, only finish started pieces (PiecePicker.pick).
         let startNew = freeSlots >= settings.blockSlotBudget / 4
         var has = peerHas
@@ -585,11 +594,13 @@ public final class BitTorrentPlugin: Plugin {
             p.outstanding.append(b)
             send(p, .request(piece: b.piece, begin: b.begin, length: b.length))
         }
+        requestsOutstanding += blocks.count
         if p.outstanding.count == blocks.count { p.lastPieceAt = now }
     }
 
     /// Outstanding requests of a peer go back to the picker (choke without fast, snub, close).
     func returnRequests(_ p: PeerConnection) {
+        requestsOutstanding -= p.outstanding.count
         guard let t = p.torrent else { p.outstanding.removeAll(); return }
         for r in p.outstanding { t.picker?.requestFailed(r, peer: p.conn) }
         p.outstanding.removeAll()
@@ -609,6 +620,7 @@ public final class BitTorrentPlugin: Plugin {
             return
         }
         p.outstanding.remove(at: i)
+        requestsOutstanding -= 1
         p.lastPieceAt = now
         p.snubbed = false
         guard r.length <= 16_384, let b = try? host.allocBuffer() else {
@@ -636,10 +648,12 @@ public final class BitTorrentPlugin: Plugin {
         for o in others where o != p.conn {
             guard let q = peers[o], let k = q.outstanding.firstIndex(of: req) else { continue }
             q.outstanding.remove(at: k)
+            requestsOutstanding -= 1
             send(q, .cancel(piece: req.piece, begin: req.begin, length: req.length))
         }
         let blockCount = (t.info!.pieceSize(req.piece) + 16_383) / 16_384
-        var a = t.assembling[req.piece] ?? PieceAssembly(blockCount: blockCount)
+        let a: PieceAssembly
+        if let existing = t.assembling[req.piece] { a = existing } else { a = PieceAssembly(blockCount: blockCount); t.assembling[req.piece] = a }
         let bi = req.begin / 16_384
         if a.blocks[bi] != nil {
             host.free(b); blockSlotsHeld -= 1   // a duplicate (endgame)
@@ -648,7 +662,6 @@ public final class BitTorrentPlugin: Plugin {
             a.from[bi] = p.banKey
             a.received += 1
         }
-        t.assembling[req.piece] = a
         if a.isComplete { verify(t, req.piece) }
         requestBlocks(p)
     }
@@ -822,9 +835,13 @@ public final class BitTorrentPlugin: Plugin {
     func pieceWritten(_ t: Torrent, _ piece: Int) {
         t.have[piece] = true
         t.resumeDirty = true
+        let more = !t.have.isComplete
         for c in t.peers {
             guard let p = peers[c], p.remote != nil else { continue }
             send(p, .have(piece: piece))
+            // The piece's slots are back: a peer whose requests were held back by the slot budget
+            // gets them now (else only an arriving block would ask again, and none may be due).
+            if more { requestBlocks(p) }
             flush(p)
         }
         if t.have.isComplete {
@@ -1020,6 +1037,7 @@ public final class BitTorrentPlugin: Plugin {
             defer { applyRates(t) }
             t.picker?.peerGone(p.conn)
             if let h = p.have { t.picker?.peerLost(bitfield: h) }
+            requestsOutstanding -= p.outstanding.count
             p.outstanding.removeAll()
             if p.outgoing {
                 t.addresses[p.address]?.connected = false

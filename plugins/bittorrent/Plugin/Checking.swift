@@ -99,7 +99,7 @@ extension BitTorrentPlugin {
         check.current = current
         guard current.left == 0 else { return }
         check.current = nil
-        var a = PieceAssembly(blockCount: current.blocks.count)
+        let a = PieceAssembly(blockCount: current.blocks.count)
         a.blocks = current.blocks
         let good = current.blocks.allSatisfy { ($0?.count ?? 0) > 0 } && a.digest() == t.info!.pieceHashes[piece]
         a.free(host: host)

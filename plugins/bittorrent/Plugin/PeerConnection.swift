@@ -76,6 +76,7 @@ final class PeerConnection {
         self.outgoing = outgoing
         self.address = address
         self.ip = PeerConnection.ip(of: address)
+        self.banKey = PeerConnection.banKey(of: address)
         self.connectedAt = now
         self.lastReceive = now
         self.lastSend = now
@@ -84,7 +85,8 @@ final class PeerConnection {
 
     /// What a ban applies to: the IP, except on loopback, where every local peer shares one IP and
     /// only the port tells them apart (tests, and several clients on one machine).
-    var banKey: String { PeerConnection.banKey(of: address) }
+    /// Computed once: every received block records it.
+    let banKey: String
     static func banKey(of address: String) -> String {
         let ip = ip(of: address)
         return ip.hasPrefix("127.") || ip == "::1" ? address : ip

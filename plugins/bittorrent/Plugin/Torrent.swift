@@ -154,8 +154,10 @@ struct AddressState {
     var ourselves = false
 }
 
-/// Blocks of one piece in their own slots, with the peer each came from.
-struct PieceAssembly {
+/// Blocks of one piece in their own slots, with the peer each came from. A class: blocks arrive one
+/// at a time into `Torrent.assembling`, and a struct there was copied (its slot and sender arrays)
+/// on every block.
+final class PieceAssembly {
     var blocks: [Buffer?]
     var from: [String]
     var received = 0

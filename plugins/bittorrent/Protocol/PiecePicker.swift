@@ -219,20 +219,22 @@ public struct PiecePicker: Sendable {
         busy[p] = true
     }
 
+    /// The partial is changed in place (through its dictionary index): a copy taken out and stored
+    /// back copied its block array on every call.
     mutating func take(from p: Int, for peer: PeerKey, count: Int, into out: inout [BlockRequest]) {
-        guard var partial = partials[p] else { return }
+        guard let i = partials.index(forKey: p) else { return }
+        let n = partials.values[i].blocks.count
         var k = 0
-        while k < partial.blocks.count, out.count < count, partial.wanted > 0 {
-            if partial.blocks[k] == .wanted {
-                partial.blocks[k] = .requested([peer])
-                partial.wanted -= 1
+        while k < n, out.count < count, partials.values[i].wanted > 0 {
+            if case .wanted = partials.values[i].blocks[k] {
+                partials.values[i].blocks[k] = .requested([peer])
+                partials.values[i].wanted -= 1
                 let b = block(piece: p, index: k)
                 outstanding[peer, default: []].insert(b)
                 out.append(b)
             }
             k += 1
         }
-        partials[p] = partial
     }
 
     /// A piece nobody has started: uniformly random while fewer than `randomFirstPieces` are
@@ -289,26 +291,28 @@ public struct PiecePicker: Sendable {
     @discardableResult
     public mutating func blockReceived(_ b: BlockRequest, from peer: PeerKey) -> (pieceComplete: Bool, alsoRequestedFrom: [PeerKey]) {
         outstanding[peer]?.remove(b)
-        guard let k = blockIndex(b), var partial = partials[b.piece] else { return (false, []) }
+        // In place, through the dictionary index (see take).
+        guard let k = blockIndex(b), let i = partials.index(forKey: b.piece) else { return (false, []) }
         var others: [PeerKey] = []
-        switch partial.blocks[k] {
+        switch partials.values[i].blocks[k] {
         case .received:
             return (false, [])
         case .requested(let peers):
-            others = peers.filter { $0 != peer }
-            for o in others { outstanding[o]?.remove(b) }
+            if peers.count > 1 || peers.first != peer {
+                others = peers.filter { $0 != peer }
+                for o in others { outstanding[o]?.remove(b) }
+            }
         case .wanted:
-            partial.wanted -= 1
+            partials.values[i].wanted -= 1
         }
-        partial.blocks[k] = .received
-        partial.received += 1
-        partial.contributors.insert(peer)
-        if partial.received == partial.blocks.count {
-            partials[b.piece] = nil
+        partials.values[i].blocks[k] = .received
+        partials.values[i].received += 1
+        partials.values[i].contributors.insert(peer)
+        if partials.values[i].received == partials.values[i].blocks.count {
+            let partial = partials.remove(at: i).value
             pending[b.piece] = partial.contributors
             return (true, others)
         }
-        partials[b.piece] = partial
         return (false, others)
     }
 
