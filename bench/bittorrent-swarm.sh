@@ -22,6 +22,8 @@
 # Everything listens on 127.0.0.1; nothing is pinned (50 processes share the machine's CPUs).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/peerhost-bt-config.sh
+. "$ROOT/bench/peerhost-bt-config.sh"
 PY=/usr/bin/python3
 PEERS_DIR=$ROOT/Tests/peers
 N=${SWARM_PEERS:-50}
@@ -84,22 +86,7 @@ grep -q '"ready"' "$SWARM_DIR/seeder.log" || { tail -5 "$SWARM_DIR/seeder.log" >
 work=$SWARM_DIR/peerhost
 mkdir -p "$work"
 port=$(free_port)
-sed -e 's|^connect = \[|connect = ["tcp:127.0.0.1:1-65535", |' -e "s|0.0.0.0:6881|127.0.0.1:$port|" \
-  "$ROOT/plugins/bittorrent/manifest.toml" >"$work/manifest.toml"
-"$BIN" sign --key "$ROOT/.peerhost-dev/dev.key" "$work/manifest.toml" --out "$work/manifest.sig" >/dev/null
-cat >"$work/peerhost.toml" <<EOF
-[host]
-data_dir = "$work/data"
-http = "127.0.0.1:0"
-log_level = "warning"
-[security]
-trust = ["$ROOT/.peerhost-dev"]
-[[plugin]]
-name = "bittorrent"
-manifest = "$work/manifest.toml"
-listen = ["tcp:127.0.0.1:$port"]
-config = { lpd = false, dht = false, max_peers_per_torrent = 60 }
-EOF
+write_peerhost_bt_config "$work" "$BIN" "$port" "lpd = false, dht = false, max_peers_per_torrent = 60"
 "$BIN" run --config "$work/peerhost.toml" >"$work/host.log" 2>&1 &
 HOST_PID=$!
 for _ in $(seq 1 300); do [[ -f $work/data/run.json ]] && break; sleep 0.1; done

@@ -35,6 +35,8 @@
 # "download_seconds=<s>" into $4 to report the download time without its start-up.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/peerhost-bt-config.sh
+. "$ROOT/bench/peerhost-bt-config.sh"
 PY=/usr/bin/python3   # Debian's python3-libtorrent is for the system interpreter, not pyenv's
 PEERS=$ROOT/Tests/peers
 SIZE=${BT_SIZE:-1GiB}
@@ -107,22 +109,8 @@ leecher_peerhost() { # torrent seeder outdir resultfile
   local bin=${PEERHOST_BIN:-$ROOT/.build/release/peerhost}
   local work; work=$(mktemp -d /tmp/peerhost-bt-leech.XXXXXX)
   local port; port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  sed -e 's|^connect = \[|connect = ["tcp:127.0.0.1:1-65535", |' -e "s|0.0.0.0:6881|127.0.0.1:$port|" \
-    "$ROOT/plugins/bittorrent/manifest.toml" >"$work/manifest.toml"
-  "$bin" sign --key "$ROOT/.peerhost-dev/dev.key" "$work/manifest.toml" --out "$work/manifest.sig" >/dev/null
-  cat >"$work/peerhost.toml" <<EOF2
-[host]
-data_dir = "$work/data"
-http = "127.0.0.1:0"
-log_level = "warning"
-[security]
-trust = ["$ROOT/.peerhost-dev"]
-[[plugin]]
-name = "bittorrent"
-manifest = "$work/manifest.toml"
-listen = ["tcp:127.0.0.1:$port"]
-config = { lpd = false }   # no multicast announces onto this machine's LAN from a benchmark
-EOF2
+  # No LPD: a benchmark must not multicast announces onto this machine's LAN.
+  write_peerhost_bt_config "$work" "$bin" "$port" "lpd = false"
   # Started directly (not through the pin function, whose subshell would be $!): the TERM below
   # must reach the host itself, or it outlives the bench.
   if [[ "$PIN" == 1 ]] && command -v taskset >/dev/null; then
@@ -170,7 +158,7 @@ print([json.loads(l) for l in open(sys.argv[1]) if "\"ready\"" in l][0]["port"])
 echo "   seeder ready on 127.0.0.1:$SEED_PORT (data checked)" >&2
 
 # Each leecher runs in a child bash (so measure() sees its whole process tree).
-export -f pin cpu_seconds_tree cpu_ticks_tree
+export -f pin cpu_seconds_tree cpu_ticks_tree write_peerhost_bt_config
 for name in $LEECHERS; do
   declare -F "leecher_$name" >/dev/null || { echo "no function leecher_$name in $0" >&2; exit 2; }
   export -f "leecher_$name"
