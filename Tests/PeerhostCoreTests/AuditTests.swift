@@ -53,6 +53,9 @@ struct AuditTests {
         let report = copy.audit()
         #expect(report.verdict == verdict, "\(report.findings)")
         #expect(report.findings.map(\.code) == codes)
+        if let multicast = report.findings.first(where: { $0.code == "multicast" }) {
+            #expect(multicast.message.contains("sends capped at \(MulticastSendBudget.burst), then one per 10 s"), "\(multicast.message)")
+        }
         #expect(report.signature.status == "verified")
         #expect(report.signature.key == copy.key.publicKey.keyID)
         #expect(report.signature.keyFile == copy.directory + "/trust/k.pub")

@@ -241,7 +241,9 @@ public enum PluginAuditor {
             }
         }
         for grant in manifest.net.multicast {
-            findings.append(.init(.warning, "multicast", "may send and receive multicast: \(grant)"))
+            findings.append(.init(.warning, "multicast", "may send and receive multicast: \(grant) (joined on every "
+                + "multicast-capable interface; sends capped at \(MulticastSendBudget.burst), then one per "
+                + "\(MulticastSendBudget.intervalNanoseconds / 1_000_000_000) s)"))
         }
         var storage: [PluginAuditReport.Storage] = []
         for grant in manifest.storage.paths {
