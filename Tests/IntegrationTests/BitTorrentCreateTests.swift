@@ -19,17 +19,7 @@ extension Integration {
 
         /// Runs a program in `scratch`; stdout and stderr together.
         func run(_ executable: String, _ arguments: [String], in directory: String? = nil) throws -> (Int32, String) {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: executable)
-            p.arguments = arguments
-            p.currentDirectoryURL = URL(fileURLWithPath: directory ?? scratch)
-            let pipe = Pipe()
-            p.standardOutput = pipe
-            p.standardError = pipe
-            try p.run()
-            let data = pipe.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+            try runProgram(executable, arguments, in: directory ?? scratch)
         }
 
         func create(_ arguments: [String]) throws -> (Int32, String) {

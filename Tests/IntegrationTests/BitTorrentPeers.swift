@@ -48,7 +48,7 @@ enum BitTorrentPeers {
         guard FileManager.default.isExecutableFile(atPath: python) else {
             return "\(python) not found: install the Debian package python3 (and python3-libtorrent)"
         }
-        guard let (status, out) = try? run(python, ["-c", "import libtorrent; print(libtorrent.__version__)"]) else {
+        guard let (status, out) = try? runProgram(python, ["-c", "import libtorrent; print(libtorrent.__version__)"]) else {
             return "\(python) did not run"
         }
         return status == 0 ? nil : "\(python) cannot import libtorrent: install the Debian package python3-libtorrent (`make test` installs it): \(out)"
@@ -57,21 +57,6 @@ enum BitTorrentPeers {
     /// Fails unless /usr/bin/python3 can import libtorrent.
     static func requireLibtorrent() throws {
         if let failure = libtorrentCheck { throw TestFailure(failure) }
-    }
-
-    /// Runs a program to completion; returns (status, stdout+stderr).
-    @discardableResult
-    static func run(_ executable: String, _ arguments: [String]) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = arguments
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
     /// Ports for test peers and trackers: 7200–7299 (other tests use 7001–7111 and 9180), handed
@@ -658,7 +643,7 @@ enum TestContent {
     @discardableResult
     private static func makeContent(_ args: [String]) throws -> [String: Any] {
         try BitTorrentPeers.requireLibtorrent()
-        let (status, out) = try BitTorrentPeers.run(BitTorrentPeers.python, [BitTorrentPeers.makeContent] + args)
+        let (status, out) = try runProgram(BitTorrentPeers.python, [BitTorrentPeers.makeContent] + args)
         guard status == 0, let line = out.split(separator: "\n").last(where: { $0.hasPrefix("{") }),
               let json = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
             throw TestFailure("make_content.py \(args.joined(separator: " ")) failed (exit \(status)): \(out)")
@@ -676,7 +661,7 @@ enum TestContent {
         for chunk in stride(from: 0, to: files.count, by: 500) {
             let batch = Array(files[chunk..<min(chunk + 500, files.count)])
             let full = batch.map { isDir.boolValue ? path + "/" + $0 : path }
-            let (status, out) = try BitTorrentPeers.run("/usr/bin/sha256sum", ["--"] + full)
+            let (status, out) = try runProgram("/usr/bin/sha256sum", ["--"] + full)
             guard status == 0 else { throw TestFailure("sha256sum failed: \(out)") }
             for (rel, line) in zip(batch, out.split(separator: "\n")) { result[rel] = String(line.prefix(64)) }
         }

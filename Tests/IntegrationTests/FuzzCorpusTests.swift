@@ -9,16 +9,7 @@ extension Integration {
         static let targets = ["manifest", "config", "descriptor", "bencode", "metainfo", "magnet", "wire", "extension"]
 
         func run(_ arguments: [String]) throws -> (Int32, String) {
-            let p = Process()
-            p.executableURL = Products.buildDirectory.appendingPathComponent("peerhost-fuzz")
-            p.arguments = arguments
-            let pipe = Pipe()
-            p.standardOutput = pipe
-            p.standardError = pipe
-            try p.run()
-            let data = pipe.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+            try runProgram(Products.buildDirectory.appendingPathComponent("peerhost-fuzz").path, arguments)
         }
 
         @Test(arguments: targets) func corpusReplaysWithoutACrash(target: String) throws {

@@ -190,9 +190,16 @@ func status(_ host: HostProcess, _ plugin: String) throws -> [String: Any] {
 }
 
 func runCLI(_ arguments: [String]) throws -> (Int32, String) {
+    try runProgram(Products.peerhost, arguments)
+}
+
+/// Runs a program to completion (in `directory`, when given); returns (status, stdout+stderr).
+@discardableResult
+func runProgram(_ executable: String, _ arguments: [String], in directory: String? = nil) throws -> (Int32, String) {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: Products.peerhost)
+    p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = arguments
+    if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
     let pipe = Pipe()
     p.standardOutput = pipe
     p.standardError = pipe

@@ -38,11 +38,11 @@ struct NamespaceLink {
     }
 
     func remove() {
-        for ns in [a, b] { _ = try? BitTorrentPeers.run("/usr/bin/ip", ["netns", "delete", ns]) }
+        for ns in [a, b] { _ = try? runProgram("/usr/bin/ip", ["netns", "delete", ns]) }
     }
 
     private static func ip(_ arguments: [String]) throws {
-        let (status, out) = try BitTorrentPeers.run("/usr/bin/ip", arguments)
+        let (status, out) = try runProgram("/usr/bin/ip", arguments)
         guard status == 0 else { throw TestFailure("ip \(arguments.joined(separator: " ")): exit \(status): \(out)") }
     }
 }
