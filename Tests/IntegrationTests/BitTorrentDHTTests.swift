@@ -12,34 +12,10 @@ extension Integration {
     @Suite(.serialized) struct BitTorrentDHTTests {
         static let ourPort: UInt16 = 6881   // the only port the manifest grants
 
-        /// A copy of the bundled manifest that may also reach loopback (the shipped one never does),
-        /// signed with the dev key; returns its folder (removed by the caller).
-        func loopbackManifest() throws -> String {
-            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("peerhost-btdht-\(UUID().uuidString)").path
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            let original = try String(contentsOfFile: Products.repoRoot.path + "/plugins/bittorrent/manifest.toml", encoding: .utf8)
-            let connect = "connect = [\"tcp:*:1-65535\", \"udp:*:1-65535\"]"
-            try #require(original.contains(connect), "the bundled manifest's connect grants changed; update this test")
-            let manifest = original
-                .replacingOccurrences(of: connect, with: "connect = [\"tcp:*:1-65535\", \"udp:*:1-65535\", \"udp:127.0.0.1:1-65535\", \"tcp:127.0.0.1:1-65535\"]")
-                .replacingOccurrences(of: "library = \"libbittorrent.so\"", with: "library = \"\(Products.buildDirectory.path)/libbittorrent.so\"")
-            try manifest.write(toFile: dir + "/manifest.toml", atomically: true, encoding: .utf8)
-            try Products.signCopy(dir + "/manifest.toml")
-            return dir
-        }
-
-        func hostConfig(manifestDir: String, settings: String) -> String {
-            """
-            [host]
-            data_dir = "@DATA@"
-            http = "127.0.0.1:0"
-
-            [[plugin]]
-            name = "bittorrent"
-            manifest = "\(manifestDir)/manifest.toml"
-            listen = ["tcp:127.0.0.1:\(Self.ourPort)", "udp:127.0.0.1:\(Self.ourPort)"]
-            config = { \(settings) }
-            """
+        /// A host with the bittorrent plugin on 127.0.0.1:6881 (BitTorrentHost: the bundled manifest
+        /// with loopback grants, signed with the dev key).
+        func dhtHost(_ settings: String, start: Bool = true) throws -> BitTorrentHost {
+            try BitTorrentHost(port: Self.ourPort, settings: settings, start: start)
         }
 
         /// The plugin's status document (method "status"): {"details": {…}, "metrics": [{name, value, …}]}.
@@ -85,21 +61,6 @@ extension Integration {
             throw TestFailure("torrent \(infoHash) did not reach seeding within \(within); status: \(last)\n\(host.drainOutput().suffix(4000))")
         }
 
-        /// Every file under `a` exists under `b` with the same bytes.
-        func expectSameTree(_ a: String, _ b: String) throws {
-            let fm = FileManager.default
-            let files = try #require(fm.subpaths(atPath: a)).filter {
-                var dir: ObjCBool = false
-                return fm.fileExists(atPath: a + "/" + $0, isDirectory: &dir) && !dir.boolValue
-            }
-            #expect(!files.isEmpty)
-            for f in files {
-                let x = fm.contents(atPath: a + "/" + f)
-                let y = fm.contents(atPath: b + "/" + f)
-                #expect(x != nil && x == y, "\(f) differs or is missing under \(b)")
-            }
-        }
-
         /// @Test 1 (BEP 5): a libtorrent seeder with its DHT on loopback is our only bootstrap node;
         /// a magnet link with no peer and no tracker completes through the DHT alone.
         @Test(.timeLimit(.minutes(3))) func magnetDownloadsThroughTheDHT() throws {
@@ -109,17 +70,13 @@ extension Integration {
                                      "--dht", "--dht-announce-every", "2", "--timeout", "170"])
             defer { seeder.stop() }
             let dhtPort = try #require(seeder.ready["dht_port"] as? Int, "the seeder reports its DHT port")
-            let manifestDir = try loopbackManifest()
-            defer { try? FileManager.default.removeItem(atPath: manifestDir) }
-            let host = try HostProcess(config: hostConfig(manifestDir: manifestDir,
-                                                          settings: "dht_bootstrap = [\"127.0.0.1:\(dhtPort)\"]"))
-            try host.start()
+            let host = try dhtHost("dht_bootstrap = [\"127.0.0.1:\(dhtPort)\"]").host
             defer { _ = host.stop() }
             try waitUntil("the plugin answers its status method", timeout: .seconds(30)) { (try? details(host)) != nil }
             let magnet = "magnet:?xt=urn:btih:\(content.infoHash)"
             try add(host, magnet)
             try waitSeeding(host, content.infoHash, within: .seconds(120))
-            try expectSameTree(work.path + "/seed/" + content.name, host.dataDirectory + "/bittorrent/downloads/" + content.name)
+            try TestContent.expectIdentical(work.path + "/seed/" + content.name, host.dataDirectory + "/bittorrent/downloads/" + content.name)
             let doc = try statusDocument(host)
             let dht = try #require((doc["details"] as? [String: Any])?["dht"] as? [String: Any])
             #expect((dht["nodes"] as? Int ?? 0) >= 1, "the seeder's node is in our routing table")
@@ -137,13 +94,11 @@ extension Integration {
             let node = try LTPeer(["--dht", "--timeout", "110"])
             defer { node.stop() }
             let dhtPort = try #require(node.ready["dht_port"] as? Int)
-            let manifestDir = try loopbackManifest()
-            defer { try? FileManager.default.removeItem(atPath: manifestDir) }
             let shared = FileManager.default.temporaryDirectory.appendingPathComponent("peerhost-btdht-data-\(UUID().uuidString)").path
             try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: shared) }
             func startHost(_ settings: String) throws -> HostProcess {
-                let host = try HostProcess(config: hostConfig(manifestDir: manifestDir, settings: settings))
+                let host = try dhtHost(settings, start: false).host
                 try FileManager.default.createSymbolicLink(atPath: host.dataDirectory, withDestinationPath: shared)
                 try? FileManager.default.removeItem(atPath: shared + "/run.json")   // the previous host's
                 try host.start()
@@ -182,15 +137,12 @@ extension Integration {
             try waitUntil("the seeder announced", timeout: .seconds(30)) {
                 seeder.sawEvent { $0["event"] as? String == "tracker_reply" }
             }
-            let manifestDir = try loopbackManifest()
-            defer { try? FileManager.default.removeItem(atPath: manifestDir) }
-            let host = try HostProcess(config: hostConfig(manifestDir: manifestDir, settings: "dht = false"))
-            try host.start()
+            let host = try dhtHost("dht = false").host
             defer { _ = host.stop() }
             try waitUntil("the plugin answers its status method", timeout: .seconds(30)) { (try? details(host)) != nil }
             try add(host, content.torrent)
             try waitSeeding(host, content.infoHash, within: .seconds(120))
-            try expectSameTree(work.path + "/seed/" + content.name, host.dataDirectory + "/bittorrent/downloads/" + content.name)
+            try TestContent.expectIdentical(work.path + "/seed/" + content.name, host.dataDirectory + "/bittorrent/downloads/" + content.name)
             // No --peer, no magnet peers, DHT off: the UDP tracker was the only way to the seeder.
             let dht = try #require(try details(host)["dht"] as? [String: Any])
             #expect(dht["enabled"] as? Bool == false)
@@ -216,11 +168,11 @@ private final class TestDir {
     func content(files: Int, totalSize: Int, tracker: String? = nil) throws -> Content {
         let script = Products.repoRoot.path + "/Tests/peers/make_content.py"
         let tree = path + "/seed/content"
-        let (c1, o1) = try BitTorrentPeers.run("/usr/bin/python3", [script, "tree", tree, "--files", "\(files)", "--total-size", "\(totalSize)"])
+        let (c1, o1) = try runProgram("/usr/bin/python3", [script, "tree", tree, "--files", "\(files)", "--total-size", "\(totalSize)"])
         guard c1 == 0 else { throw TestFailure("make_content tree: \(o1)") }
         var args = [script, "torrent", tree, "--out", path + "/content.torrent", "--piece-length", "65536"]
         if let tracker { args += ["--tracker", tracker] }
-        let (c2, o2) = try BitTorrentPeers.run("/usr/bin/python3", args)
+        let (c2, o2) = try runProgram("/usr/bin/python3", args)
         guard c2 == 0, let line = o2.split(separator: "\n").last,
               let doc = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
               let hash = doc["info_hash"] as? String, let name = doc["name"] as? String else {
