@@ -22,8 +22,8 @@
 # Everything listens on 127.0.0.1; nothing is pinned (50 processes share the machine's CPUs).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=bench/peerhost-bt-config.sh
-. "$ROOT/bench/peerhost-bt-config.sh"
+# shellcheck source=bench/bittorrent-common.sh
+. "$ROOT/bench/bittorrent-common.sh"
 PY=/usr/bin/python3
 PEERS_DIR=$ROOT/Tests/peers
 N=${SWARM_PEERS:-50}
@@ -50,13 +50,6 @@ cleanup() {
   [[ -n "$OWN_DIR" ]] && rm -rf "$OWN_DIR"
 }
 trap cleanup EXIT
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu_of() { # user+system seconds of $1 and its descendants, from /proc
-  local total=0 p
-  total=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0)
-  for p in $(ps -o pid= --ppid "$1" 2>/dev/null); do total=$(awk -v a="$total" -v b="$(cpu_of "$p")" 'BEGIN{printf "%.3f", a + b}'); done
-  echo "$total"
-}
 
 echo "== bittorrent swarm: $N peers, $SIZE, $PIECE pieces, seeder capped at $SEED_RATE B/s, in $SWARM_DIR" >&2
 SRC=$SWARM_DIR/seed
@@ -101,7 +94,7 @@ for i in $(seq 1 $((N - 2))); do
   LT+=($!); PIDS+=($!)
 done
 mkdir -p "$SWARM_DIR/ph"
-CPU0=$(cpu_of "$HOST_PID")
+CPU0=$(cpu_seconds_tree "$HOST_PID")
 rc=0
 "$BIN" ctl bittorrent add "$TORRENT" --dir "$SWARM_DIR/ph" --wait --timeout "$TIMEOUT" --config "$work/peerhost.toml" \
   >"$work/add.log" 2>&1 || rc=$?
@@ -122,8 +115,8 @@ while :; do
 done
 SWARM_SECONDS=$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}')
 LT_CPU=()
-for p in "${LT[@]}"; do LT_CPU+=("$(cpu_of "$p")"); done
-CPU1=$(cpu_of "$HOST_PID")
+for p in "${LT[@]}"; do LT_CPU+=("$(cpu_seconds_tree "$p")"); done
+CPU1=$(cpu_seconds_tree "$HOST_PID")
 INFO_JSON=$("$BIN" ctl bittorrent info "$HASH" --config "$work/peerhost.toml")
 for i in $(seq 1 $((N - 2))); do
   cmp -s "$SRC/swarm.bin" "$SWARM_DIR/lt$i/swarm.bin" || { echo "libtorrent leecher $i: download differs" >&2; exit 1; }

@@ -35,8 +35,8 @@
 # "download_seconds=<s>" into $4 to report the download time without its start-up.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=bench/peerhost-bt-config.sh
-. "$ROOT/bench/peerhost-bt-config.sh"
+# shellcheck source=bench/bittorrent-common.sh
+. "$ROOT/bench/bittorrent-common.sh"
 PY=/usr/bin/python3   # Debian's python3-libtorrent is for the system interpreter, not pyenv's
 PEERS=$ROOT/Tests/peers
 SIZE=${BT_SIZE:-1GiB}
@@ -61,17 +61,6 @@ pin() { # $1 cpu, rest: command
   if [[ "$PIN" == 1 ]] && command -v taskset >/dev/null; then taskset -c "$cpu" "$@"; else "$@"; fi
 }
 
-# CPU seconds (user+system) of a running process and all its descendants, from /proc: for a
-# long-lived leecher (a host with runner children) sample it before and after the download.
-cpu_seconds_tree() {
-  awk -v t="$(cpu_ticks_tree "$1")" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t / hz }'
-}
-cpu_ticks_tree() { # clock ticks of $1 and its descendants
-  local total p
-  total=$(awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0)
-  for p in $(ps -o pid= --ppid "$1" 2>/dev/null); do total=$((total + $(cpu_ticks_tree "$p"))); done
-  echo "$total"
-}
 
 # measure OUT CMD...: runs CMD, writes wall= user= sys= exit= to OUT (rusage of the waited tree).
 measure() {
@@ -108,7 +97,7 @@ print("download_seconds=%s" % done["download_seconds"])' "$log" >>"$4"
 leecher_peerhost() { # torrent seeder outdir resultfile
   local bin=${PEERHOST_BIN:-$ROOT/.build/release/peerhost}
   local work; work=$(mktemp -d /tmp/peerhost-bt-leech.XXXXXX)
-  local port; port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  local port; port=$(free_port)
   # No LPD: a benchmark must not multicast announces onto this machine's LAN.
   write_peerhost_bt_config "$work" "$bin" "$port" "lpd = false"
   # Started directly (not through the pin function, whose subshell would be $!): the TERM below
@@ -158,7 +147,7 @@ print([json.loads(l) for l in open(sys.argv[1]) if "\"ready\"" in l][0]["port"])
 echo "   seeder ready on 127.0.0.1:$SEED_PORT (data checked)" >&2
 
 # Each leecher runs in a child bash (so measure() sees its whole process tree).
-export -f pin cpu_seconds_tree cpu_ticks_tree write_peerhost_bt_config
+export -f pin cpu_seconds_tree cpu_ticks_tree write_peerhost_bt_config free_port
 for name in $LEECHERS; do
   declare -F "leecher_$name" >/dev/null || { echo "no function leecher_$name in $0" >&2; exit 2; }
   export -f "leecher_$name"

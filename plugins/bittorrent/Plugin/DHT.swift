@@ -211,11 +211,18 @@ extension BitTorrentPlugin {
 
     func udpSend(_ bytes: [UInt8], to address: String) {
         guard let s = dht.socket else { return }
+        _ = sendDatagram(bytes, on: s, to: address)
+    }
+
+    /// One datagram through the core (a slot of its own); false, logged, when it could not go.
+    func sendDatagram(_ bytes: [UInt8], on socket: Connection, to address: String) -> Bool {
         do {
             let b = try host.allocBuffer(with: bytes)
-            do { try host.udpSend(s, to: address, b) } catch { host.free(b); throw error }
+            do { try host.udpSend(socket, to: address, b) } catch { host.free(b); throw error }
+            return true
         } catch {
             host.log(.debug, "bittorrent: udp send to \(address): \(error)")
+            return false
         }
     }
 

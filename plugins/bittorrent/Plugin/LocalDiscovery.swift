@@ -63,13 +63,7 @@ extension BitTorrentPlugin {
         guard let datagram = lpd.scheduler.due(infoHashes: hashes, port: settings.listenPort, cookie: lpd.cookie, now: now) else {
             return
         }
-        do {
-            let b = try host.allocBuffer(with: datagram)
-            do { try host.udpSend(socket, to: LocalPeerDiscovery.groupAddress(), b) } catch { host.free(b); throw error }
-            lpd.announcesSent += 1
-        } catch {
-            host.log(.debug, "bittorrent: LSD announce: \(error)")
-        }
+        if sendDatagram(datagram, on: socket, to: LocalPeerDiscovery.groupAddress()) { lpd.announcesSent += 1 }
     }
 
     /// True when the datagram arrived on the LPD socket (and was handled here).
@@ -90,7 +84,7 @@ extension BitTorrentPlugin {
             guard let h = InfoHash(bytes: hash), let t = torrents[h], t.active, !t.isPrivate else { continue }
             for peer in announce.peers(sourceHost: source.host) where t.addresses[peer.address] == nil {
                 addAddress(t, peer.address, source: "lsd")
-                lpd.peersFound += 1
+                if t.addresses[peer.address] != nil { lpd.peersFound += 1 }   // not banned, not over the cap
             }
         }
         return true
