@@ -252,6 +252,72 @@ extension Integration {
             }
         }
 
+        /// Writes that continue each other in one file, issued in one callback, reach the disk as one
+        /// pwritev (peerhost_plugin_file_writes_gathered_total), and every request still gets its own
+        /// answer. On a file system that fills up part-way, the gathered write comes back short: each
+        /// request is answered by what reached the disk (the written ones PH_OK, the rest PH_EIO with
+        /// the bytes they did write), and nothing is answered twice or not at all.
+        @Test func adjacentWritesAreGatheredAndAShortOneIsAnsweredPerRequest() throws {
+            let host = try HostProcess(config: Self.config)
+            try host.start()
+            defer { _ = host.stop() }
+            let root = host.dataDirectory + "/io-probe"
+            func length(_ i: Int) -> Int { 10_000 + 7 * i }   // io_probe.c run_length
+            func expected(_ count: Int) -> Data {
+                var data = Data()
+                for i in 0..<count { data.append(Data(repeating: UInt8(ascii: "A") + UInt8(i % 26), count: length(i))) }
+                return data
+            }
+            /// "i:status:value …" → [i: (status, value)], each index once.
+            func answers(_ report: [String: Any]) throws -> [Int: (status: Int, value: Int)] {
+                var byIndex: [Int: (status: Int, value: Int)] = [:]
+                for part in (report["results"] as? String ?? "").split(separator: " ") {
+                    let fields = part.split(separator: ":").compactMap { Int($0) }
+                    guard fields.count == 3, byIndex[fields[0]] == nil else { throw TestFailure("bad or repeated answer \(part): \(report)") }
+                    byIndex[fields[0]] = (fields[1], fields[2])
+                }
+                return byIndex
+            }
+
+            let count = 40
+            let report = try scenario(host, "file_runs downloads/runs.bin \(count)")
+            #expect(report["open_status"] as? Int == 0 && report["close_status"] as? Int == 0, "\(report)")
+            let all = try answers(report)
+            #expect(all.count == count, "\(report)")
+            for i in 0..<count { #expect(all[i]?.status == 0 && all[i]?.value == length(i), "write \(i): \(report)") }
+            #expect(FileManager.default.contents(atPath: root + "/downloads/runs.bin") == expected(count))
+            #expect(try host.metrics()["peerhost_plugin_file_writes_gathered_total{plugin=\"io-probe\"}"] == Double(count),
+                    "all \(count) writes went out in one pwritev")
+
+            // A 64 KiB tmpfs under the granted directory: ten writes (100 kB) do not fit.
+            let full = root + "/downloads/full"
+            try FileManager.default.createDirectory(atPath: full, withIntermediateDirectories: true)
+            let (mounted, why) = try runProgram("/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "peerhost-test-full", full])
+            try #require(mounted == 0, "mount tmpfs (the tests run as root): \(why)")
+            defer { _ = try? runProgram("/bin/umount", [full]) }
+            let short = try scenario(host, "file_runs downloads/full/runs.bin 10")
+            let got = try answers(short)
+            #expect(got.count == 10, "every request answered once: \(short)")
+            let onDisk = FileManager.default.contents(atPath: full + "/runs.bin") ?? Data()
+            #expect(onDisk.count > 0 && onDisk.count <= 65_536, "\(onDisk.count) bytes")
+            #expect(onDisk == expected(10).prefix(onDisk.count), "what reached the disk is the requests' bytes, in order")
+            var offset = 0, failed = 0
+            for i in 0..<10 {
+                guard let a = got[i] else { continue }
+                if offset + length(i) <= onDisk.count {
+                    #expect(a.status == 0 && a.value == length(i), "write \(i) fits: \(short)")
+                } else {
+                    #expect(a.status == -9 && a.value == max(0, onDisk.count - offset), "write \(i) hits the full disk: PH_EIO with what it wrote: \(short)")
+                    failed += 1
+                }
+                offset += length(i)
+            }
+            #expect(failed >= 4, "\(short)")
+            // The core carries on: the next run on the roomy directory succeeds.
+            let again = try scenario(host, "file_runs downloads/again.bin 3")
+            #expect(try answers(again).values.allSatisfy { $0.status == 0 }, "\(again)")
+        }
+
         /// A plugin that dies holding an open file and a bound UDP socket (with a recvmsg armed into a
         /// receive slot): the core cancels and closes both before the region goes, and the restarted
         /// plugin starts clean.

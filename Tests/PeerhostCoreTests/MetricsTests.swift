@@ -15,6 +15,8 @@ struct MetricsTests {
         "peerhost_plugin_downtime_seconds_total", "peerhost_peer_bytes_total", "peerhost_peer_messages_total",
         // Issue 6: receive-slot backpressure.
         "peerhost_plugin_receive_pauses_total",
+        // Issue 6: file writes gathered into one pwritev.
+        "peerhost_plugin_file_writes_gathered_total",
     ]
 
     /// `| `name` | type | labels | meaning |` rows of docs/metrics.md.

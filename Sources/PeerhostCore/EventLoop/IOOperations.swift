@@ -136,6 +136,19 @@ extension IOUringLoop {
         io_uring_sqe_set_data64(s, ud)
     }
 
+    /// pwritev of `count` buffers at `offset`; completes as `.write`, result = bytes written. The
+    /// iovec array is copied into scratch memory (the kernel reads it at submission:
+    /// IORING_FEAT_SUBMIT_STABLE), so the caller's array may go away after the call.
+    public func writev(_ h: HandlerID, fd: Int32, buffers: UnsafeBufferPointer<iovec>, offset: UInt64, tag: UInt32 = 0) {
+        let ud = begin(h, .write, tag: tag, fd: fd)
+        let vectors = scratch(MemoryLayout<iovec>.stride * buffers.count, alignment: MemoryLayout<iovec>.alignment)
+            .bindMemory(to: iovec.self, capacity: buffers.count)
+        vectors.initialize(from: buffers.baseAddress!, count: buffers.count)
+        let s = sqe()
+        io_uring_prep_writev(s, fd, vectors, UInt32(buffers.count), offset)
+        io_uring_sqe_set_data64(s, ud)
+    }
+
     /// fsync (or fdatasync when `dataOnly`).
     public func fsync(_ h: HandlerID, fd: Int32, dataOnly: Bool = false, tag: UInt32 = 0) {
         let ud = begin(h, .fsync, tag: tag, fd: fd)

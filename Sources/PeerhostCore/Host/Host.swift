@@ -276,6 +276,7 @@ public final class Host: HostControl, @unchecked Sendable {
                 m.messages(.outbound, Int(now.messagesOut &- before.messagesOut))
                 m.copiedBytes(Int(now.copiedBytes &- before.copiedBytes))
                 m.receivePauses(Int(now.receivePauses &- before.receivePauses))
+                m.gatheredWrites(Int(now.gatheredWrites &- before.gatheredWrites))
                 m.wakeups(.rx, Int(now.rxWakeups &- before.rxWakeups))
                 m.wakeups(.tx, Int(now.txWakeups &- before.txWakeups))
                 m.connections(now.connectionsOpen)

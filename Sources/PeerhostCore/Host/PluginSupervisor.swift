@@ -590,6 +590,7 @@ extension SessionCounters {
         txWakeups &+= other.txWakeups
         copiedBytes &+= other.copiedBytes
         receivePauses &+= other.receivePauses
+        gatheredWrites &+= other.gatheredWrites
         connectionsTotal &+= other.connectionsTotal
     }
 }

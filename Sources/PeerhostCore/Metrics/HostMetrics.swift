@@ -84,6 +84,8 @@ public enum MetricCatalog {
               help: "Receives (in) and completed sends (out) per tagged remote peer; only the plugin's top 10 peers by bytes."),
         .init(name: "peerhost_plugin_receive_pauses_total", kind: .counter, labels: ["plugin"],
               help: "Times a connection's receive paused because the plugin held every receive slot; it resumes when slots come back, nothing is lost or closed."),
+        .init(name: "peerhost_plugin_file_writes_gathered_total", kind: .counter, labels: ["plugin"],
+              help: "file_write requests the core submitted together with the next ones in one pwritev (writes of one TX drain that continue each other in one file)."),
         .init(name: "peerhost_ring_wakeups_total", kind: .counter, labels: ["plugin", "ring"],
               help: "eventfd writes to wake the consumer of a ring; far fewer than messages under load."),
     ]
@@ -114,6 +116,7 @@ public final class PluginMetrics: Sendable {
     private let peerSeries = Mutex<[String: PeerSeries]>([:])
     private let wakeups: [RingName: Counter]
     private let receivePauses: Counter
+    private let gatheredWrites: Counter
     /// The host's table of plugin-defined series (PluginSeries.swift).
     let pluginSeries: PluginSeriesTable
 
@@ -144,6 +147,7 @@ public final class PluginMetrics: Sendable {
         copiedBytes = counter("peerhost_datapath_copied_bytes_total")
         downtime = counter("peerhost_plugin_downtime_seconds_total")
         receivePauses = counter("peerhost_plugin_receive_pauses_total")
+        gatheredWrites = counter("peerhost_plugin_file_writes_gathered_total")
         wakeups = Dictionary(uniqueKeysWithValues: RingName.allCases.map { ($0, counter("peerhost_ring_wakeups_total", [("ring", $0.rawValue)])) })
         // Known restart causes start at 0 so rate() works from the first restart on.
         for cause in RestartCause.allCases { _ = restartCounter(cause) }
@@ -158,6 +162,7 @@ public final class PluginMetrics: Sendable {
     public func wakeups(_ ring: RingName, _ count: Int) { if count > 0 { wakeups[ring]!.increment(by: Int64(count)) } }
     public func copiedBytes(_ count: Int) { copiedBytes.increment(by: Int64(count)) }
     public func receivePauses(_ count: Int) { if count > 0 { receivePauses.increment(by: Int64(count)) } }
+    public func gatheredWrites(_ count: Int) { if count > 0 { gatheredWrites.increment(by: Int64(count)) } }
     /// The ABI's metric_add: adds to peerhost_plugin_<name>_total{plugin}. False when refused (a
     /// negative or non-finite value, a name of the host's own, more than 64 names).
     @discardableResult

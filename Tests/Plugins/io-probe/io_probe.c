@@ -18,6 +18,9 @@
  *                             closed both)
  *   udp_burst BIND DEST N     udp_bind BIND, then udp_send N datagrams "burst-<i>" to DEST at once
  *                             and keep the socket (the multicast rate limit test counts what arrives)
+ *   file_runs PATH N          open (write|create|trunc), then N writes back to back from offset 0 in
+ *                             one callback (write i: 10000 + 7i bytes of 'A' + i % 26); reports
+ *                             "i:status:value" per write in completion order, then closes
  *
  * A new run() discards the previous report. Statuses are ph_status numbers (PH_EDENIED = -2).
  */
@@ -67,7 +70,7 @@ static void add_str(const char *key, const char *s, size_t len) {
 /* ---- scenario state ------------------------------------------------------------------------- */
 
 enum step { IDLE, CONNECTING, ECHOING, BINDING, WAIT_DATAGRAM, RESOLVING, OPENING, WRITING, SYNCING, READING, OPEN_ONLY,
-            HOLDING, BURSTING };
+            HOLDING, BURSTING, RUN_OPENING, RUN_WRITING };
 
 static enum step step;
 static int64_t pending;             /* request id we wait for */
@@ -77,6 +80,14 @@ static char arg1[512], arg2[512], arg3[2048];
 static char echoed[4096];
 static size_t echoed_len;
 static int connect_only;
+/* file_runs: COUNT writes that continue each other, issued in one callback (so the core sees
+ * them in one TX drain and may gather them into one pwritev); each answer is kept by position. */
+#define MAX_RUN 64
+static int64_t run_requests[MAX_RUN];
+static char run_results[MAX_RUN * 24];
+static int run_count, run_left;
+
+static uint32_t run_length(int i) { return 10000u + (uint32_t)i * 7u; }   /* unequal, so offsets are not multiples */
 
 static void finish(void) { done = 1; step = IDLE; }
 
@@ -126,6 +137,11 @@ int64_t io_probe_run(const char *text) {
     } else if (strcmp(name, "udp_burst") == 0) {
         step = BURSTING;
         r = host->udp_bind(host->ctx, arg1, strlen(arg1));
+    } else if (strcmp(name, "file_runs") == 0) {
+        run_count = atoi(arg2);
+        if (run_count < 1 || run_count > MAX_RUN) return -1;
+        step = RUN_OPENING;
+        r = host->file_open(host->ctx, arg1, strlen(arg1), PH_FILE_WRITE | PH_FILE_CREATE | PH_FILE_TRUNC);
     } else if (strcmp(name, "file_open") == 0) {
         step = OPEN_ONLY;
         r = host->file_open(host->ctx, arg1, strlen(arg1), (uint32_t)strtoul(arg2, NULL, 10));
@@ -156,8 +172,52 @@ static ph_status probe_start(const ph_host *h, const char *config, size_t len, v
 
 static void probe_stop(void *user) { (void)user; }
 
+/* Writes run_count buffers back to back from offset 0; buffer i is run_length(i) bytes of
+ * 'A' + i % 26. */
+static void start_runs(void) {
+    uint64_t offset = 0;
+    run_left = 0;
+    run_results[0] = 0;
+    for (int i = 0; i < run_count; i++) {
+        ph_buffer b;
+        if (host->buffer_alloc(host->ctx, &b) != PH_OK) { add_int("alloc_failed_at", i); break; }
+        uint32_t n = run_length(i);
+        memset(b.data, 'A' + i % 26, n);
+        b.offset = 0;
+        b.length = n;
+        int64_t r = host->file_write(host->ctx, file, offset, &b);
+        run_requests[i] = r;
+        if (r <= 0) { add_int("write_call", r); break; }
+        run_left++;
+        offset += n;
+    }
+    if (run_left == 0) { host->file_close(host->ctx, file); finish(); }
+}
+
+/* One answer of file_runs: "status:value" at its request's position. */
+static int run_answer(ph_request request, ph_status status, int64_t value) {
+    for (int i = 0; i < run_count; i++) {
+        if (run_requests[i] != (int64_t)request) continue;
+        run_requests[i] = 0;
+        char part[24];
+        snprintf(part, sizeof part, "%s%d:%d:%lld", run_results[0] ? " " : "", i, status, (long long)value);
+        strncat(run_results, part, sizeof run_results - strlen(run_results) - 1);
+        if (--run_left == 0) {
+            add_str("results", run_results, strlen(run_results));
+            add_int("close_status", host->file_close(host->ctx, file));
+            finish();
+        }
+        return 1;
+    }
+    return 0;
+}
+
 static void probe_complete(void *user, ph_request request, ph_status status, int64_t value, ph_buffer *buf) {
     (void)user;
+    if (step == RUN_WRITING && run_answer(request, status, value)) {
+        if (buf) host->buffer_free(host->ctx, buf);
+        return;
+    }
     if ((int64_t)request != pending) {
         if (buf) host->buffer_free(host->ctx, buf);
         return;
@@ -207,6 +267,13 @@ static void probe_complete(void *user, ph_request request, ph_status status, int
             add_int("sent", sent);
         }
         finish();
+        break;
+    case RUN_OPENING:
+        add_int("open_status", status);
+        if (status != PH_OK) { finish(); break; }
+        file = (ph_file)value;
+        step = RUN_WRITING;
+        start_runs();
         break;
     case OPEN_ONLY:
         add_int("open_status", status);
