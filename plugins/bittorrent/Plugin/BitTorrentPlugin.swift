@@ -500,8 +500,7 @@ public final class BitTorrentPlugin: Plugin {
             p.uploadQueue.removeAll { $0 == BlockRequest(piece: piece, begin: begin, length: length) }
         case .reject(let piece, let begin, let length):
             let r = BlockRequest(piece: piece, begin: begin, length: length)
-            if let i = p.outstanding.firstIndex(of: r) {
-                p.outstanding.remove(at: i)
+            if p.outstanding.remove(r) {
                 requestsOutstanding -= 1
                 t.picker?.requestFailed(r, peer: p.conn)
             }
@@ -613,13 +612,12 @@ public final class BitTorrentPlugin: Plugin {
             dropPeer(p, reason: "piece message outside the torrent: piece \(r.piece) begin \(r.begin) length \(r.length)")
             return
         }
-        guard let i = p.outstanding.firstIndex(of: r) else {
+        guard p.outstanding.remove(r) else {
             // Not asked for (cancelled in endgame, or a peer sending junk): skipped, counted as waste.
             p.receiving = (r, nil, 0)
             t.wasted += Int64(r.length)
             return
         }
-        p.outstanding.remove(at: i)
         requestsOutstanding -= 1
         p.lastPieceAt = now
         p.snubbed = false
@@ -646,8 +644,7 @@ public final class BitTorrentPlugin: Plugin {
         }
         let others = t.picker!.blockReceived(req, from: p.conn).alsoRequestedFrom
         for o in others where o != p.conn {
-            guard let q = peers[o], let k = q.outstanding.firstIndex(of: req) else { continue }
-            q.outstanding.remove(at: k)
+            guard let q = peers[o], q.outstanding.remove(req) else { continue }
             requestsOutstanding -= 1
             send(q, .cancel(piece: req.piece, begin: req.begin, length: req.length))
         }

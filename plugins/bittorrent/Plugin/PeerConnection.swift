@@ -36,7 +36,7 @@ final class PeerConnection {
     var allowedFast: Set<Int> = []
 
     // Downloading from this peer.
-    var outstanding: [BlockRequest] = []
+    var outstanding = RequestQueue()
     var queueDepth = RequestQueueDepth()
     var lastPieceAt: Double
     var snubbed = false

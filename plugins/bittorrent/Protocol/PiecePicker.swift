@@ -55,8 +55,25 @@ public struct PiecePicker: Sendable {
     var pending: [Int: Set<PeerKey>] = [:]
     /// Partial or pending, per piece: the new-piece scan reads this array instead of two hash tables.
     var busy: [Bool]
-    var outstanding: [PeerKey: Set<BlockRequest>] = [:]
+    var outstanding: [PeerKey: PeerRequests] = [:]
     var rng: SplitMix64
+
+    /// One peer's outstanding requests, and how many of them each piece has: `pick` asks which
+    /// pieces the peer is fetching once per batch, and building that set from the requests (up to
+    /// the queue depth, hundreds) cost more than keeping the count.
+    struct PeerRequests {
+        private(set) var blocks: Set<BlockRequest> = []
+        private(set) var pieces: [Int: Int] = [:]
+
+        mutating func insert(_ b: BlockRequest) {
+            if blocks.insert(b).inserted { pieces[b.piece, default: 0] += 1 }
+        }
+
+        mutating func remove(_ b: BlockRequest) {
+            guard blocks.remove(b) != nil, let n = pieces[b.piece] else { return }
+            pieces[b.piece] = n > 1 ? n - 1 : nil
+        }
+    }
 
     public init(pieceCount: Int, pieceSize: (Int) -> Int, have: Bitfield, blockSize: Int = 16384,
                 randomFirstPieces: Int = 4, rng seed: UInt64? = nil) {
@@ -126,7 +143,7 @@ public struct PiecePicker: Sendable {
 
     /// The requests outstanding from `peer` (for cancels on choke, and to check an arriving block
     /// was asked for: BEP 6 says an unrequested piece closes the connection).
-    public func outstanding(for peer: PeerKey) -> Set<BlockRequest> { outstanding[peer] ?? [] }
+    public func outstanding(for peer: PeerKey) -> Set<BlockRequest> { outstanding[peer]?.blocks ?? [] }
 
     /// Whether the block still has to be written: false for duplicates (endgame) and blocks of
     /// pieces already complete.
@@ -163,11 +180,11 @@ public struct PiecePicker: Sendable {
         // done only when its slowest block arrives, and until pieces are done we have nothing to
         // offer: in a swarm of slow peers, tit-for-tat then chokes us. So a peer keeps to its own
         // pieces, and joins pieces other peers are fetching only once no new piece is left.
-        let mine = Set((outstanding[peer] ?? []).map(\.piece))
+        let mine = outstanding[peer]?.pieces ?? [:]
         var own: [(Int, Int)] = [], idle: [(Int, Int)] = [], others: [(Int, Int)] = []
         for (p, partial) in partials where partial.wanted > 0 && allowed(p) {
             let requested = partial.blocks.count - partial.wanted - partial.received
-            if mine.contains(p) { own.append((partial.wanted, p)) } else if requested == 0 { idle.append((partial.wanted, p)) } else { others.append((partial.wanted, p)) }
+            if mine[p] != nil { own.append((partial.wanted, p)) } else if requested == 0 { idle.append((partial.wanted, p)) } else { others.append((partial.wanted, p)) }
         }
         for (_, p) in own.sorted(by: <) + idle.sorted(by: <) {
             take(from: p, for: peer, count: count, into: &out)
@@ -205,7 +222,7 @@ public struct PiecePicker: Sendable {
             if case .requested(let peers) = partials[b.piece]!.blocks[k] {
                 partials[b.piece]!.blocks[k] = .requested(peers + [peer])
             }
-            outstanding[peer, default: []].insert(b)
+            outstanding[peer, default: PeerRequests()].insert(b)
             out.append(b)
         }
         return out
@@ -230,7 +247,7 @@ public struct PiecePicker: Sendable {
                 partials.values[i].blocks[k] = .requested([peer])
                 partials.values[i].wanted -= 1
                 let b = block(piece: p, index: k)
-                outstanding[peer, default: []].insert(b)
+                outstanding[peer, default: PeerRequests()].insert(b)
                 out.append(b)
             }
             k += 1
@@ -342,8 +359,8 @@ public struct PiecePicker: Sendable {
     /// A peer disconnected (or choked us without the fast extension): all its requests go back.
     /// Call `peerLost(bitfield:)` as well when it disconnected.
     public mutating func peerGone(_ peer: PeerKey) {
-        guard let blocks = outstanding.removeValue(forKey: peer) else { return }
-        for b in blocks.sorted(by: { ($0.piece, $0.begin) < ($1.piece, $1.begin) }) {
+        guard let requests = outstanding.removeValue(forKey: peer) else { return }
+        for b in requests.blocks.sorted(by: { ($0.piece, $0.begin) < ($1.piece, $1.begin) }) {
             requestFailed(b, peer: peer)
         }
     }
