@@ -38,10 +38,12 @@ extension Sockets {
             close(fd)
             return .syscall(step: "\(step) for multicast \(group)", errno: e)
         }
-        var one: Int32 = 1
-        guard setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
-            throw fail("setsockopt(SO_REUSEADDR)")
+        /// setsockopt with the option's own type and size; `step` names it in the error.
+        func set<Value: BitwiseCopyable>(_ level: Int32, _ option: Int32, _ value: Value, _ step: String) throws {
+            let r = withUnsafeBytes(of: value) { setsockopt(fd, level, option, $0.baseAddress, socklen_t($0.count)) }
+            guard r == 0 else { throw fail(step) }
         }
+        try set(SOL_SOCKET, SO_REUSEADDR, Int32(1), "setsockopt(SO_REUSEADDR)")
         var bindAddress = group.storage
         let bound = withUnsafeBytes(of: &bindAddress) { raw in
             Glibc.bind(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), group.length)
@@ -72,23 +74,11 @@ extension Sockets {
                 "no interface can join multicast \(group): none is up, multicast-capable and not loopback")
         }
         if ipv6 {
-            var index = first.index
-            var hops: Int32 = 1
-            guard setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_MULTICAST_IF, &index, socklen_t(MemoryLayout<UInt32>.size)) == 0 else {
-                throw fail("setsockopt(IPV6_MULTICAST_IF \(first.name))")
-            }
-            guard setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_MULTICAST_HOPS, &hops, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
-                throw fail("setsockopt(IPV6_MULTICAST_HOPS)")
-            }
+            try set(Int32(IPPROTO_IPV6), IPV6_MULTICAST_IF, first.index, "setsockopt(IPV6_MULTICAST_IF \(first.name))")
+            try set(Int32(IPPROTO_IPV6), IPV6_MULTICAST_HOPS, Int32(1), "setsockopt(IPV6_MULTICAST_HOPS)")
         } else {
-            var address = first.ipv4
-            var ttl: UInt8 = 1
-            guard setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_IF, &address, socklen_t(MemoryLayout<in_addr>.size)) == 0 else {
-                throw fail("setsockopt(IP_MULTICAST_IF \(first.name))")
-            }
-            guard setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_TTL, &ttl, socklen_t(MemoryLayout<UInt8>.size)) == 0 else {
-                throw fail("setsockopt(IP_MULTICAST_TTL)")
-            }
+            try set(Int32(IPPROTO_IP), IP_MULTICAST_IF, first.ipv4, "setsockopt(IP_MULTICAST_IF \(first.name))")
+            try set(Int32(IPPROTO_IP), IP_MULTICAST_TTL, UInt8(1), "setsockopt(IP_MULTICAST_TTL)")
         }
         return MulticastMembership(fd: fd, interfaces: joined.map(\.name))
     }
