@@ -1122,23 +1122,18 @@ extension PluginSession {
             payloadSlotHome(slot, conn: socket)
             return
         }
+        let refusal: String?
         if let group = conn.multicastGroup {
-            guard address == group else {
-                delegate?.sessionDenied(self, action: "udp_send", object: to,
-                                        reason: "a socket of the multicast group \(group) sends only to that group")
-                payloadSlotHome(slot, conn: socket)
-                return
-            }
-            guard conns[Int(index)]!.multicastBudget.take(now: monotonicNanoseconds()) else {
-                delegate?.sessionDenied(self, action: "udp_send", object: to, reason: MulticastSendBudget.refusal)
-                payloadSlotHome(slot, conn: socket)
-                return
-            }
+            refusal = address != group ? "a socket of the multicast group \(group) sends only to that group"
+                : conns[Int(index)]!.multicastBudget.take(now: monotonicNanoseconds()) ? nil : MulticastSendBudget.refusal
         } else if !access.connect.allows(transport: .udp, requestedHost: dest.host, address: ip, port: dest.ports.lowerBound,
                                          local: localAddresses.current()) {
-            delegate?.sessionDenied(self, action: "udp_send", object: to,
-                                    reason: ip.isMulticast ? "multicast goes only through a socket bound to a net.multicast group"
-                                                           : "no connect grant covers it")
+            refusal = ip.isMulticast ? "multicast goes only through a socket bound to a net.multicast group" : "no connect grant covers it"
+        } else {
+            refusal = nil
+        }
+        if let refusal {
+            delegate?.sessionDenied(self, action: "udp_send", object: to, reason: refusal)
             payloadSlotHome(slot, conn: socket)
             return
         }
