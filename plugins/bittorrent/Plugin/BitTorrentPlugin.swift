@@ -355,10 +355,14 @@ public final class BitTorrentPlugin: Plugin {
         }
     }
 
-    func addAddress(_ t: Torrent, _ address: String, source: String) {
-        guard t.addresses[address] == nil, !t.banned.contains(PeerConnection.banKey(of: address)) else { return }
-        guard t.addresses.count < 2000 else { return }
+    /// Adds a peer address to dial; true when it is new and kept (not known, not banned, under the
+    /// 2000-address cap).
+    @discardableResult
+    func addAddress(_ t: Torrent, _ address: String, source: String) -> Bool {
+        guard t.addresses[address] == nil, !t.banned.contains(PeerConnection.banKey(of: address)) else { return false }
+        guard t.addresses.count < 2000 else { return false }
         t.addresses[address] = AddressState(source: source)
+        return true
     }
 
     // MARK: peers: receiving

@@ -82,9 +82,8 @@ extension BitTorrentPlugin {
         lpd.announcesReceived += 1
         for hash in announce.infoHashes {
             guard let h = InfoHash(bytes: hash), let t = torrents[h], t.active, !t.isPrivate else { continue }
-            for peer in announce.peers(sourceHost: source.host) where t.addresses[peer.address] == nil {
-                addAddress(t, peer.address, source: "lsd")
-                if t.addresses[peer.address] != nil { lpd.peersFound += 1 }   // not banned, not over the cap
+            for peer in announce.peers(sourceHost: source.host) {
+                if addAddress(t, peer.address, source: "lsd") { lpd.peersFound += 1 }
             }
         }
         return true
