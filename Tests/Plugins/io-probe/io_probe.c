@@ -212,6 +212,14 @@ static int run_answer(ph_request request, ph_status status, int64_t value) {
     return 0;
 }
 
+/* A file_open's answer, reported; 1 with `file` set when it opened, else the scenario is over. */
+static int opened(ph_status status, int64_t value) {
+    add_int("open_status", status);
+    if (status != PH_OK) { finish(); return 0; }
+    file = (ph_file)value;
+    return 1;
+}
+
 static void probe_complete(void *user, ph_request request, ph_status status, int64_t value, ph_buffer *buf) {
     (void)user;
     if (step == RUN_WRITING && run_answer(request, status, value)) {
@@ -269,9 +277,7 @@ static void probe_complete(void *user, ph_request request, ph_status status, int
         finish();
         break;
     case RUN_OPENING:
-        add_int("open_status", status);
-        if (status != PH_OK) { finish(); break; }
-        file = (ph_file)value;
+        if (!opened(status, value)) break;
         step = RUN_WRITING;
         start_runs();
         break;
@@ -281,9 +287,7 @@ static void probe_complete(void *user, ph_request request, ph_status status, int
         finish();
         break;
     case OPENING:
-        add_int("open_status", status);
-        if (status != PH_OK) { finish(); break; }
-        file = (ph_file)value;
+        if (!opened(status, value)) break;
         {
             ph_buffer b;
             if (host->buffer_alloc(host->ctx, &b) != PH_OK) { finish(); break; }
