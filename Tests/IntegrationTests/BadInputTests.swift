@@ -62,16 +62,13 @@ extension Integration {
             manifest = "\(manifestPath)"
             """.write(toFile: host.configPath, atomically: true, encoding: .utf8)
             try host.start()
-            let (_, body) = try httpGet(host.httpAddress, "/status")
-            let doc = try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])
-            let plugins = try #require(doc["plugins"] as? [[String: Any]])
-            let bad = try #require(plugins.first { $0["name"] as? String == "bad" })
-            #expect(bad["state"] as? String == "failed")
+            // run.json means the control plane is up, not that every plugin has started: the good
+            // plugin's listener and the bad one's verdict may come a moment later, so wait for each.
+            try waitUntil("the bad plugin shown as failed") { try status(host, "bad")["state"] as? String == "failed" }
+            let bad = try status(host, "bad")
             #expect((bad["reason"] as? String ?? "").contains("libnothere.so"), "\(bad)")
-            let client = try TCPClient(port: 7001)
-            defer { client.close() }
-            try client.send(Array("ok".utf8))
-            #expect(try client.receive(exactly: 2) == Array("ok".utf8), "the good plugin serves")
+            try waitUntil("the good plugin serves") { echoes(7001, "ok") }
+            #expect(try status(host, "echo-c")["state"] as? String == "running")
             #expect(host.stop() == 0)
         }
     }
