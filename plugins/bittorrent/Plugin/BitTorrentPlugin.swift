@@ -70,7 +70,7 @@ struct Settings {
 enum Pending {
     case listen
     case connect(InfoHash, String)
-    case trackerConnect(InfoHash)
+    case trackerConnect(TrackerCall)
     case fileOpen(InfoHash, Int)
     case checkOpen(InfoHash, Int)
     case write(WriteJob)
@@ -119,8 +119,6 @@ public final class BitTorrentPlugin: Plugin {
     var order: [InfoHash] = []
     var peers: [Connection: PeerConnection] = [:]
     var trackerSessions: [Connection: TrackerSession] = [:]
-    /// Announces waiting for their connection: URL, request bytes, event.
-    var pendingAnnounces: [InfoHash: (String, [UInt8], AnnounceEvent?)] = [:]
     /// Resume saves waiting for their file syncs: torrent → syncs outstanding and the snapshot.
     var resumeSyncs: [InfoHash: (left: Int, value: [UInt8])] = [:]
     var pending: [Request: Pending] = [:]
@@ -235,9 +233,9 @@ public final class BitTorrentPlugin: Plugin {
             connectsInFlight -= 1
             if let buffer { host.free(buffer) }
             connected(hash, address, result)
-        case .trackerConnect(let hash):
+        case .trackerConnect(let call):
             if let buffer { host.free(buffer) }
-            trackerConnected(hash, result)
+            trackerConnected(call, result)
         case .fileOpen(let hash, let index):
             if let buffer { host.free(buffer) }
             fileOpened(hash, index, result)
@@ -277,7 +275,12 @@ public final class BitTorrentPlugin: Plugin {
             guard let t = torrents[hash] else { continue }
             t.downRate.roll(t0); t.upRate.roll(t0)
             guard t.active else { continue }
-            if t0 >= t.nextAnnounce, !t.announcing { announce(t, event: t.announcedStarted ? nil : .started) }
+            // No announce while checking: `left` is not known yet, and peers could not be used
+            // (connectMore waits too). finishCheck makes the announce due.
+            if t.state != .checking {
+                if t0 >= t.nextAnnounce, !t.announcing { announce(t, event: t.announcedStarted ? nil : .started) }
+                if t0 >= t.nextScrape, !t.scraping { scrape(t) }
+            }
             connectMore(t)
             // Resume records wait for an fsync of the torrent's files: while data streams in, that
             // sync (and the writeback it forces) would throttle every write behind it, so a

@@ -150,6 +150,16 @@ extension BitTorrentPlugin {
             w.field("known_peers", t.addresses.count)
             if let e = t.lastTrackerError { w.field("tracker_error", e) }
             w.field("announced", t.announcedStarted && t.lastTrackerError == nil)
+            if let s = t.swarm {   // the tracker's last scrape (Trackers.swift)
+                w.beginObject("swarm")
+                w.field("seeders", s.stats.complete)
+                w.field("leechers", s.stats.incomplete)
+                w.field("downloaded", s.stats.downloaded)
+                w.field("tracker", s.url)
+                w.field("age_seconds", Int(t0 - s.at))
+                w.endObject()
+            }
+            if let e = t.scrapeError { w.field("scrape_error", e) }
             w.beginArray("trackers"); for tier in t.trackers { for u in tier { w.field(nil, u) } }; w.endArray()
             if let info = t.info {
                 w.field("piece_length", info.pieceLength)
@@ -256,6 +266,10 @@ extension BitTorrentPlugin {
             metric("peerhost_bt_hash_failures_total", "counter", "Pieces that failed their SHA-1 check.", Double(t.hashFailures), x)
             metric("peerhost_bt_wasted_bytes_total", "counter", "Bytes received that were not asked for or arrived twice.", Double(t.wasted), x)
             metric("peerhost_bt_banned_peers_total", "counter", "Peers banned for sending bad data.", Double(t.bannedCount), x)
+            if let s = t.swarm {
+                metric("peerhost_bt_swarm_seeders", "gauge", "Seeders the tracker counted in its last scrape.", Double(s.stats.complete), x)
+                metric("peerhost_bt_swarm_leechers", "gauge", "Leechers the tracker counted in its last scrape.", Double(s.stats.incomplete), x)
+            }
         }
         w.endArray()
         w.endObject()

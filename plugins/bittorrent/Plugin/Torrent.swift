@@ -80,6 +80,11 @@ final class Torrent {
     var trackerIndex = 0
     var lastTrackerError: String?
     var trackerPeers = 0
+    /// Scrapes (Trackers.swift): none until an announce with an event was accepted.
+    var nextScrape = Double.infinity
+    var scraping = false
+    var swarm: SwarmScrape?
+    var scrapeError: String?
 
     // Resume data: dirty since the last save; saving now.
     var resumeDirty = true

@@ -1,75 +1,135 @@
-// Tracker announces (BEP 3 HTTP with compact peers, BEP 23) over connections the core makes for us;
-// udp:// URLs go to UDPTrackers.swift (BEP 15).
-// One announce at a time per torrent; tiers are tried in order, the next URL after a failure.
+// Tracker announces and scrapes (BEP 3 HTTP with compact peers, BEP 23; BEP 48 scrape) over
+// connections the core makes for us; udp:// URLs go to UDPTrackers.swift (BEP 15).
+// One announce and one scrape at a time per torrent, both to the tracker the torrent is using: tiers
+// are tried in order, the next URL after a failed announce. A scrape never moves to another tracker.
 import PeerhostSDK
 import BitTorrentProtocol
 
-/// An HTTP announce in progress on one connection.
-final class TrackerSession {
+/// What a request to a tracker is for.
+enum TrackerPurpose: Equatable {
+    case announce(AnnounceEvent?)
+    case scrape
+}
+
+/// One HTTP request to a tracker, waiting for its connection: the torrent, the URL, the bytes.
+struct TrackerCall {
     let torrent: InfoHash
     let url: String
+    let bytes: [UInt8]
+    let purpose: TrackerPurpose
+}
+
+/// An HTTP request in progress on one connection.
+final class TrackerSession {
+    let call: TrackerCall
     var reader = HTTPResponseReader()
     var done = false
-    init(torrent: InfoHash, url: String) { self.torrent = torrent; self.url = url }
+    init(_ call: TrackerCall) { self.call = call }
+}
+
+/// The swarm as the tracker counted it in its last scrape reply.
+struct SwarmScrape {
+    let stats: ScrapeStats
+    let url: String
+    let at: Double
+}
+
+extension Torrent {
+    /// The announce URLs this plugin speaks, in tier order.
+    var trackerURLs: [String] { trackers.flatMap { $0 }.filter { $0.hasPrefix("http://") || $0.hasPrefix("udp://") } }
+
+    /// The tracker in use: announces move on from it after a failure, scrapes follow.
+    var currentTrackerURL: String? {
+        let urls = trackerURLs
+        return urls.isEmpty ? nil : urls[trackerIndex % urls.count]
+    }
+
+    func setInFlight(_ purpose: TrackerPurpose, _ busy: Bool) {
+        if purpose == .scrape { scraping = busy } else { announcing = busy }
+    }
 }
 
 extension BitTorrentPlugin {
     var trackerPeerWant: Int { 80 }
 
+    /// Seconds between scrapes of a running torrent's tracker. The swarm's counts are for people to
+    /// read; 30 minutes (as Transmission) keeps a session of many torrents from loading the tracker.
+    /// A started or completed announce brings the next scrape forward, so the counts include us.
+    var scrapeInterval: Double { 1_800 }
+
     func announce(_ t: Torrent, event: AnnounceEvent?) {
-        let urls = t.trackers.flatMap { $0 }.filter { $0.hasPrefix("http://") || $0.hasPrefix("udp://") }
-        guard !urls.isEmpty, !t.announcing else {
+        guard let url = t.currentTrackerURL, !t.announcing else {
             t.nextAnnounce = now + 1_800
             return
         }
-        let url = urls[t.trackerIndex % urls.count]
+        let request = AnnounceRequest(infoHash: t.infoHash.bytes, peerID: peerID, port: settings.listenPort,
+                                      uploaded: t.totalUploaded, downloaded: t.totalDownloaded, left: t.bytesLeft,
+                                      event: event, numWant: trackerPeerWant, key: trackerKey)
         if url.hasPrefix("udp://") {
-            // BEP 15 (UDPTrackers.swift); numWant -1 lets the tracker choose.
-            udpAnnounce(t, url, AnnounceRequest(infoHash: t.infoHash.bytes, peerID: peerID, port: settings.listenPort,
-                                                uploaded: t.totalUploaded, downloaded: t.totalDownloaded, left: t.bytesLeft,
-                                                event: event, numWant: trackerPeerWant, key: trackerKey))
+            udpCall(t, url, .announce(request))   // BEP 15 (UDPTrackers.swift)
             return
         }
         let tracker: HTTPTracker
         do {
             tracker = try HTTPTracker(url: url)
         } catch {
-            t.lastTrackerError = "\(error)"
-            t.trackerIndex += 1
-            t.nextAnnounce = now + 60
+            trackerFailed(t, url, "\(error)")
             return
         }
-        let request = AnnounceRequest(infoHash: t.infoHash.bytes, peerID: peerID, port: settings.listenPort,
-                                      uploaded: t.totalUploaded, downloaded: t.totalDownloaded, left: t.bytesLeft,
-                                      event: event, numWant: trackerPeerWant, key: trackerKey)
-        let bytes = tracker.announceRequestBytes(request)
+        httpCall(t, tracker, TrackerCall(torrent: t.infoHash, url: url, bytes: tracker.announceRequestBytes(request),
+                                         purpose: .announce(event)))
+    }
+
+    /// Asks the torrent's tracker how many seeders and leechers it knows (BEP 48 / BEP 15 scrape).
+    func scrape(_ t: Torrent) {
+        t.nextScrape = now + scrapeInterval
+        guard let url = t.currentTrackerURL, !t.scraping else { return }
+        if url.hasPrefix("udp://") {
+            udpCall(t, url, .scrape)
+            return
+        }
+        let tracker: HTTPTracker
+        do {
+            tracker = try HTTPTracker(url: url)
+        } catch {
+            scrapeFailed(t, url, "\(error)")
+            return
+        }
+        guard let bytes = tracker.scrapeRequestBytes(infoHashes: [t.infoHash.bytes]) else {
+            scrapeFailed(t, url, "no scrape URL: the path's last part does not start with \"announce\" (BEP 48)")
+            return
+        }
+        httpCall(t, tracker, TrackerCall(torrent: t.infoHash, url: url, bytes: bytes, purpose: .scrape))
+    }
+
+    /// Opens the core-mediated connection for an HTTP tracker request.
+    func httpCall(_ t: Torrent, _ tracker: HTTPTracker, _ call: TrackerCall) {
         do {
             let r = try host.connect(tracker.connectAddress)
-            pending[r] = .trackerConnect(t.infoHash)
-            t.announcing = true
-            pendingAnnounces[t.infoHash] = (url, bytes, event)
+            pending[r] = .trackerConnect(call)
+            t.setInFlight(call.purpose, true)
         } catch {
-            trackerFailed(t, url, "connect: \(error)")
+            trackerCallFailed(t, call.url, call.purpose, "connect: \(error)")
         }
     }
 
     var trackerKey: UInt32 { UInt32(truncatingIfNeeded: peerID.prefix(12).suffix(4).reduce(0) { $0 << 8 | UInt32($1) }) }
 
-    func trackerConnected(_ hash: InfoHash, _ result: Result<Int64, PluginError>) {
-        guard let t = torrents[hash], let (url, bytes, event) = pendingAnnounces.removeValue(forKey: hash) else {
+    func trackerConnected(_ call: TrackerCall, _ result: Result<Int64, PluginError>) {
+        guard let t = torrents[call.torrent] else {
             if case .success(let c) = result { try? host.close(Connection(c)) }
             return
         }
         switch result {
         case .failure(let e):
-            trackerFailed(t, url, "connect: \(e)")
+            trackerCallFailed(t, call.url, call.purpose, "connect: \(e)")
         case .success(let c):
             let conn = Connection(c)
-            let s = TrackerSession(torrent: hash, url: url)
-            trackerSessions[conn] = s
-            if event == .stopped { t.announcing = false }
+            trackerSessions[conn] = TrackerSession(call)
+            // A stopped announce is the torrent's last word: nothing waits for its reply.
+            if call.purpose == .announce(.stopped) { t.announcing = false }
             do {
-                var rest = bytes[...]
+                var rest = call.bytes[...]
                 while !rest.isEmpty {
                     let b = try host.allocBuffer(with: rest.prefix(16_384))
                     rest = rest.dropFirst(b.count)
@@ -78,7 +138,7 @@ extension BitTorrentPlugin {
             } catch {
                 trackerSessions[conn] = nil
                 try? host.close(conn)
-                trackerFailed(t, url, "send: \(error)")
+                trackerCallFailed(t, call.url, call.purpose, "send: \(error)")
             }
         }
     }
@@ -90,7 +150,7 @@ extension BitTorrentPlugin {
             if try s.reader.feed(buffer.array) { trackerFinished(s) }
         } catch {
             s.done = true
-            if let t = torrents[s.torrent] { trackerFailed(t, s.url, "\(error)") }
+            if let t = torrents[s.call.torrent] { trackerCallFailed(t, s.call.url, s.call.purpose, "\(error)") }
         }
     }
 
@@ -101,26 +161,49 @@ extension BitTorrentPlugin {
             trackerFinished(s)
         } catch {
             s.done = true
-            if let t = torrents[s.torrent] { trackerFailed(t, s.url, "\(error)") }
+            if let t = torrents[s.call.torrent] { trackerCallFailed(t, s.call.url, s.call.purpose, "\(error)") }
         }
     }
 
     func trackerFinished(_ s: TrackerSession) {
         s.done = true
         for (c, x) in trackerSessions where x === s { trackerSessions[c] = nil; try? host.close(c) }
-        guard let t = torrents[s.torrent] else { return }
+        guard let t = torrents[s.call.torrent] else { return }
+        do {
+            switch s.call.purpose {
+            case .announce(let event): announced(t, event, try AnnounceResponse.parse(bencoded: s.reader.body))
+            case .scrape: scraped(t, s.call.url, try ScrapeResponse.parse(bencoded: s.reader.body))
+            }
+        } catch {
+            trackerCallFailed(t, s.call.url, s.call.purpose, "\(error)")
+        }
+    }
+
+    /// A tracker's announce reply, over HTTP or UDP.
+    func announced(_ t: Torrent, _ event: AnnounceEvent?, _ response: AnnounceResponse) {
         t.announcing = false
         t.announcedStarted = true
-        do {
-            let response = try AnnounceResponse.parse(bencoded: s.reader.body)
-            t.lastTrackerError = nil
-            t.trackerPeers = response.peers.count
-            for peer in response.peers { addAddress(t, peer.address, source: "tracker") }
-            t.nextAnnounce = now + Double(max(response.minInterval ?? 60, min(response.interval, 3_600)))
-            connectMore(t)
-        } catch {
-            trackerFailed(t, s.url, "\(error)")
+        t.lastTrackerError = nil
+        t.trackerPeers = response.peers.count
+        for peer in response.peers { addAddress(t, peer.address, source: "tracker") }
+        t.nextAnnounce = now + Double(max(response.minInterval ?? 60, min(response.interval, 3_600)))
+        if event == .started || event == .completed { t.nextScrape = now }
+        connectMore(t)
+    }
+
+    /// A tracker's scrape reply, over HTTP or UDP: the entry for this torrent's infohash.
+    func scraped(_ t: Torrent, _ url: String, _ response: ScrapeResponse) {
+        guard let stats = response.files[t.infoHash.bytes] else {
+            scrapeFailed(t, url, "the reply has no entry for this torrent")
+            return
         }
+        t.scraping = false
+        t.swarm = SwarmScrape(stats: stats, url: url, at: now)
+        t.scrapeError = nil
+    }
+
+    func trackerCallFailed(_ t: Torrent, _ url: String, _ purpose: TrackerPurpose, _ why: String) {
+        if purpose == .scrape { scrapeFailed(t, url, why) } else { trackerFailed(t, url, why) }
     }
 
     func trackerFailed(_ t: Torrent, _ url: String, _ why: String) {
@@ -129,5 +212,13 @@ extension BitTorrentPlugin {
         t.trackerIndex += 1
         t.nextAnnounce = now + 30
         host.log(.info, "bittorrent: \(t.displayName): tracker \(url): \(why)")
+    }
+
+    /// A failed scrape keeps the last counts (they say when they were taken) and waits for the next
+    /// scrape; it never moves the torrent to another tracker: announces decide that.
+    func scrapeFailed(_ t: Torrent, _ url: String, _ why: String) {
+        t.scraping = false
+        t.scrapeError = "\(url): \(why)"
+        host.log(.info, "bittorrent: \(t.displayName): scrape \(url): \(why)")
     }
 }

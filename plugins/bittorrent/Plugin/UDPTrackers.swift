@@ -1,20 +1,33 @@
-// UDP tracker announces (BEP 15) on the plugin's UDP socket (DHT.swift binds it), through the
-// UDPTrackerClient state machine (Protocol/UDPTracker.swift): one client per tracker host:port,
-// its connection id shared by every torrent announcing there. A tracker named by a host name is
-// resolved through the core first (UDP_SEND takes numeric addresses only). Results feed the same
-// bookkeeping as HTTP announces (Trackers.swift).
+// UDP tracker announces and scrapes (BEP 15) on the plugin's UDP socket (DHT.swift binds it),
+// through the UDPTrackerClient state machine (Protocol/UDPTracker.swift): one client per tracker
+// host:port, its connection id shared by every torrent talking to it. A tracker named by a host name
+// is resolved through the core first (UDP_SEND takes numeric addresses only). Results feed the same
+// bookkeeping as HTTP ones (Trackers.swift).
 import PeerhostSDK
 import BitTorrentProtocol
+
+/// What a torrent asks a UDP tracker.
+enum UDPTrackerRequest {
+    case announce(AnnounceRequest)
+    case scrape
+
+    var purpose: TrackerPurpose {
+        switch self {
+        case .announce(let r): .announce(r.event)
+        case .scrape: .scrape
+        }
+    }
+}
 
 /// One UDP tracker (by "host:port" of its URL).
 struct UDPTrackerEntry {
     /// nil while the host name is being resolved.
     var client: UDPTrackerClient?
     var resolveError: String?
-    /// Announces waiting for the address: torrent, URL, request.
-    var queued: [(InfoHash, String, AnnounceRequest)] = []
-    /// Requests in flight → torrent and URL.
-    var requests: [Int: (InfoHash, String)] = [:]
+    /// Requests waiting for the address: torrent, URL, request.
+    var queued: [(InfoHash, String, UDPTrackerRequest)] = []
+    /// Requests in flight → torrent, URL and what for.
+    var requests: [Int: (InfoHash, String, TrackerPurpose)] = [:]
 }
 
 final class UDPTrackerState {
@@ -44,22 +57,23 @@ extension BitTorrentPlugin {
         return c
     }
 
-    /// Starts a UDP announce for `t` to `url` (Trackers.swift's `announce` dispatches here).
-    func udpAnnounce(_ t: Torrent, _ url: String, _ request: AnnounceRequest) {
+    /// Starts a UDP announce or scrape for `t` to `url` (Trackers.swift's `announce` and `scrape`
+    /// dispatch here).
+    func udpCall(_ t: Torrent, _ url: String, _ request: UDPTrackerRequest) {
+        let purpose = request.purpose
         guard let (h, port) = Self.parseUDPTrackerURL(url) else {
-            trackerFailed(t, url, "not a udp://HOST:PORT URL")
+            trackerCallFailed(t, url, purpose, "not a udp://HOST:PORT URL")
             return
         }
         guard dht.socket != nil else {
-            trackerFailed(t, url, dht.bindError ?? "the UDP socket is not bound yet")
+            trackerCallFailed(t, url, purpose, dht.bindError ?? "the UDP socket is not bound yet")
             return
         }
         let key = InetText.hostPort(h, port)
-        t.announcing = true
+        t.setInFlight(purpose, true)
         if var e = udpTrackers.trackers[key] {
             if let error = e.resolveError, e.client == nil {
-                t.announcing = false
-                trackerFailed(t, url, error)
+                trackerCallFailed(t, url, purpose, error)
                 udpTrackers.trackers[key] = nil   // resolve again next time
                 return
             }
@@ -101,7 +115,7 @@ extension BitTorrentPlugin {
             let queued = e.queued
             e.queued = []
             udpTrackers.trackers[key] = e
-            for (h, url, _) in queued { if let t = torrents[h] { trackerFailed(t, url, why) } }
+            for (h, url, request) in queued { if let t = torrents[h] { trackerCallFailed(t, url, request.purpose, why) } }
             return
         }
         e.client = Self.udpTrackerClient(address, port)
@@ -110,15 +124,18 @@ extension BitTorrentPlugin {
         udpTrackersFlush()
     }
 
-    /// Hands queued announces to their clients and sends what they produce.
+    /// Hands queued requests to their clients and sends what they produce.
     func udpTrackersFlush() {
         guard dht.socket != nil else { return }
         let t0 = now
         for key in Array(udpTrackers.trackers.keys) {
             guard var e = udpTrackers.trackers[key], var client = e.client, !e.queued.isEmpty else { continue }
             for (h, url, request) in e.queued {
-                let (id, send) = client.announce(request, now: t0)
-                e.requests[id] = (h, url)
+                let (id, send) = switch request {
+                case .announce(let r): client.announce(r, now: t0)
+                case .scrape: client.scrape(infoHashes: [h.bytes], now: t0)
+                }
+                e.requests[id] = (h, url, request.purpose)
                 for d in send { udpSend(d, to: client.endpoint) }
             }
             e.queued = []
@@ -157,21 +174,13 @@ extension BitTorrentPlugin {
             switch event {
             case .announced(let r, _), .scraped(let r, _), .error(let r, _): id = r
             }
-            guard let (hash, url) = udpTrackers.trackers[key]?.requests.removeValue(forKey: id),
+            guard let (hash, url, purpose) = udpTrackers.trackers[key]?.requests.removeValue(forKey: id),
                   let t = torrents[hash] else { continue }
-            switch event {
-            case .announced(_, let response):
-                t.announcing = false
-                t.announcedStarted = true
-                t.lastTrackerError = nil
-                t.trackerPeers = response.peers.count
-                for peer in response.peers { addAddress(t, peer.address, source: "tracker") }
-                t.nextAnnounce = now + Double(max(response.minInterval ?? 60, min(response.interval, 3_600)))
-                connectMore(t)
-            case .scraped:
-                break
-            case .error(_, let error):
-                trackerFailed(t, url, "\(error)")
+            switch (event, purpose) {
+            case (.announced(_, let response), .announce(let e)): announced(t, e, response)
+            case (.scraped(_, let response), .scrape): scraped(t, url, response)
+            case (.error(_, let error), _): trackerCallFailed(t, url, purpose, "\(error)")
+            default: trackerCallFailed(t, url, purpose, "the reply is for another kind of request")   // the client matches kinds already
             }
         }
     }
