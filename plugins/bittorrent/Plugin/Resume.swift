@@ -38,7 +38,7 @@ struct ResumeData: Equatable {
     var rateDown: Int64 = 0
 
     func encoded() -> [UInt8] {
-        var d: [(String, Bencode)] = [
+        let d: [(String, Bencode)] = [
             ("v", .integer(1)),
             ("infohash", .bytes(infoHash.bytes)),
             ("trackers", .list(trackers.map { .list($0.map { Bencode.string($0) }) })),
