@@ -3,18 +3,33 @@ import Crypto
 
 // BitTorrent parsers read bytes from any peer, tracker or .torrent file. Invariants beyond "no crash":
 
-/// Bytes → Bencode. An accepted input is canonical, so encoding it again gives the same bytes (the
-/// property the infohash relies on); a prefix decode consumes exactly its value's encoding.
+/// Bytes → Bencode. An input accepted in canonical form encodes again to the same bytes (the
+/// property the infohash relies on). The message and reply limits take keys in any order: what
+/// they accept holds the same items, so its canonical encoding has the same length and decodes to
+/// the same value; a prefix decode consumes exactly its value's encoding.
 enum BencodeTarget {
     static func run(_ bytes: UnsafeRawBufferPointer) {
         let input = Array(bytes)
-        if let value = try? Bencode.decode(input) {
-            precondition(value.encoded() == input, "encode(decode(x)) != x")
+        let strict = try? Bencode.decode(input)
+        if let strict { precondition(strict.encoded() == input, "encode(decode(x)) != x") }
+        if let value = try? Bencode.decode(input, limits: .reply) {
+            if let strict { precondition(value == strict, "a canonical input read two ways") }
+            sameItems(value, input.count)
+        } else {
+            precondition(strict == nil, "canonical input refused by the any-order reader")
         }
         if let (value, used) = try? Bencode.decodePrefix(input) {
             precondition(used > 0 && used <= input.count, "prefix length \(used) of \(input.count)")
-            precondition(value.encoded() == Array(input[0..<used]), "prefix encode(decode(x)) != x")
+            sameItems(value, used)
         }
+    }
+
+    /// `value` came from `length` bytes with keys in any order: its canonical form is as long and
+    /// reads back as the same value.
+    static func sameItems(_ value: Bencode, _ length: Int) {
+        let canonical = value.encoded()
+        precondition(canonical.count == length, "canonical form of \(canonical.count) bytes from \(length)")
+        precondition((try? Bencode.decode(canonical)) == value, "decode(encode(v)) != v")
     }
 }
 

@@ -26,6 +26,24 @@ import Testing
         }
     }
 
+    /// Tracker replies and peer/DHT messages are never hashed; real ones (chihaya's announce replies)
+    /// do not sort their keys. Their limits take any order; a key given twice is still refused.
+    @Test func messageAndReplyLimitsTakeKeysInAnyOrderButNeverTwice() throws {
+        for limits in [Bencode.Limits.message, .reply] {
+            let v = try Bencode.decode(b("d3:foo1:a3:bar1:be"), limits: limits)
+            #expect(v["foo"]?.text == "a" && v["bar"]?.text == "b")
+            #expect(v.encoded() == b("d3:bar1:b3:foo1:ae"), "encoding writes the canonical order")
+            do { _ = try Bencode.decode(b("d3:foo1:a3:bar1:b3:foo1:ce"), limits: limits); Issue.record("accepted a key twice") } catch {
+                #expect(error.kind == .duplicateKey)
+                #expect(error.offset == 17, "the second foo")
+            }
+            let nested = try Bencode.decode(b("d1:zd1:yi1e1:xi2ee1:al1:bee"), limits: limits)
+            #expect(nested["z"]?["x"]?.integer == 2 && nested["a"]?.list?.count == 1)
+        }
+        #expect(Bencode.Limits.default.keyOrder == .canonical, "metainfo and resume data stay canonical")
+        #expect(throws: BencodeError.self) { try Bencode.decode(self.b("d3:foo1:a3:bar1:be")) }
+    }
+
     @Test func limitsBoundDepthAndLength() {
         let deep = String(repeating: "l", count: 100) + String(repeating: "e", count: 100)
         do { _ = try Bencode.decode(b(deep)); Issue.record("accepted 100 levels") } catch {

@@ -15,6 +15,13 @@ import Testing
         #expect(h.id(for: ExtensionHandshake.utPex) == nil)
     }
 
+    /// Clients do not all sort the handshake's keys (BEP 10 does not ask them to be read sorted).
+    @Test func decodesAHandshakeWithUnsortedKeys() throws {
+        let h = try ExtensionHandshake.decode(b("d1:v13:Peer 0.1 beta1:pi6881e1:md6:ut_pexi2e11:ut_metadatai1eee"))
+        #expect(h.messages == ["ut_metadata": 1, "ut_pex": 2])
+        #expect(h.listenPort == 6881 && h.client == "Peer 0.1 beta")
+    }
+
     @Test func roundTripsEveryField() throws {
         let h = ExtensionHandshake(messages: ["ut_metadata": 3, "ut_pex": 1, "lt_donthave": 0], listenPort: 51413,
                                    client: "Peerhost 0.1", metadataSize: 31235, requestQueueSize: 500,

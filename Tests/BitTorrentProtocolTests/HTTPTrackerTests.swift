@@ -27,6 +27,7 @@ struct VectorMissing: Error { let path: String }
                              0x67, 0x89, 0xab, 0xcd, 0xef, 0x12, 0x34, 0x56, 0x78, 0x9a]
 
     func text(_ b: [UInt8]) -> String { String(decoding: b, as: UTF8.self) }
+    func b(_ s: String) -> [UInt8] { Array(s.utf8) }
 
     @Test func percentEncodingMatchesTheSpecVector() {
         // The BEP 3 / BitTorrentSpecification example infohash.
@@ -161,6 +162,23 @@ struct VectorMissing: Error { let path: String }
         var badChunk = HTTPResponseReader()
         #expect(throws: TrackerError.self) {
             try badChunk.feed(Array("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".utf8))
+        }
+    }
+
+    /// chihaya writes its announce reply in the order interval, min interval, peers, complete,
+    /// incomplete; opentracker sorts. Both parse to the same reply.
+    @Test func aReplyWithUnsortedKeysIsRead() throws {
+        let peer: [UInt8] = [127, 0, 0, 1, 0x1a, 0xe1]   // 127.0.0.1:6881
+        let body = b("d8:intervali1800e12:min intervali900e5:peers6:") + peer + b("8:completei5e10:incompletei2ee")
+        let r = try AnnounceResponse.parse(bencoded: body)
+        #expect(r.interval == 1800 && r.minInterval == 900)
+        #expect(r.complete == 5 && r.incomplete == 2)
+        #expect(r.peers == [PeerAddress(host: "127.0.0.1", port: 6881)])
+        let hash = [UInt8](repeating: 0xab, count: 20)
+        let scrape = b("d5:filesd20:") + hash + b("d10:incompletei3e8:completei4e10:downloadedi9eeee")
+        #expect(try ScrapeResponse.parse(bencoded: scrape).files[hash] == ScrapeStats(complete: 4, downloaded: 9, incomplete: 3))
+        do { _ = try AnnounceResponse.parse(bencoded: b("d8:intervali1800e5:peers0:8:intervali60ee")); Issue.record("accepted interval twice") } catch {
+            #expect(error.description.contains("appears twice"), "\(error)")
         }
     }
 

@@ -7,6 +7,12 @@ import Testing
     func id(_ s: String) -> NodeID { NodeID(Array(s.utf8))! }
     let aa: [UInt8] = Array("aa".utf8)
 
+    /// Some DHT nodes write "t" and "y" before "q" and "a": the message means the same.
+    @Test func aQueryWithUnsortedKeysIsRead() throws {
+        let q = "d1:t2:aa1:y1:q1:q4:ping1:ad2:id20:abcdefghij0123456789ee"
+        #expect(try KRPC.Message.decode(b(q)) == .query(transactionID: aa, .ping(id: id("abcdefghij0123456789"))))
+    }
+
     @Test func pingExamples() throws {
         let q = "d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe"
         #expect(try KRPC.Message.decode(b(q)) == .query(transactionID: aa, .ping(id: id("abcdefghij0123456789"))))

@@ -23,8 +23,8 @@ extension Integration {
             defer { _ = tracker.stop() }
             let bt = try BitTorrentHost()
             defer { _ = bt.host.stop() }
-            // opentracker takes any path starting with "a" as an announce; "/ann" has no BEP 48
-            // scrape form ("/announce" → "/scrape"), so that torrent announces but cannot be scraped.
+            // opentracker answers announces at "/ann" too; it has no BEP 48 scrape form
+            // ("/announce" → "/scrape"), so that torrent announces but cannot be scraped.
             let noScrapeURL = "http://127.0.0.1:\(tracker.port)/ann"
             let viaHTTP = try seed(bt, "scrape-http", tracker: tracker.announceURL, tracker)
             let viaUDP = try seed(bt, "scrape-udp", tracker: tracker.udpAnnounceURL, tracker)

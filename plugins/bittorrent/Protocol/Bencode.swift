@@ -4,6 +4,10 @@
 // it accepts. That is what makes an infohash computed from a decoded `info` dictionary equal the
 // SHA-1 of the bytes on the wire. Depth and size limits bound what a hostile peer or file can make
 // the decoder allocate.
+// Replies from trackers and messages from peers and DHT nodes are never hashed, and real ones do
+// not all sort their keys (chihaya, a common tracker, writes "interval" before "complete"): their
+// limits (`.message`, `.reply`) take dictionary keys in any order. Duplicate keys are refused in
+// every mode: which value would count is ambiguous.
 
 /// A bencoded value. Byte strings are bytes, not text: a `pieces` string is binary.
 public enum Bencode: Hashable, Sendable {
@@ -73,20 +77,34 @@ public struct BencodeError: Error, Equatable, CustomStringConvertible, Sendable 
 }
 
 extension Bencode {
-    /// Bounds for untrusted input. The defaults fit a .torrent of a large torrent (pieces string of
-    /// 20 bytes per piece) and stay far below what would hurt the plugin's memory limit.
+    /// The order a decoder takes dictionary keys in.
+    public enum KeyOrder: Sendable {
+        /// Strictly ascending raw bytes, the canonical form: encode(decode(x)) == x.
+        case canonical
+        /// Any order, for input that is never re-encoded or hashed.
+        case any
+    }
+
+    /// Bounds and key order for untrusted input. The defaults fit a .torrent of a large torrent
+    /// (pieces string of 20 bytes per piece) and stay far below what would hurt the plugin's memory
+    /// limit; they take the canonical form only.
     public struct Limits: Sendable {
         public var maxDepth: Int
         public var maxStringLength: Int
         public var maxItems: Int
-        public init(maxDepth: Int = 64, maxStringLength: Int = 64 << 20, maxItems: Int = 1 << 20) {
+        public var keyOrder: KeyOrder
+        public init(maxDepth: Int = 64, maxStringLength: Int = 64 << 20, maxItems: Int = 1 << 20, keyOrder: KeyOrder = .canonical) {
             self.maxDepth = maxDepth
             self.maxStringLength = maxStringLength
             self.maxItems = maxItems
+            self.keyOrder = keyOrder
         }
+        /// Metainfo, info dictionaries, resume records: canonical only.
         public static let `default` = Limits()
-        /// Peer messages (extension handshake, ut_metadata headers, PEX, KRPC): small.
-        public static let message = Limits(maxDepth: 16, maxStringLength: 1 << 20, maxItems: 16_384)
+        /// Peer messages (extension handshake, ut_metadata headers, PEX, KRPC): small, keys in any order.
+        public static let message = Limits(maxDepth: 16, maxStringLength: 1 << 20, maxItems: 16_384, keyOrder: .any)
+        /// Tracker replies (announce, scrape): as large as the default, keys in any order.
+        public static let reply = Limits(keyOrder: .any)
     }
 
     /// Decodes exactly one value filling all of `input`.
@@ -175,11 +193,16 @@ extension Bencode {
                         throw BencodeError(kind: .keyNotString, offset: position)
                     }
                     let key = try string()
-                    if let p = previous {
-                        if p == key { throw BencodeError(kind: .duplicateKey, offset: keyOffset) }
-                        if !p.lexicographicallyPrecedes(key) { throw BencodeError(kind: .keysOutOfOrder, offset: keyOffset) }
+                    switch limits.keyOrder {
+                    case .canonical:
+                        if let p = previous {
+                            if p == key { throw BencodeError(kind: .duplicateKey, offset: keyOffset) }
+                            if !p.lexicographicallyPrecedes(key) { throw BencodeError(kind: .keysOutOfOrder, offset: keyOffset) }
+                        }
+                        previous = key
+                    case .any:
+                        if dict[key] != nil { throw BencodeError(kind: .duplicateKey, offset: keyOffset) }
                     }
-                    previous = key
                     dict[key] = try value(depth: depth + 1)
                 }
             default:

@@ -457,7 +457,7 @@ public struct AnnounceResponse: Sendable, Equatable {
     /// {ip, port[, peer id]} dictionaries (BEP 3); "failure reason" becomes TrackerError.failure.
     public static func parse(bencoded: [UInt8]) throws(TrackerError) -> AnnounceResponse {
         let root: Bencode
-        do { root = try Bencode.decode(bencoded) } catch { throw .bencode(error) }
+        do { root = try Bencode.decode(bencoded, limits: .reply) } catch { throw .bencode(error) }
         guard root.dictionary != nil else { throw .badField(key: "(root)", reason: "not a dictionary") }
         if let reason = root["failure reason"] {
             throw .failure(reason.text ?? String(decoding: reason.bytes ?? [], as: UTF8.self))
@@ -528,7 +528,7 @@ public struct ScrapeResponse: Sendable, Equatable {
     /// (some trackers leave out "downloaded").
     public static func parse(bencoded: [UInt8]) throws(TrackerError) -> ScrapeResponse {
         let root: Bencode
-        do { root = try Bencode.decode(bencoded) } catch { throw .bencode(error) }
+        do { root = try Bencode.decode(bencoded, limits: .reply) } catch { throw .bencode(error) }
         if let reason = root["failure reason"] ?? root["failure_reason"] {
             throw .failure(reason.text ?? "")
         }
