@@ -17,6 +17,8 @@ struct MetricsTests {
         "peerhost_plugin_receive_pauses_total",
         // Issue 6: file writes gathered into one pwritev.
         "peerhost_plugin_file_writes_gathered_total",
+        // Issue 6: the per-plugin descriptor budget.
+        "peerhost_plugin_descriptors", "peerhost_plugin_descriptor_refusals_total",
     ]
 
     /// `| `name` | type | labels | meaning |` rows of docs/metrics.md.

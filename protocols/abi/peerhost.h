@@ -44,7 +44,7 @@ typedef enum ph_status {
     PH_OK = 0,
     PH_EAGAIN = -1,       /* the TX ring or buffer pool is full; on_writable follows when it is not */
     PH_EDENIED = -2,      /* the manifest (or the operator's config) does not grant this */
-    PH_EQUOTA = -3,       /* a storage or key-value quota would be exceeded */
+    PH_EQUOTA = -3,       /* a quota would be exceeded: key-value bytes, or the plugin's descriptor budget */
     PH_ENOTSUP = -4,      /* the host does not serve this call (yet) */
     PH_EINVAL = -5,       /* a malformed argument: bad address, empty key, length out of range */
     PH_ENOMEM = -6,       /* no free buffer slot */

@@ -63,6 +63,15 @@ public enum Defaults {
     /// ten plugins writes ~15 000 lines (~5 MiB) a day.
     public static let usageLogIntervalSeconds = 60
 
+    // ---- descriptors the core holds for a plugin (PluginSession) -----------------------------------
+
+    /// Sockets (listeners, connections, UDP sockets) and files the core may hold for one plugin at
+    /// once, opens and connects in flight included. They all live in the host's one process and
+    /// share its RLIMIT_NOFILE with every other plugin and the control plane: without a bound, one
+    /// plugin (hostile or leaking) could spend them all and stop everyone else's accepts and opens.
+    /// 4096 leaves a BitTorrent session (200 peers, a few thousand open files) room to spare.
+    public static let pluginDescriptors = 4096
+
     // ---- plugin status (manifest [status]; Host+PluginStatus.swift) ------------------------------
 
     /// The host asks each plugin with a `[status]` method for its details and metrics every 2 s:

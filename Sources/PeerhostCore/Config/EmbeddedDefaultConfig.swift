@@ -29,6 +29,7 @@ backoff_cap_ms = 30000
 crash_loop_limit = 0              # 0 = keep restarting with capped backoff
 usage_log_interval_s = 60         # per-plugin usage records in <data_dir>/usage.log; 0 = off
 status_interval_s = 2             # how often plugins with a [status] method are asked for details and metrics; 0 = never
+plugin_descriptors = 4096         # sockets and files the core holds for one plugin at most; past it: PH_EQUOTA
 
 [security]                        # plugin signatures: docs/signing.md
 # Development only: trust the key `make build` generates per checkout (.peerhost-dev/, never committed)

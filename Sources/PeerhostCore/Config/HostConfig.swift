@@ -65,6 +65,8 @@ public struct HostConfig: Sendable {
         /// Seconds between usage-log records (<data_dir>/usage.log); 0 = no usage log.
         public var usageLogIntervalSeconds = Defaults.usageLogIntervalSeconds
         public var statusIntervalSeconds = Defaults.statusIntervalSeconds
+        /// Sockets and files the core may hold for one plugin (Defaults.pluginDescriptors says why).
+        public var pluginDescriptors = Defaults.pluginDescriptors
         public init() {}
     }
 
@@ -160,7 +162,7 @@ extension HostConfig {
         "host": ["data_dir", "http", "uid_base", "log_level"],
         "tuning": ["ring_entries", "slot_size", "slot_count", "recv_slots", "spin_us", "heartbeat_interval_ms",
                    "heartbeat_timeout_ms", "backoff_base_ms", "backoff_cap_ms", "crash_loop_limit",
-                   "usage_log_interval_s", "status_interval_s"],
+                   "usage_log_interval_s", "status_interval_s", "plugin_descriptors"],
         "plugin": ["name", "manifest", "enabled", "config", "listen", "weight", "bandwidth"],
         "plugin.bandwidth": ["up", "down"],
         "shaping": ["up", "down"],
@@ -259,6 +261,7 @@ extension HostConfig {
             if let value = try table.integer("crash_loop_limit", in: 0...1_000_000) { tuning.crashLoopLimit = Int(value) }
             if let value = try table.integer("usage_log_interval_s", in: 0...86_400) { tuning.usageLogIntervalSeconds = Int(value) }
             if let value = try table.integer("status_interval_s", in: 0...3_600) { tuning.statusIntervalSeconds = Int(value) }
+            if let value = try table.integer("plugin_descriptors", in: 16...1_048_576) { tuning.pluginDescriptors = Int(value) }
         }
 
         // [security]

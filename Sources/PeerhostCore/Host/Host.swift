@@ -97,6 +97,13 @@ public final class Host: HostControl, @unchecked Sendable {
         if geteuid() != 0 {
             logger.warning("running unprivileged: each plugin's namespace maps to your own uid \(geteuid()) instead of its own host uid (uid_base + index), so plugins share one host uid with the core; run as root for per-plugin uids")
         }
+        // Every plugin's sockets and files are the core's own descriptors: take the whole hard
+        // limit (services and shells often start with a soft limit of 1024).
+        let openFiles = raiseOpenFileLimit()
+        let budgets = config.tuning.pluginDescriptors * config.plugins.filter(\.enabled).count
+        if openFiles < UInt64(budgets) + 256 {
+            logger.warning("RLIMIT_NOFILE is \(openFiles), below what the enabled plugins may hold (plugin_descriptors \(config.tuning.pluginDescriptors) each, \(budgets) in all) plus the core's own: a busy host may run out of descriptors before a plugin reaches its budget; raise the hard limit or lower [tuning] plugin_descriptors")
+        }
         // The audit log and the plugins' storage live in the data dir from the first spawn on.
         try? FileManager.default.createDirectory(atPath: config.host.dataDirectory, withIntermediateDirectories: true,
                                                  attributes: [.posixPermissions: 0o700])
@@ -277,6 +284,8 @@ public final class Host: HostControl, @unchecked Sendable {
                 m.copiedBytes(Int(now.copiedBytes &- before.copiedBytes))
                 m.receivePauses(Int(now.receivePauses &- before.receivePauses))
                 m.gatheredWrites(Int(now.gatheredWrites &- before.gatheredWrites))
+                m.descriptorRefusals(Int(now.descriptorRefusals &- before.descriptorRefusals))
+                m.descriptors(supervisor.session?.descriptorsHeld ?? 0)
                 m.wakeups(.rx, Int(now.rxWakeups &- before.rxWakeups))
                 m.wakeups(.tx, Int(now.txWakeups &- before.txWakeups))
                 m.connections(now.connectionsOpen)
@@ -459,4 +468,16 @@ struct ProcessUsage {
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
         return ProcessUsage(cpuSeconds: (utime + stime) / ticks, residentBytes: rssPages * UInt64(sysconf(Int32(_SC_PAGESIZE))))
     }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard one; returns the soft limit in force.
+func raiseOpenFileLimit() -> UInt64 {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+    if limit.rlim_cur < limit.rlim_max {
+        var raised = limit
+        raised.rlim_cur = limit.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { return UInt64(raised.rlim_cur) }
+    }
+    return UInt64(limit.rlim_cur)
 }

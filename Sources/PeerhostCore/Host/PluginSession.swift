@@ -29,6 +29,7 @@ struct SessionCounters {
     var connectionsOpen: Int = 0
     var connectionsTotal: UInt64 = 0
     var gatheredWrites: UInt64 = 0   // file_writes submitted as part of a multi-write pwritev
+    var descriptorRefusals: UInt64 = 0   // listen/connect/udp_bind/file_open/accept refused at the descriptor budget
 }
 
 /// The core's side of one running plugin incarnation: its region, rings, slots, connections,
@@ -198,6 +199,11 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     private var syncs: [UInt32: (request: UInt64, file: UInt64)] = [:]
     private var nextSyncTag: UInt32 = 0
     private(set) var shuttingDown = false
+    /// Sockets and files held for the plugin, opens and connects in flight included, and the most
+    /// it may hold ([tuning] plugin_descriptors; Defaults.pluginDescriptors says why).
+    private(set) var descriptorsHeld = 0
+    var descriptorBudget = Defaults.pluginDescriptors
+    private var lastDescriptorWarning: UInt64 = 0
     /// The plugin's shaper node (set by the supervisor before start; nil = not shaped).
     var shaping: PluginShaper?
     /// Connections waiting for tokens (conn index), per direction; served by the shaper timer.
@@ -473,6 +479,23 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         complete(request: request, status: PH_EDENIED, slot: slot)
     }
 
+    /// True when the plugin holds its whole descriptor budget: the request (if any) is answered
+    /// PH_EQUOTA, the refusal counted, and a warning logged at most once a minute (a plugin
+    /// retrying in a loop must not flood the log).
+    private func atDescriptorBudget(_ action: String, request: UInt64? = nil, slot: UInt32 = PH_NO_SLOT) -> Bool {
+        guard descriptorsHeld >= descriptorBudget else { return false }
+        counters.descriptorRefusals &+= 1
+        let now = monotonicNanoseconds()
+        if lastDescriptorWarning == 0 || now &- lastDescriptorWarning >= 60_000_000_000 {
+            lastDescriptorWarning = now
+            logger.warning("plugin holds its whole descriptor budget: refusing", metadata: [
+                "plugin": "\(plugin)", "action": "\(action)", "budget": "\(descriptorBudget)",
+                "refused_so_far": "\(counters.descriptorRefusals)"])
+        }
+        if let request { complete(request: request, status: PH_EQUOTA, slot: slot) }
+        return true
+    }
+
     var lastHeartbeatAck: UInt64 = 0
 
     private func listen(request: UInt64, address: String, slot: UInt32) {
@@ -481,6 +504,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             complete(request: request, status: PH_EDENIED, slot: slot)
             return
         }
+        guard !atDescriptorBudget("listen", request: request, slot: slot) else { return }
         do {
             let fd = try Sockets.tcpListener(try SocketAddress(ip: wanted.host, port: wanted.ports.lowerBound))
             let index = addConn(fd: fd, kind: .listener)
@@ -555,6 +579,9 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             return
         }
         guard let listener = conns[Int(listenerIndex)], !listener.closed else { Glibc.close(result); return }
+        // At the budget the connection is closed before the plugin hears of it: the peer sees a
+        // normal close, the listener keeps accepting once the plugin lets go of something.
+        guard !atDescriptorBudget("accept") else { Glibc.close(result); return }
         let fd = result
         Sockets.setNoDelay(fd)
         let index = addConn(fd: fd, kind: .stream)
@@ -712,6 +739,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             conns.append(conn)
         }
         connIndexByID[id] = index
+        descriptorsHeld += 1
         return index
     }
 
@@ -722,6 +750,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         conn.closed = true
         conns[Int(index)] = conn
         connIndexByID[conn.id] = nil
+        descriptorsHeld -= 1
         rememberClosed(conn.id)
         if conn.kind == .stream {
             counters.connectionsOpen -= 1
@@ -839,6 +868,7 @@ extension PluginSession {
             deny(request: request, action: "connect", object: address, slot: slot, reason: "no connect grant covers it")
             return
         }
+        guard !atDescriptorBudget("connect", request: request, slot: slot) else { return }
         if let literal = try? SocketAddress(ip: target.host, port: port) {
             connectResolved(request: request, slot: slot, address: address, host: target.host, port: port, .success([literal]))
         } else {
@@ -870,6 +900,8 @@ extension PluginSession {
     }
 
     fileprivate func startConnect(request: UInt64, slot: UInt32, candidates: [SocketAddress]) {
+        // Checked again: other sockets may have taken the budget while the name was resolving.
+        guard !atDescriptorBudget("connect", request: request, slot: slot) else { return }
         let fd: Int32
         do {
             fd = try Sockets.tcpSocket(family: candidates[0].family)
@@ -969,6 +1001,7 @@ extension PluginSession {
                  reason: isGroup ? "no net.multicast grant names this group and port" : "no listen grant covers it")
             return
         }
+        guard !atDescriptorBudget("udp_bind", request: request, slot: slot) else { return }
         do {
             let local = try SocketAddress(ip: wanted.host, port: wanted.ports.lowerBound)
             var interfaces: [String] = []
@@ -1273,6 +1306,8 @@ extension PluginSession {
                      reason: "the granted directory \(access.storage.grants[grant].path) could not be opened when the grant was applied")
                 return
             }
+            guard !atDescriptorBudget("file_open", request: request, slot: slot) else { return }
+            descriptorsHeld += 1   // the open's descriptor, from now until it fails or the file closes
             nextOpenTag &+= 1
             let tag = nextOpenTag
             opens[tag] = OpenState(request: request, slot: slot, path: path,
@@ -1292,6 +1327,7 @@ extension PluginSession {
                                      mode: 0o600, tag: tag)
             } catch {
                 opens[tag] = nil
+                descriptorsHeld -= 1
                 complete(request: request, status: PH_EINVAL, slot: slot)
             }
         }
@@ -1325,6 +1361,7 @@ extension PluginSession {
             return
         }
         guard result >= 0 else {
+            descriptorsHeld -= 1
             let status = fileStatus(result)
             if result == -EXDEV || result == -ELOOP {
                 // The path left the granted directory: a denial, counted like any other.
@@ -1484,6 +1521,7 @@ extension PluginSession {
         // While shutting down, the drain callback closes whatever is left.
         if f.closed, f.inFlight == 0, !shuttingDown {
             files[file] = nil
+            descriptorsHeld -= 1
             loop.close(handler, fd: f.fd)
         }
     }

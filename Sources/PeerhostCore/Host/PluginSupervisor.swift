@@ -166,6 +166,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         session.kvStore = store
         session.kvQuota = config.manifest.storage.kvQuota
         session.spinBudgetNanoseconds = UInt64(tuning.spinMicroseconds) * 1000
+        session.descriptorBudget = tuning.pluginDescriptors
         // Limits: a cgroup (the parent moves the child into it before releasing it), else rlimits.
         let limits = PluginLimits.make(config.manifest.limits, plugin: name, cgroups: cgroups, instance: cgroupInstance)
         if let why = limits.fallbackReason, !loggedLimitFallback {
@@ -591,6 +592,7 @@ extension SessionCounters {
         copiedBytes &+= other.copiedBytes
         receivePauses &+= other.receivePauses
         gatheredWrites &+= other.gatheredWrites
+        descriptorRefusals &+= other.descriptorRefusals
         connectionsTotal &+= other.connectionsTotal
     }
 }

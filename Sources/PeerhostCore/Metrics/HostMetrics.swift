@@ -86,6 +86,10 @@ public enum MetricCatalog {
               help: "Times a connection's receive paused because the plugin held every receive slot; it resumes when slots come back, nothing is lost or closed."),
         .init(name: "peerhost_plugin_file_writes_gathered_total", kind: .counter, labels: ["plugin"],
               help: "file_write requests the core submitted together with the next ones in one pwritev (writes of one TX drain that continue each other in one file)."),
+        .init(name: "peerhost_plugin_descriptors", kind: .gauge, labels: ["plugin"],
+              help: "Sockets and files the core holds for the plugin, opens and connects in flight included."),
+        .init(name: "peerhost_plugin_descriptor_refusals_total", kind: .counter, labels: ["plugin"],
+              help: "listen, connect, udp_bind, file_open and incoming connections refused because the plugin held its whole descriptor budget ([tuning] plugin_descriptors)."),
         .init(name: "peerhost_ring_wakeups_total", kind: .counter, labels: ["plugin", "ring"],
               help: "eventfd writes to wake the consumer of a ring; far fewer than messages under load."),
     ]
@@ -117,6 +121,8 @@ public final class PluginMetrics: Sendable {
     private let wakeups: [RingName: Counter]
     private let receivePauses: Counter
     private let gatheredWrites: Counter
+    private let descriptors: Gauge
+    private let descriptorRefusals: Counter
     /// The host's table of plugin-defined series (PluginSeries.swift).
     let pluginSeries: PluginSeriesTable
 
@@ -148,6 +154,8 @@ public final class PluginMetrics: Sendable {
         downtime = counter("peerhost_plugin_downtime_seconds_total")
         receivePauses = counter("peerhost_plugin_receive_pauses_total")
         gatheredWrites = counter("peerhost_plugin_file_writes_gathered_total")
+        descriptors = gauge("peerhost_plugin_descriptors")
+        descriptorRefusals = counter("peerhost_plugin_descriptor_refusals_total")
         wakeups = Dictionary(uniqueKeysWithValues: RingName.allCases.map { ($0, counter("peerhost_ring_wakeups_total", [("ring", $0.rawValue)])) })
         // Known restart causes start at 0 so rate() works from the first restart on.
         for cause in RestartCause.allCases { _ = restartCounter(cause) }
@@ -163,6 +171,8 @@ public final class PluginMetrics: Sendable {
     public func copiedBytes(_ count: Int) { copiedBytes.increment(by: Int64(count)) }
     public func receivePauses(_ count: Int) { if count > 0 { receivePauses.increment(by: Int64(count)) } }
     public func gatheredWrites(_ count: Int) { if count > 0 { gatheredWrites.increment(by: Int64(count)) } }
+    public func descriptors(_ held: Int) { descriptors.set(Int64(held)) }
+    public func descriptorRefusals(_ count: Int) { if count > 0 { descriptorRefusals.increment(by: Int64(count)) } }
     /// The ABI's metric_add: adds to peerhost_plugin_<name>_total{plugin}. False when refused (a
     /// negative or non-finite value, a name of the host's own, more than 64 names).
     @discardableResult
