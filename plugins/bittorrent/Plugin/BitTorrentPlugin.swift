@@ -39,6 +39,11 @@ struct Settings {
     var resumeInterval = 30.0
     /// Local peer discovery (BEP 14) on the `net.multicast` grant (`lpd`, default on).
     var lpd = true
+    /// Torrent files kept open at once, all torrents together; past it the least recently used
+    /// idle one is closed (synced first if written). Each is a descriptor the core holds for us,
+    /// counted in the host's `[tuning] plugin_descriptors` with every peer connection: a torrent of
+    /// thousands of files must not spend them. 128 covers the files a few hundred peers read from.
+    var maxOpenFiles = 128
     /// DHT and UDP socket settings (DHT.swift): `dht`, `dht_bootstrap`, `udp_listen`.
     var udp = UDPSettings(json: .object([:]))
 
@@ -57,6 +62,7 @@ struct Settings {
         if let n = json["peer_rate_down"]?.int, n >= 0 { peerRateDown = UInt64(n) }
         if let n = json["resume_interval_s"]?.number, n >= 1, n <= 3600 { resumeInterval = n }
         if let b = json["lpd"]?.bool { lpd = b }
+        if let n = json["max_open_files"]?.int, n >= 2 { maxOpenFiles = n }
     }
 
     var listenPort: UInt16 {
@@ -76,6 +82,8 @@ enum Pending {
     case write(WriteJob)
     case read(ReadJob)
     case sync(InfoHash)
+    /// The sync of a file closed to make room (torrent, file index).
+    case evictSync(InfoHash, Int)
     case resumePut(InfoHash)
     case kvWrite
     case restore
@@ -135,6 +143,13 @@ public final class BitTorrentPlugin: Plugin {
     /// requests are sent, answered, rejected or returned: each needs a slot when its block arrives.
     var requestsOutstanding = 0
     var uploadSlotsHeld = 0
+    /// Torrent files open or opening (bounded by `max_open_files`: withFile), the most so far, and
+    /// the clock that orders their uses.
+    var openFiles = 0
+    var openFilesPeak = 0
+    var fileUseClock: UInt64 = 0
+    /// Files waiting for room to open, in the order they were asked for.
+    var fileOpensWaiting: [(torrent: InfoHash, index: Int)] = []
     var connectsInFlight = 0
     var startedAt = monotonicNow()
     // DHT / UDP tracker hook: their state lives in DHT.swift and UDPTrackers.swift.
@@ -249,6 +264,9 @@ public final class BitTorrentPlugin: Plugin {
         case .sync(let hash):
             if let buffer { host.free(buffer) }
             syncDone(hash, result)
+        case .evictSync(let hash, let index):
+            if let buffer { host.free(buffer) }
+            evictionSynced(hash, index, result)
         case .resumePut(let hash):
             if let buffer { host.free(buffer) }
             torrents[hash]?.resumeSaving = false
@@ -305,7 +323,7 @@ public final class BitTorrentPlugin: Plugin {
         if tickCount % 10 == 0 { rechoke() }
         udpTick()   // DHT / UDP tracker hook
         // A check that ran out of slots goes on once some came back.
-        for (hash, c) in checks where c.current == nil && c.opensLeft == 0 {
+        for (hash, c) in checks where c.current == nil && c.opensPending == 0 {
             if let t = torrents[hash] { checkNextPiece(t, c) }
         }
     }
@@ -713,11 +731,24 @@ public final class BitTorrentPlugin: Plugin {
     /// Runs `body` with the file's id once the core opened it (nil when it cannot be opened).
     func withFile(_ t: Torrent, _ index: Int, _ body: @escaping (FileID?) -> Void) {
         guard index < t.files.count else { body(nil); return }
+        fileUseClock &+= 1
+        t.files[index].lastUse = fileUseClock
         if let id = t.files[index].id { body(id); return }
         if t.files[index].failed != nil { body(nil); return }
         t.files[index].waiting.append(body)
-        guard !t.files[index].opening else { return }
+        guard !t.files[index].opening, !t.files[index].queuedForOpen else { return }
+        guard makeRoomForAFile() else {
+            t.files[index].queuedForOpen = true
+            fileOpensWaiting.append((t.infoHash, index))
+            return
+        }
+        openFile(t, index)
+    }
+
+    /// Asks the core to open a torrent file for reading and writing (there is room: withFile).
+    func openFile(_ t: Torrent, _ index: Int) {
         t.files[index].opening = true
+        countOpenFile()
         let flags = UInt32(PH_FILE_READ | PH_FILE_WRITE | PH_FILE_CREATE | PH_FILE_MKDIRS)
         do {
             let r = try host.fileOpen(t.path(ofFile: index), flags: flags)
@@ -740,11 +771,85 @@ public final class BitTorrentPlugin: Plugin {
             t.files[index].id = FileID(id)
             for w in waiting { w(FileID(id)) }
         case .failure(let e):
-            let why = "cannot open \(t.path(ofFile: index)): \(e)"
+            openFiles -= 1
+            defer { openWaitingFiles() }
+            let why = e == .quota
+                ? "cannot open \(t.path(ofFile: index)): the host's descriptor budget for this plugin is spent ([tuning] plugin_descriptors; lower max_open_files or max_connections)"
+                : "cannot open \(t.path(ofFile: index)): \(e)"
             t.files[index].failed = why
             fail(t, why)
             for w in waiting { w(nil) }
         }
+    }
+
+    func countOpenFile() {
+        openFiles += 1
+        openFilesPeak = max(openFilesPeak, openFiles)
+    }
+
+    /// Keeps the open files within `max_open_files`: closes the least recently used torrent file
+    /// that nothing reads or writes. False when every open file is busy: the open waits in
+    /// `fileOpensWaiting` until one is answered (reads and writes always are).
+    func makeRoomForAFile() -> Bool {
+        while openFiles >= settings.maxOpenFiles {
+            var victim: (torrent: Torrent, index: Int, lastUse: UInt64)?
+            for hash in order {
+                guard let t = torrents[hash] else { continue }
+                for (i, f) in t.files.enumerated() where f.id != nil && f.inFlight == 0 {
+                    if victim == nil || f.lastUse < victim!.lastUse { victim = (t, i, f.lastUse) }
+                }
+            }
+            guard let victim else { return false }
+            closeFile(victim.torrent, victim.index)
+        }
+        return true
+    }
+
+    /// Opens the waiting files there is room for now, in order.
+    func openWaitingFiles() {
+        while let (hash, index) = fileOpensWaiting.first {
+            guard let t = torrents[hash], index < t.files.count, t.files[index].queuedForOpen else {
+                fileOpensWaiting.removeFirst()   // its torrent went away
+                continue
+            }
+            guard makeRoomForAFile() else { return }
+            fileOpensWaiting.removeFirst()
+            t.files[index].queuedForOpen = false
+            openFile(t, index)
+        }
+    }
+
+    /// Closes one torrent file. One written since its last sync is synced first: a resume record
+    /// may name its pieces only once they are on disk (saveResume waits for these syncs). The core
+    /// closes the descriptor when the sync is over.
+    func closeFile(_ t: Torrent, _ index: Int) {
+        guard let id = t.files[index].id else { return }
+        if t.files[index].dirty {
+            do {
+                let r = try host.fileSync(id)
+                pending[r] = .evictSync(t.infoHash, index)
+                t.evictionSyncs += 1
+            } catch {
+                fail(t, "sync \(t.path(ofFile: index)): \(error)")
+            }
+        }
+        try? host.fileClose(id)
+        t.files[index].id = nil
+        t.files[index].dirty = false
+        openFiles -= 1
+    }
+
+    func evictionSynced(_ hash: InfoHash, _ index: Int, _ result: Result<Int64, PluginError>) {
+        guard let t = torrents[hash] else { return }
+        t.evictionSyncs -= 1
+        if case .failure(let e) = result, index < t.files.count { fail(t, "sync \(t.path(ofFile: index)): \(e)") }
+    }
+
+    /// A read or write on a torrent file was answered: an idle file makes room for a waiting one.
+    func fileOperationAnswered(_ t: Torrent, _ index: Int) {
+        guard index < t.files.count, t.files[index].inFlight > 0 else { return }
+        t.files[index].inFlight -= 1
+        if t.files[index].inFlight == 0, !fileOpensWaiting.isEmpty { openWaitingFiles() }
     }
 
     func fail(_ t: Torrent, _ why: String) {
@@ -800,6 +905,8 @@ public final class BitTorrentPlugin: Plugin {
             do {
                 let r = try host.fileWrite(id, at: UInt64(job.span.offset), buffer)
                 pending[r] = .write(job)
+                t.files[job.span.file].inFlight += 1
+                t.files[job.span.file].dirty = true
             } catch {
                 host.free(buffer); blockSlotsHeld -= 1
                 fail(t, "write to \(t.path(ofFile: job.span.file)): \(error)")
@@ -812,6 +919,7 @@ public final class BitTorrentPlugin: Plugin {
         if let buffer { host.free(buffer) }   // a 1.x runner recycles written slots itself
         blockSlotsHeld -= 1
         guard let t = torrents[job.torrent] else { return }
+        fileOperationAnswered(t, job.span.file)
         switch result {
         case .success(let n) where n == Int64(job.span.length):
             blockWritten(t, job.piece, ok: true)
@@ -907,6 +1015,7 @@ public final class BitTorrentPlugin: Plugin {
             do {
                 let r = try host.fileRead(id, at: UInt64(span.offset), into: b)
                 pending[r] = .read(job)
+                if job.handles == nil { t.files[span.file].inFlight += 1 }   // a check's handles are its own
             } catch {
                 readFinished(job, buffer, ok: false)
             }
@@ -917,6 +1026,7 @@ public final class BitTorrentPlugin: Plugin {
     func info(ofTorrent hash: InfoHash) -> InfoDictionary? { torrents[hash]?.info }
 
     func readDone(_ job: ReadJob, _ result: Result<Int64, PluginError>, _ buffer: Buffer?) {
+        if job.handles == nil, let t = torrents[job.torrent] { fileOperationAnswered(t, job.spans[job.next].file) }
         guard let b = buffer else {
             if case .upload(let peer) = job.purpose { uploadSlotsHeld -= 1; peers[peer]?.readsInFlight -= 1 }
             return

@@ -1,7 +1,9 @@
 // Checking existing data when a torrent is added: files already in the save directory (a seed, or
 // a download moved by hand) are hashed piece by piece, and the pieces that verify count as had.
 // Files are opened read-only for this, so checking never creates or changes anything; a missing
-// file makes every piece touching it "missing" without a read.
+// file makes every piece touching it "missing" without a read. Pieces go in order, so a file is
+// opened when the check reaches it and closed once the check has passed it: a torrent of thousands
+// of files holds only the few one piece spans.
 import PeerhostSDK
 import BitTorrentProtocol
 
@@ -9,14 +11,19 @@ import BitTorrentProtocol
 final class TorrentCheck {
     var handles: [FileID?]
     var missing: [Bool]
-    var opensLeft: Int
+    /// Files whose open was asked for (open now, closed again, or missing).
+    var attempted: [Bool]
+    /// Opens not answered yet; the check waits for them before reading its piece.
+    var opensPending = 0
+    /// Files below this index are behind the check and closed.
+    var closedBelow = 0
     var nextPiece = 0
     var current: (piece: Int, blocks: [Buffer?], left: Int)?
     var found = 0
     init(fileCount: Int) {
         handles = Array(repeating: nil, count: fileCount)
         missing = Array(repeating: false, count: fileCount)
-        opensLeft = fileCount
+        attempted = Array(repeating: false, count: fileCount)
     }
 }
 
@@ -27,40 +34,60 @@ extension BitTorrentPlugin {
         checks[t.infoHash] = check
         t.state = .checking
         if info.files.isEmpty { finishCheck(t, check); return }
-        for i in info.files.indices {
-            if info.files[i].isPadding { check.opensLeft -= 1; continue }   // zeros, not on disk
+        checkNextPiece(t, check)
+    }
+
+    /// Opens the files of `spans` the check has not reached yet; true when it must wait for them.
+    func openFilesAhead(_ t: Torrent, _ check: TorrentCheck, _ spans: [FileSpan]) -> Bool {
+        guard let info = t.info else { return false }
+        for span in spans where !check.attempted[span.file] {
+            check.attempted[span.file] = true
+            if info.files[span.file].isPadding { continue }   // zeros, not on disk
             do {
-                let r = try host.fileOpen(t.path(ofFile: i), flags: UInt32(PH_FILE_READ))
-                pending[r] = .checkOpen(t.infoHash, i)
+                let r = try host.fileOpen(t.path(ofFile: span.file), flags: UInt32(PH_FILE_READ))
+                pending[r] = .checkOpen(t.infoHash, span.file)
+                check.opensPending += 1
+                countOpenFile()   // a check's handles are descriptors too; one piece's files at most
             } catch {
-                check.missing[i] = true
-                check.opensLeft -= 1
+                check.missing[span.file] = true
             }
         }
-        if check.opensLeft == 0 { checkNextPiece(t, check) }
+        return check.opensPending > 0
+    }
+
+    /// Closes the handles of files that end before file `first`: no piece still to check reads them.
+    func closeFilesBehind(_ check: TorrentCheck, first: Int) {
+        while check.closedBelow < first {
+            if let h = check.handles[check.closedBelow] { try? host.fileClose(h); openFiles -= 1 }
+            check.handles[check.closedBelow] = nil
+            check.closedBelow += 1
+        }
     }
 
     func checkOpened(_ hash: InfoHash, _ index: Int, _ result: Result<Int64, PluginError>) {
         guard let t = torrents[hash], let check = checks[hash] else {
+            openFiles -= 1   // counted when asked for; its torrent went away meanwhile
             if case .success(let id) = result { try? host.fileClose(FileID(id)) }
             return
         }
         switch result {
         case .success(let id): check.handles[index] = FileID(id)
-        case .failure: check.missing[index] = true
+        case .failure: check.missing[index] = true; openFiles -= 1
         }
-        check.opensLeft -= 1
-        if check.opensLeft == 0 { checkNextPiece(t, check) }
+        check.opensPending -= 1
+        if check.opensPending == 0 { checkNextPiece(t, check) }
     }
 
     func checkNextPiece(_ t: Torrent, _ check: TorrentCheck) {
         guard let info = t.info, checks[t.infoHash] === check else { return }
-        while check.nextPiece < info.pieceCount {
+        while check.nextPiece < info.pieceCount, check.opensPending == 0 {
             let piece = check.nextPiece
-            check.nextPiece += 1
             let start = Int64(piece) * Int64(info.pieceLength)
             let size = info.pieceSize(piece)
             let spans = info.spans(offset: start, length: size)
+            if let first = spans.first { closeFilesBehind(check, first: first.file) }
+            if openFilesAhead(t, check, spans) { return }   // checkOpened comes back here
+            check.nextPiece += 1
             if spans.contains(where: { !info.files[$0.file].isPadding && (check.missing[$0.file] || check.handles[$0.file] == nil) }) { continue }
             let blockCount = (size + 16_383) / 16_384
             var buffers: [Buffer] = []
@@ -109,7 +136,8 @@ extension BitTorrentPlugin {
 
     func finishCheck(_ t: Torrent, _ check: TorrentCheck) {
         checks[t.infoHash] = nil
-        for h in check.handles { if let h { try? host.fileClose(h) } }
+        for case let h? in check.handles { try? host.fileClose(h); openFiles -= 1 }
+        openWaitingFiles()
         t.makePicker()
         t.state = t.paused ? .paused : (t.have.isComplete ? .seeding : .downloading)
         t.resumeDirty = true

@@ -109,11 +109,13 @@ extension BitTorrentPlugin {
     func remove(_ t: Torrent) {
         for c in t.peers { if let p = peers[c] { dropPeer(p, reason: "removed") } }
         for a in t.assembling.values { a.free(host: host); blockSlotsHeld -= a.received }
-        for f in t.files { if let id = f.id { try? host.fileClose(id) } }
+        for f in t.files where f.id != nil || f.opening { openFiles -= 1; if let id = f.id { try? host.fileClose(id) } }
+        if let check = checks[t.infoHash] { for case let h? in check.handles { openFiles -= 1; try? host.fileClose(h) } }
         if t.active { announce(t, event: .stopped) }
         torrents[t.infoHash] = nil
         order.removeAll { $0 == t.infoHash }
         checks[t.infoHash] = nil
+        openWaitingFiles()   // its files made room
         deleteResume(t.infoHash, infoLength: t.meta?.rawInfo.count ?? 0)
         host.log(.info, "bittorrent: removed \(t.displayName) (\(t.infoHash.hex)); its files stay in \(t.saveRoot)")
     }
@@ -211,6 +213,11 @@ extension BitTorrentPlugin {
         w.field("listening", listening)
         if let e = listenError { w.field("listen_error", e) }
         w.field("connections", peers.count)
+        w.beginObject("files")   // torrent files open (withFile's pool)
+        w.field("open", openFiles)
+        w.field("peak", openFilesPeak)
+        w.field("max", settings.maxOpenFiles)
+        w.endObject()
         w.beginObject("dht")   // DHT.swift
         w.field("enabled", dhtEnabled)
         w.field("nodes", dht.nodeCount)

@@ -91,15 +91,18 @@ extension BitTorrentPlugin {
     /// Syncs the torrent's open files, then records what is on disk.
     func saveResume(_ t: Torrent) {
         guard !t.resumeSaving else { return }
+        // Files closed to make room are being synced: their pieces count once that is done.
+        guard t.evictionSyncs == 0 else { t.resumeDirty = true; return }
         t.resumeSaving = true
         t.resumeDirty = false
         t.lastResumeSave = now
         let value = resumeRecord(t).encoded()
         t.savingPieces = t.have.setCount
         var syncs = 0
-        for f in t.files {
-            guard let id = f.id, let r = try? host.fileSync(id) else { continue }
+        for i in t.files.indices {
+            guard let id = t.files[i].id, let r = try? host.fileSync(id) else { continue }
             pending[r] = .sync(t.infoHash)
+            t.files[i].dirty = false   // a write issued from now on makes it dirty again
             syncs += 1
         }
         if syncs == 0 {
@@ -113,6 +116,7 @@ extension BitTorrentPlugin {
         guard var s = resumeSyncs[hash], let t = torrents[hash] else { return }
         if case .failure(let e) = result {
             host.log(.warn, "bittorrent: \(t.displayName): sync failed: \(e); resume data not updated")
+            for i in t.files.indices where t.files[i].id != nil { t.files[i].dirty = true }   // not known to be on disk
             resumeSyncs[hash] = nil
             t.resumeSaving = false
             t.resumeDirty = true

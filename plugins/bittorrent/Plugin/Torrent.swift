@@ -89,6 +89,8 @@ final class Torrent {
     // Resume data: dirty since the last save; saving now.
     var resumeDirty = true
     var resumeSaving = false
+    /// Syncs of files closed to make room, not yet answered: a resume record waits for them.
+    var evictionSyncs = 0
     var lastResumeSave: Double = 0
     /// Verified pieces in the record being written, and in the last one the store acknowledged.
     var savingPieces = 0
@@ -198,6 +200,14 @@ struct TorrentFileHandle {
     let length: Int64
     var id: FileID?
     var opening = false
+    /// Waiting for room under `max_open_files` (BitTorrentPlugin.openWaitingFiles).
+    var queuedForOpen = false
     var failed: String?
     var waiting: [(FileID?) -> Void] = []
+    /// Reads and writes issued on `id` and not yet answered: such a file is never closed to make room.
+    var inFlight = 0
+    /// Written since the last sync was asked of it: closing it to make room syncs it first.
+    var dirty = false
+    /// The plugin's file-use clock at its last use (the least recently used file is closed first).
+    var lastUse: UInt64 = 0
 }
