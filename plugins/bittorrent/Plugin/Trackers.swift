@@ -69,13 +69,7 @@ extension BitTorrentPlugin {
             udpCall(t, url, .announce(request))   // BEP 15 (UDPTrackers.swift)
             return
         }
-        let tracker: HTTPTracker
-        do {
-            tracker = try HTTPTracker(url: url)
-        } catch {
-            trackerFailed(t, url, "\(error)")
-            return
-        }
+        guard let tracker = httpTracker(t, url, for: .announce(event)) else { return }
         httpCall(t, tracker, TrackerCall(torrent: t.infoHash, url: url, bytes: tracker.announceRequestBytes(request),
                                          purpose: .announce(event)))
     }
@@ -88,18 +82,22 @@ extension BitTorrentPlugin {
             udpCall(t, url, .scrape)
             return
         }
-        let tracker: HTTPTracker
-        do {
-            tracker = try HTTPTracker(url: url)
-        } catch {
-            scrapeFailed(t, url, "\(error)")
-            return
-        }
+        guard let tracker = httpTracker(t, url, for: .scrape) else { return }
         guard let bytes = tracker.scrapeRequestBytes(infoHashes: [t.infoHash.bytes]) else {
             scrapeFailed(t, url, "no scrape URL: the path's last part does not start with \"announce\" (BEP 48)")
             return
         }
         httpCall(t, tracker, TrackerCall(torrent: t.infoHash, url: url, bytes: bytes, purpose: .scrape))
+    }
+
+    /// The URL's HTTP tracker; nil once the request is failed for a URL that is not one.
+    func httpTracker(_ t: Torrent, _ url: String, for purpose: TrackerPurpose) -> HTTPTracker? {
+        do {
+            return try HTTPTracker(url: url)
+        } catch {
+            trackerCallFailed(t, url, purpose, "\(error)")
+            return nil
+        }
     }
 
     /// Opens the core-mediated connection for an HTTP tracker request.
