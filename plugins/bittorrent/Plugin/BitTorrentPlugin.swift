@@ -143,9 +143,12 @@ public final class BitTorrentPlugin: Plugin {
     /// requests are sent, answered, rejected or returned: each needs a slot when its block arrives.
     var requestsOutstanding = 0
     var uploadSlotsHeld = 0
-    /// Torrent files open or opening (bounded by `max_open_files`: withFile), the most so far, and
-    /// the clock that orders their uses.
-    var openFiles = 0
+    /// Torrent files open or opening for reads and writes (bounded by `max_open_files`: withFile),
+    /// a check's read-only ones (one piece's files), the most of both at once, and the clock that
+    /// orders the uses. A check's files stay outside the bound: it holds only the few one piece
+    /// spans, and could not wait for room that blocks waiting on its slots might hold.
+    var poolFilesOpen = 0
+    var checkFilesOpen = 0
     var openFilesPeak = 0
     var fileUseClock: UInt64 = 0
     /// Files waiting for room to open, in the order they were asked for.
@@ -771,7 +774,7 @@ public final class BitTorrentPlugin: Plugin {
             t.files[index].id = FileID(id)
             for w in waiting { w(FileID(id)) }
         case .failure(let e):
-            openFiles -= 1
+            poolFilesOpen -= 1
             defer { openWaitingFiles() }
             let why = e == .quota
                 ? "cannot open \(t.path(ofFile: index)): the host's descriptor budget for this plugin is spent ([tuning] plugin_descriptors; lower max_open_files or max_connections)"
@@ -782,16 +785,16 @@ public final class BitTorrentPlugin: Plugin {
         }
     }
 
-    func countOpenFile() {
-        openFiles += 1
-        openFilesPeak = max(openFilesPeak, openFiles)
+    func countOpenFile(check: Bool = false) {
+        if check { checkFilesOpen += 1 } else { poolFilesOpen += 1 }
+        openFilesPeak = max(openFilesPeak, poolFilesOpen + checkFilesOpen)
     }
 
     /// Keeps the open files within `max_open_files`: closes the least recently used torrent file
     /// that nothing reads or writes. False when every open file is busy: the open waits in
     /// `fileOpensWaiting` until one is answered (reads and writes always are).
     func makeRoomForAFile() -> Bool {
-        while openFiles >= settings.maxOpenFiles {
+        while poolFilesOpen >= settings.maxOpenFiles {
             var victim: (torrent: Torrent, index: Int, lastUse: UInt64)?
             for hash in order {
                 guard let t = torrents[hash] else { continue }
@@ -836,7 +839,7 @@ public final class BitTorrentPlugin: Plugin {
         try? host.fileClose(id)
         t.files[index].id = nil
         t.files[index].dirty = false
-        openFiles -= 1
+        poolFilesOpen -= 1
     }
 
     func evictionSynced(_ hash: InfoHash, _ index: Int, _ result: Result<Int64, PluginError>) {

@@ -47,7 +47,7 @@ extension BitTorrentPlugin {
                 let r = try host.fileOpen(t.path(ofFile: span.file), flags: UInt32(PH_FILE_READ))
                 pending[r] = .checkOpen(t.infoHash, span.file)
                 check.opensPending += 1
-                countOpenFile()   // a check's handles are descriptors too; one piece's files at most
+                countOpenFile(check: true)   // one piece's files at most, outside max_open_files
             } catch {
                 check.missing[span.file] = true
             }
@@ -58,7 +58,7 @@ extension BitTorrentPlugin {
     /// Closes the handles of files that end before file `first`: no piece still to check reads them.
     func closeFilesBehind(_ check: TorrentCheck, first: Int) {
         while check.closedBelow < first {
-            if let h = check.handles[check.closedBelow] { try? host.fileClose(h); openFiles -= 1 }
+            if let h = check.handles[check.closedBelow] { try? host.fileClose(h); checkFilesOpen -= 1 }
             check.handles[check.closedBelow] = nil
             check.closedBelow += 1
         }
@@ -66,13 +66,13 @@ extension BitTorrentPlugin {
 
     func checkOpened(_ hash: InfoHash, _ index: Int, _ result: Result<Int64, PluginError>) {
         guard let t = torrents[hash], let check = checks[hash] else {
-            openFiles -= 1   // counted when asked for; its torrent went away meanwhile
+            checkFilesOpen -= 1   // counted when asked for; its torrent went away meanwhile
             if case .success(let id) = result { try? host.fileClose(FileID(id)) }
             return
         }
         switch result {
         case .success(let id): check.handles[index] = FileID(id)
-        case .failure: check.missing[index] = true; openFiles -= 1
+        case .failure: check.missing[index] = true; checkFilesOpen -= 1
         }
         check.opensPending -= 1
         if check.opensPending == 0 { checkNextPiece(t, check) }
@@ -136,8 +136,7 @@ extension BitTorrentPlugin {
 
     func finishCheck(_ t: Torrent, _ check: TorrentCheck) {
         checks[t.infoHash] = nil
-        for case let h? in check.handles { try? host.fileClose(h); openFiles -= 1 }
-        openWaitingFiles()
+        for case let h? in check.handles { try? host.fileClose(h); checkFilesOpen -= 1 }
         t.makePicker()
         t.state = t.paused ? .paused : (t.have.isComplete ? .seeding : .downloading)
         t.resumeDirty = true

@@ -109,8 +109,8 @@ extension BitTorrentPlugin {
     func remove(_ t: Torrent) {
         for c in t.peers { if let p = peers[c] { dropPeer(p, reason: "removed") } }
         for a in t.assembling.values { a.free(host: host); blockSlotsHeld -= a.received }
-        for f in t.files where f.id != nil || f.opening { openFiles -= 1; if let id = f.id { try? host.fileClose(id) } }
-        if let check = checks[t.infoHash] { for case let h? in check.handles { openFiles -= 1; try? host.fileClose(h) } }
+        for f in t.files where f.id != nil || f.opening { poolFilesOpen -= 1; if let id = f.id { try? host.fileClose(id) } }
+        if let check = checks[t.infoHash] { for case let h? in check.handles { checkFilesOpen -= 1; try? host.fileClose(h) } }
         if t.active { announce(t, event: .stopped) }
         torrents[t.infoHash] = nil
         order.removeAll { $0 == t.infoHash }
@@ -214,7 +214,7 @@ extension BitTorrentPlugin {
         if let e = listenError { w.field("listen_error", e) }
         w.field("connections", peers.count)
         w.beginObject("files")   // torrent files open (withFile's pool)
-        w.field("open", openFiles)
+        w.field("open", poolFilesOpen + checkFilesOpen)
         w.field("peak", openFilesPeak)
         w.field("max", settings.maxOpenFiles)
         w.endObject()
