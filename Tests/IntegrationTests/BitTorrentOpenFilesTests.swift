@@ -1,5 +1,8 @@
 import Foundation
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 extension Integration {
     /// The plugin's open torrent files stay within `max_open_files` (every one is a descriptor the
@@ -46,6 +49,26 @@ extension Integration {
             #expect(downloaded["max"] == Self.room)
             #expect((1...Self.room).contains(downloaded["peak"] ?? 0), "\(downloaded)")
             #expect((downloaded["open"] ?? 99) <= Self.room, "\(downloaded)")
+            // 40 files through room for 4: at least 36 were closed to make room, and the written
+            // ones were synced before their close.
+            #expect((downloaded["closed_for_room"] ?? 0) >= 40 - Self.room, "\(downloaded)")
+            #expect((downloaded["synced_before_close"] ?? 0) >= 1, "\(downloaded)")
+            #expect((downloaded["synced_before_close"] ?? 0) <= (downloaded["closed_for_room"] ?? 0), "\(downloaded)")
+
+            // Its resume record (written only once those syncs were answered) names every piece:
+            // the plugin killed and restarted comes back seeding without fetching anything.
+            let sentBefore = try leech.info(id)["downloaded"] as? Int ?? -1
+            let pid = try status(leech.host, "bittorrent")["pid"] as? Int ?? 0
+            try #require(pid > 0)
+            try waitUntil("the resume record saved", timeout: .seconds(20)) { try leech.info(id)["saved_pieces"] as? Int == torrent.pieceCount }
+            kill(pid_t(pid), SIGKILL)
+            try waitUntil("the plugin restarted", timeout: .seconds(30)) {
+                let s = try status(leech.host, "bittorrent")
+                return s["state"] as? String == "running" && (s["pid"] as? Int ?? 0) != pid
+            }
+            try leech.waitComplete(id, timeout: .seconds(30))
+            #expect(try leech.info(id)["downloaded"] as? Int == sentBefore, "nothing fetched again after the restart")
+            try TestContent.expectIdentical(source + "/fortyfiles", leech.downloads + "/fortyfiles")
 
             // Check and seed: a second host finds the data in place, checks it file by file and
             // serves a libtorrent leecher through the same 4.
@@ -65,6 +88,7 @@ extension Integration {
             try TestContent.expectIdentical(source + "/fortyfiles", out + "/fortyfiles")
             let seeding = try files(seed)
             #expect((1...Self.room).contains(seeding["peak"] ?? 0), "\(seeding)")
+            #expect(seeding["synced_before_close"] == 0, "reading leaves nothing to sync: \(seeding)")
         }
     }
 }

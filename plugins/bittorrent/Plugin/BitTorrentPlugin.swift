@@ -150,6 +150,9 @@ public final class BitTorrentPlugin: Plugin {
     var poolFilesOpen = 0
     var checkFilesOpen = 0
     var openFilesPeak = 0
+    /// Files closed to make room, and of those the ones synced first (answered PH_OK).
+    var filesClosedForRoom = 0
+    var filesSyncedBeforeClose = 0
     var fileUseClock: UInt64 = 0
     /// Files waiting for room to open, in the order they were asked for.
     var fileOpensWaiting: [(torrent: InfoHash, index: Int)] = []
@@ -804,6 +807,7 @@ public final class BitTorrentPlugin: Plugin {
             }
             guard let victim else { return false }
             closeFile(victim.torrent, victim.index)
+            filesClosedForRoom += 1
         }
         return true
     }
@@ -845,7 +849,10 @@ public final class BitTorrentPlugin: Plugin {
     func evictionSynced(_ hash: InfoHash, _ index: Int, _ result: Result<Int64, PluginError>) {
         guard let t = torrents[hash] else { return }
         t.evictionSyncs -= 1
-        if case .failure(let e) = result, index < t.files.count { fail(t, "sync \(t.path(ofFile: index)): \(e)") }
+        switch result {
+        case .success: filesSyncedBeforeClose += 1
+        case .failure(let e): if index < t.files.count { fail(t, "sync \(t.path(ofFile: index)): \(e)") }
+        }
     }
 
     /// A read or write on a torrent file was answered: an idle file makes room for a waiting one.

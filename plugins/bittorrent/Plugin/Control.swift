@@ -217,6 +217,8 @@ extension BitTorrentPlugin {
         w.field("open", poolFilesOpen + checkFilesOpen)
         w.field("peak", openFilesPeak)
         w.field("max", settings.maxOpenFiles)
+        w.field("closed_for_room", filesClosedForRoom)
+        w.field("synced_before_close", filesSyncedBeforeClose)
         w.endObject()
         w.beginObject("dht")   // DHT.swift
         w.field("enabled", dhtEnabled)
