@@ -145,9 +145,7 @@ public final class Host: HostControl, @unchecked Sendable {
 
     private func startLoopThread() {
         loop.beforeWait = { [unowned self] in pollSessions() }
-        let thread = Thread { [loop] in loop.run() }
-        thread.name = "peerhost-io-uring"
-        thread.start()
+        startNamedThread("peerhost-loop") { [loop] in loop.run() }
     }
 
     /// Loop thread only.

@@ -251,7 +251,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
             // EOF: the runner exited (or closed fd 4, which it never does while alive). Reap it off
             // the loop thread, then tear the incarnation down.
             guard let process else { return }
-            Thread.detachNewThread { [self, loop, kernelLog] in
+            startNamedThread("ph-reap-runner") { [self, loop, kernelLog] in
                 let exit = try? process.wait()
                 // SIGSYS = the seccomp filter killed it: ask the kernel's log which syscall.
                 let killer: KernelLog.Lookup? = if let exit, !exit.exited, exit.code == SIGSYS {

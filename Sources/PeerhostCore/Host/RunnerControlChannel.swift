@@ -25,11 +25,7 @@ final class RunnerControlChannel: @unchecked Sendable {
 
     /// Starts the reader thread. `onEvent` runs on that thread.
     func start(onEvent: @escaping @Sendable (Event) -> Void) {
-        let thread = Thread { [self] in
-            readLoop(onEvent: onEvent)
-        }
-        thread.name = "peerhost-control-reader"
-        thread.start()
+        startNamedThread("ph-control-read") { [self] in readLoop(onEvent: onEvent) }
     }
 
     /// Sends a call frame and waits for its result frame (or the channel closing, or the timeout).
