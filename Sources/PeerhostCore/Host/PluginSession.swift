@@ -199,9 +199,10 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     private var syncs: [UInt32: (request: UInt64, file: UInt64)] = [:]
     private var nextSyncTag: UInt32 = 0
     private(set) var shuttingDown = false
-    /// Sockets and files held for the plugin, opens and connects in flight included, and the most
-    /// it may hold ([tuning] plugin_descriptors; Defaults.pluginDescriptors says why).
-    private(set) var descriptorsHeld = 0
+    /// Sockets and files held for the plugin: every live socket (listeners, streams, connects in
+    /// flight, UDP), every file until its descriptor closes, every openat2 in flight. Bounded by
+    /// `descriptorBudget` ([tuning] plugin_descriptors; Defaults.pluginDescriptors says why).
+    var descriptorsHeld: Int { connIndexByID.count + files.count + opens.count }
     var descriptorBudget = Defaults.pluginDescriptors
     private var lastDescriptorWarning: UInt64 = 0
     /// The plugin's shaper node (set by the supervisor before start; nil = not shaped).
@@ -739,7 +740,6 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             conns.append(conn)
         }
         connIndexByID[id] = index
-        descriptorsHeld += 1
         return index
     }
 
@@ -750,7 +750,6 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         conn.closed = true
         conns[Int(index)] = conn
         connIndexByID[conn.id] = nil
-        descriptorsHeld -= 1
         rememberClosed(conn.id)
         if conn.kind == .stream {
             counters.connectionsOpen -= 1
@@ -1307,7 +1306,6 @@ extension PluginSession {
                 return
             }
             guard !atDescriptorBudget("file_open", request: request, slot: slot) else { return }
-            descriptorsHeld += 1   // the open's descriptor, from now until it fails or the file closes
             nextOpenTag &+= 1
             let tag = nextOpenTag
             opens[tag] = OpenState(request: request, slot: slot, path: path,
@@ -1327,7 +1325,6 @@ extension PluginSession {
                                      mode: 0o600, tag: tag)
             } catch {
                 opens[tag] = nil
-                descriptorsHeld -= 1
                 complete(request: request, status: PH_EINVAL, slot: slot)
             }
         }
@@ -1361,7 +1358,6 @@ extension PluginSession {
             return
         }
         guard result >= 0 else {
-            descriptorsHeld -= 1
             let status = fileStatus(result)
             if result == -EXDEV || result == -ELOOP {
                 // The path left the granted directory: a denial, counted like any other.
@@ -1521,7 +1517,6 @@ extension PluginSession {
         // While shutting down, the drain callback closes whatever is left.
         if f.closed, f.inFlight == 0, !shuttingDown {
             files[file] = nil
-            descriptorsHeld -= 1
             loop.close(handler, fd: f.fd)
         }
     }
