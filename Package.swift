@@ -25,6 +25,7 @@ let package = Package(
         .library(name: "memory-hog", type: .dynamic, targets: ["MemoryHogPlugin"]),
         .library(name: "threaded", type: .dynamic, targets: ["ThreadedPlugin"]),
         .library(name: "kv-probe", type: .dynamic, targets: ["KVProbePlugin"]),
+        .library(name: "stream-probe", type: .dynamic, targets: ["StreamProbePlugin"]),
         .library(name: "hoard-probe", type: .dynamic, targets: ["HoardProbePlugin"]),
     ],
     dependencies: [
@@ -128,6 +129,9 @@ let package = Package(
                 publicHeadersPath: "."),
         .target(name: "FloodBPlugin", dependencies: ["CPeerhostABI"],
                 path: "Tests/Plugins/flood-b", exclude: ["manifest.toml"], sources: ["flood_b.c"],
+                publicHeadersPath: "."),
+        .target(name: "StreamProbePlugin", dependencies: ["CPeerhostABI"],
+                path: "Tests/Plugins/stream-probe", exclude: ["manifest.toml"], sources: ["stream_probe.c"],
                 publicHeadersPath: "."),
         .target(name: "KVProbePlugin", dependencies: ["CPeerhostABI"],
                 path: "Tests/Plugins/kv-probe", exclude: ["manifest.toml"], sources: ["kv_probe.c"],

@@ -81,8 +81,20 @@ public struct Host {
         try Host.check(f(ctx, conn, &b))
     }
 
+    /// Graceful: what was sent before still goes out, then FIN.
     public func close(_ conn: Connection) throws(PluginError) {
         guard let f = raw.pointee.close else { throw .notSupported }
+        try Host.check(f(ctx, conn))
+    }
+
+    /// ABI 1.2: abortive close (RST); what is still queued for the connection is dropped. Throws
+    /// `.notSupported` on an older host (its table ends before this field).
+    public func reset(_ conn: Connection) throws(PluginError) {
+        let base = UnsafeRawPointer(raw)
+        let offset = MemoryLayout<ph_host>.offset(of: \ph_host.conn_reset)!
+        typealias Reset = @convention(c) (UnsafeMutableRawPointer?, ph_conn) -> ph_status
+        guard Int(base.load(as: UInt32.self)) >= offset + MemoryLayout<Reset?>.size,
+              let f = base.load(fromByteOffset: offset, as: Reset?.self) else { throw .notSupported }
         try Host.check(f(ctx, conn))
     }
 

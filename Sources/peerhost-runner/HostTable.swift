@@ -61,14 +61,17 @@ enum HostTable {
             d.slot = b.slot
             d.offset = b.offset
             d.length = b.length
-            return r.simple(d, blockOn: conn)
+            return r.send(d)
         }
         h.close = { ctx, conn in
             var d = ph_desc()
             d.type = UInt16(PH_MSG_CLOSE.rawValue)
             d.id = conn
             d.slot = PH_NO_SLOT
-            return Runner.from(ctx).simple(d, blockOn: conn)
+            let r = Runner.from(ctx)
+            let status = r.simple(d, blockOn: conn)
+            if status == PH_OK { r.forget(conn) }
+            return status
         }
         h.udp_bind = { ctx, addr, len in
             Runner.from(ctx).textRequest(PH_MSG_UDP_BIND, addr, len, kind: .slotOnly)
@@ -186,6 +189,17 @@ enum HostTable {
                 (raw.baseAddress! + MemoryLayout<ph_desc>.offset(of: \ph_desc.request)!).copyMemory(from: id, byteCount: len)
             }
             return Runner.from(ctx).simple(d, blockOn: conn)
+        }
+        // ABI 1.2.
+        h.conn_reset = { ctx, conn in
+            var d = ph_desc()
+            d.type = UInt16(PH_MSG_RESET.rawValue)
+            d.id = conn
+            d.slot = PH_NO_SLOT
+            let r = Runner.from(ctx)
+            let status = r.simple(d, blockOn: conn)
+            if status == PH_OK { r.forget(conn) }
+            return status
         }
         return h
     }

@@ -22,6 +22,11 @@ import Glibc
 ///   text sits in the last `arg` bytes of its slot (protocols/abi/v1/README.md has the full table).
 /// - TIMER_SET: id = timer id, arg = delay ns, arg2 = tag (kept by the runner too; TIMER needs only id).
 /// - on_writable(conn 0) means "the TX ring has room again" for calls that are not per-connection.
+/// - Per connection the core holds at most `sendQueueLimit` bytes (START's arg2): `queuedBytes`
+///   counts what send handed over minus what SEND_DONE (which carries each send's length, ABI 1.2)
+///   gave back; past the limit send answers PH_EAGAIN and on_writable(conn) follows at half of it.
+/// - After on_closed returns, the runner sends CLOSE for that connection: every send the plugin made
+///   before is on TX ahead of it, so the core flushes them and then closes its side.
 /// - Exit status: 0 after STOP, 1 after a start-up failure (fail frame sent) or EOF on fd 4, 2 when
 ///   the RX indices are corrupt.
 final class Runner {
@@ -50,6 +55,12 @@ final class Runner {
     /// Connections whose send got PH_EAGAIN (0 = a non-connection call): on_writable follows.
     var blocked: [ph_conn] = []
     var blockedSet: Set<ph_conn> = []
+    /// Bytes each connection has queued in the core (sent, no SEND_DONE yet); absent = 0.
+    var queuedBytes: [ph_conn: Int] = [:]
+    /// Connections whose send met the per-connection limit: on_writable when half of it drained.
+    var overLimit: Set<ph_conn> = []
+    /// START's arg2 (0: the core sets no bound, as before ABI 1.2).
+    var sendQueueLimit = 0
     var droppedLogs = 0
     let spinNanos: Int64
     var lastControlCheck: Int64 = 0
@@ -211,6 +222,36 @@ final class Runner {
         return PH_OK
     }
 
+    /// send: within the connection's limit (a send always goes when nothing of it is queued, so a
+    /// full slot is never refused for good), else PH_EAGAIN and on_writable(conn) later.
+    func send(_ d: ph_desc) -> ph_status {
+        let queued = queuedBytes[d.id] ?? 0
+        if sendQueueLimit > 0, queued > 0, queued + Int(d.length) > sendQueueLimit {
+            overLimit.insert(d.id)
+            return PH_EAGAIN
+        }
+        let status = simple(d, blockOn: d.id)
+        if status == PH_OK, d.length > 0 { queuedBytes[d.id] = queued + Int(d.length) }
+        return status
+    }
+
+    /// SEND_DONE: `length` bytes of `conn` left the core's queue.
+    func sendDone(conn: ph_conn, length: UInt32) {
+        guard let queued = queuedBytes[conn] else { return }
+        let left = max(0, queued - Int(length))
+        queuedBytes[conn] = left > 0 ? left : nil
+        if left <= sendQueueLimit / 2, overLimit.remove(conn) != nil {
+            // Through the same path as a ring-full wait: on_writable once TX has room too.
+            markBlocked(conn)
+        }
+    }
+
+    /// The connection is gone (closed by the plugin or the peer): forget its counts.
+    func forget(_ conn: ph_conn) {
+        queuedBytes[conn] = nil
+        overLimit.remove(conn)
+    }
+
     // MARK: - RX dispatch
 
     func dispatch(_ d: ph_desc) {
@@ -253,8 +294,16 @@ final class Runner {
             guard started, has(PH_FEAT_STREAMS), let cb = p.on_writable else { return }
             cb(user, d.id)
         case PH_MSG_CLOSED:
-            guard started, has(PH_FEAT_STREAMS) || has(PH_FEAT_DATAGRAMS), let cb = p.on_closed else { return }
-            cb(user, d.id, ph_status(rawValue: Int32(d.status)))
+            forget(d.id)
+            if started, has(PH_FEAT_STREAMS) || has(PH_FEAT_DATAGRAMS), let cb = p.on_closed {
+                cb(user, d.id, ph_status(rawValue: Int32(d.status)))
+            }
+            // The plugin has seen it: the core may close its side once what was sent went out.
+            var c = ph_desc()
+            c.type = UInt16(PH_MSG_CLOSE.rawValue)
+            c.id = d.id
+            c.slot = PH_NO_SLOT
+            pushInternal(c)
         case PH_MSG_DATAGRAM:
             guard validSlot(d) else { return }
             guard started, has(PH_FEAT_DATAGRAMS), let cb = p.on_datagram,
@@ -272,6 +321,7 @@ final class Runner {
             handleComplete(d)
         case PH_MSG_SEND_DONE:
             if d.slot != PH_NO_SLOT, d.slot >= region.recvSlots { releaseSlot(d.slot) }
+            if d.length > 0 { sendDone(conn: d.id, length: d.length) }
         case PH_MSG_CONTROL:
             serviceControl()
             var a = ph_desc()
@@ -299,6 +349,7 @@ final class Runner {
         }
         if d.slot != PH_NO_SLOT, d.slot < region.recvSlots { releaseSlot(d.slot) }
         self.user = user
+        sendQueueLimit = Int(clamping: d.arg2)
         var r = ph_desc()
         r.type = UInt16(PH_MSG_READY.rawValue)
         r.status = Int16(truncatingIfNeeded: status.rawValue)

@@ -19,6 +19,8 @@ struct MetricsTests {
         "peerhost_plugin_file_writes_gathered_total",
         // Issue 6: the per-plugin descriptor budget.
         "peerhost_plugin_descriptors", "peerhost_plugin_descriptor_refusals_total",
+        // Issue 13: streams closed gracefully, within the linger bound.
+        "peerhost_plugin_stream_resets_total", "peerhost_plugin_lingering_connections",
     ]
 
     /// `| `name` | type | labels | meaning |` rows of docs/metrics.md.

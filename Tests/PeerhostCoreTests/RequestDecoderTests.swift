@@ -60,10 +60,11 @@ import Testing
         var dec = try decoder()
         #expect(kind(ph_desc(type: PH_MSG_SEND, id: 7, slot: pluginSlot, length: 1), &dec) == .connectionNotOwned)
         #expect(kind(ph_desc(type: PH_MSG_CLOSE, id: 0), &dec) == .connectionNotOwned)
+        #expect(kind(ph_desc(type: PH_MSG_RESET, id: 0), &dec) == .connectionNotOwned)
         #expect(kind(ph_desc(type: PH_MSG_CONN_WEIGHT, id: 99, arg: 5), &dec) == .connectionNotOwned)
     }
 
-    @Test(arguments: [UInt16(0), 1, 5, 12, 31, 59, 200, .max])   // 58 = CONN_PEER (ABI 1.1)
+    @Test(arguments: [UInt16(0), 1, 5, 12, 31, 60, 200, .max])   // 58 = CONN_PEER (ABI 1.1), 59 = RESET (1.2)
     func garbageTypes(_ type: UInt16) throws {
         var dec = try decoder()
         var d = ph_desc()

@@ -23,7 +23,7 @@ struct RunnerProcessTests {
         let hello = try core.readFrame()
         #expect(hello["type"] as? String == "hello")
         #expect(hello["name"] as? String == plugin)
-        #expect(hello["abi"] as? String == "1.1.1")
+        #expect(hello["abi"] as? String == "1.2.0")
         #expect((hello["features"] as? Int).map { $0 & Int(PH_FEAT_STREAMS) != 0 } == true)
 
         // START with the config in receive slot 0.

@@ -28,8 +28,8 @@ extern "C" {
 #endif
 
 #define PH_ABI_MAJOR 1
-#define PH_ABI_MINOR 1
-#define PH_ABI_PATCH 1
+#define PH_ABI_MINOR 2
+#define PH_ABI_PATCH 0
 /* One number for comparisons: 0x00MMmmpp. */
 #define PH_ABI_VERSION ((PH_ABI_MAJOR << 16) | (PH_ABI_MINOR << 8) | PH_ABI_PATCH)
 /* The name of the one symbol a plugin exports. */
@@ -147,7 +147,13 @@ typedef struct ph_host {
     void (*buffer_free)(void *ctx, const ph_buffer *buf);
 
     /* Streams. listen/connect return a positive ph_request; on_complete(value = listener or
-     * connection id) follows. send takes ownership of buf; PH_EAGAIN leaves it with the plugin. */
+     * connection id) follows. send takes ownership of buf; PH_EAGAIN leaves it with the plugin.
+     * Bytes leave in the order they were sent, whatever the kernel takes per call. The core holds at
+     * most a bounded number of bytes per connection (the host's [tuning] send_queue_per_connection,
+     * 512 KiB by default): past it send returns PH_EAGAIN and on_writable(conn) follows once half of
+     * them went out (a single send is always taken when nothing of that connection is queued).
+     * close is graceful: what was sent before it still goes out, then FIN; a peer that takes
+     * nothing for the host's linger time ([tuning] close_linger_s) is reset instead. */
     int64_t (*listen)(void *ctx, const char *addr, size_t len);
     int64_t (*connect)(void *ctx, const char *addr, size_t len);
     ph_status (*send)(void *ctx, ph_conn conn, const ph_buffer *buf);
@@ -196,6 +202,13 @@ typedef struct ph_host {
      *   host->size >= offsetof(ph_host, conn_set_peer) + sizeof(host->conn_set_peer)
      *   && (host->features & PH_FEAT_PEER_TAGS) */
     ph_status (*conn_set_peer)(void *ctx, ph_conn conn, const uint8_t *id, size_t len);
+
+    /* ---- ABI 1.2: present when size covers it ---- */
+
+    /* Abortive close: the connection is reset (RST) at once and whatever is still queued for it is
+     * dropped, its buffers come back as after a send. For a listener or UDP socket it is close.
+     *   host->size >= offsetof(ph_host, conn_reset) + sizeof(host->conn_reset) */
+    ph_status (*conn_reset)(void *ctx, ph_conn conn);
 } ph_host;
 
 /* ---------------------------------------------------------------------------------------------
@@ -217,7 +230,10 @@ typedef struct ph_plugin {
 
     /* Streams. on_accept: a listener accepted conn from peer ("tcp:1.2.3.4:5555").
      * on_data: buf belongs to the plugin now. on_writable: a send that returned PH_EAGAIN may be
-     * retried. on_closed: the connection is gone (reason PH_OK for a clean close). */
+     * retried (conn 0: a call that is not a send met a full ring). on_closed: the peer closed
+     * (reason PH_OK, a FIN: every byte it sent came before) or the connection failed (PH_ERESET,
+     * PH_EIO); no on_data follows. Sends made before on_closed returns still go out in order, then
+     * the core closes its side: the plugin need not call close. */
     void (*on_accept)(void *user, ph_conn listener, ph_conn conn, const char *peer, size_t peer_len);
     void (*on_data)(void *user, ph_conn conn, ph_buffer *buf);
     void (*on_writable)(void *user, ph_conn conn);

@@ -48,7 +48,8 @@ _Static_assert(sizeof(ph_desc) == 64, "ph_desc is one cache line");
 typedef enum ph_msg_type {
     PH_MSG_INVALID = 0,
     /* core → plugin (RX) */
-    PH_MSG_START = 1,       /* slot: config JSON */
+    PH_MSG_START = 1,       /* slot: config JSON; arg2: bytes the core queues per connection
+                               before send answers PH_EAGAIN (0 = no bound; ABI 1.2) */
     PH_MSG_STOP = 2,
     PH_MSG_HEARTBEAT = 3,   /* request: sequence number */
     PH_MSG_ACCEPT = 4,      /* id: conn, arg: listener, slot: peer address text */
@@ -59,7 +60,9 @@ typedef enum ph_msg_type {
                                the address text at the end of the slot (capacity - arg) */
     PH_MSG_TIMER = 9,       /* id: timer */
     PH_MSG_COMPLETE = 10,   /* request, status, arg: value, slot: result buffer or the request's slot */
-    PH_MSG_SEND_DONE = 11,  /* id: conn, slot: a plugin-home slot coming back after a send */
+    PH_MSG_SEND_DONE = 11,  /* id: conn, slot: a plugin-home slot coming back after a send
+                               (PH_NO_SLOT for a receive slot, which goes back to the core's pool),
+                               length: the bytes that send handed over (ABI 1.2: every stream send) */
     PH_MSG_CONTROL = 12,    /* request: control call id (arguments arrive over the control socket) */
 
     /* plugin → core (TX) */
@@ -71,7 +74,8 @@ typedef enum ph_msg_type {
     PH_MSG_LISTEN = 37,     /* request, slot: address text */
     PH_MSG_CONNECT = 38,    /* request, slot: address text */
     PH_MSG_SEND = 39,       /* id: conn, slot/offset/length */
-    PH_MSG_CLOSE = 40,      /* id: conn */
+    PH_MSG_CLOSE = 40,      /* id: conn; graceful: queued bytes go first, then FIN. The runner
+                               also sends it after on_closed returned (ABI 1.2) */
     PH_MSG_UDP_BIND = 41,   /* request, slot: address text */
     PH_MSG_UDP_SEND = 42,   /* id: socket, slot/offset/length, arg: to-address length at slot end */
     PH_MSG_RESOLVE = 43,    /* request, slot: host name */
@@ -90,8 +94,10 @@ typedef enum ph_msg_type {
     PH_MSG_CONN_WEIGHT = 56,/* id: conn, arg: weight */
     PH_MSG_CONTROL_DONE = 57,/* request: control call id (the result goes over the control socket) */
     /* ABI 1.1 */
-    PH_MSG_CONN_PEER = 58   /* id: conn, length: id bytes (1..PH_PEER_ID_MAX), the id bytes in the
+    PH_MSG_CONN_PEER = 58,  /* id: conn, length: id bytes (1..PH_PEER_ID_MAX), the id bytes in the
                                descriptor itself from `request` on (request, arg, arg2, reserved) */
+    /* ABI 1.2 */
+    PH_MSG_RESET = 59       /* id: conn; abortive close (RST), queued bytes dropped */
 } ph_msg_type;
 
 /* Ring control block: each index on its own cache line so producer and consumer never share one. */

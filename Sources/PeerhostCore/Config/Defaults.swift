@@ -72,6 +72,19 @@ public enum Defaults {
     /// 4096 leaves a BitTorrent session (200 peers, a few thousand open files) room to spare.
     public static let pluginDescriptors = 4096
 
+    // ---- streams (PluginSession, StreamSendQueue) ----------------------------------------------
+
+    /// Bytes of one connection the core holds (sent by the plugin, not yet taken by the kernel)
+    /// before the plugin's send answers PH_EAGAIN. 512 KiB is 32 slots: a loopback peer at full
+    /// speed never waits for it (the socket buffer behind it holds megabytes), while a peer that
+    /// stops reading pins at most 1/32 of the default pool (1024 plugin slots), not all of it.
+    public static let sendQueuePerConnection = 512 << 10
+
+    /// A stream the plugin closed may go this long without progress (bytes taken by the peer, its
+    /// FIN) before it is reset: long enough for a slow peer to drain what was queued, short enough
+    /// that a peer that stopped reading gives the slots back soon.
+    public static let closeLingerSeconds = 15
+
     // ---- plugin status (manifest [status]; Host+PluginStatus.swift) ------------------------------
 
     /// The host asks each plugin with a `[status]` method for its details and metrics every 2 s:

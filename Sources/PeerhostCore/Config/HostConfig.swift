@@ -67,6 +67,10 @@ public struct HostConfig: Sendable {
         public var statusIntervalSeconds = Defaults.statusIntervalSeconds
         /// Sockets and files the core may hold for one plugin (Defaults.pluginDescriptors says why).
         public var pluginDescriptors = Defaults.pluginDescriptors
+        /// Bytes the core queues per connection before send answers PH_EAGAIN (Defaults says why).
+        public var sendQueuePerConnection = Defaults.sendQueuePerConnection
+        /// Seconds a closed stream may go without progress before it is reset.
+        public var closeLingerSeconds = Defaults.closeLingerSeconds
         public init() {}
     }
 
@@ -162,7 +166,8 @@ extension HostConfig {
         "host": ["data_dir", "http", "uid_base", "log_level"],
         "tuning": ["ring_entries", "slot_size", "slot_count", "recv_slots", "spin_us", "heartbeat_interval_ms",
                    "heartbeat_timeout_ms", "backoff_base_ms", "backoff_cap_ms", "crash_loop_limit",
-                   "usage_log_interval_s", "status_interval_s", "plugin_descriptors"],
+                   "usage_log_interval_s", "status_interval_s", "plugin_descriptors", "send_queue_per_connection",
+                   "close_linger_s"],
         "plugin": ["name", "manifest", "enabled", "config", "listen", "weight", "bandwidth"],
         "plugin.bandwidth": ["up", "down"],
         "shaping": ["up", "down"],
@@ -262,6 +267,8 @@ extension HostConfig {
             if let value = try table.integer("usage_log_interval_s", in: 0...86_400) { tuning.usageLogIntervalSeconds = Int(value) }
             if let value = try table.integer("status_interval_s", in: 0...3_600) { tuning.statusIntervalSeconds = Int(value) }
             if let value = try table.integer("plugin_descriptors", in: 16...1_048_576) { tuning.pluginDescriptors = Int(value) }
+            if let value = try table.integer("send_queue_per_connection", in: 16_384...(64 << 20)) { tuning.sendQueuePerConnection = Int(value) }
+            if let value = try table.integer("close_linger_s", in: 1...3_600) { tuning.closeLingerSeconds = Int(value) }
         }
 
         // [security]

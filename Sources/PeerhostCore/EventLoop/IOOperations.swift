@@ -65,6 +65,27 @@ extension IOUringLoop {
         io_uring_sqe_set_data64(s, ud)
     }
 
+    /// One gathered send of `buffers` in order (sendmsg, MSG_NOSIGNAL; completes as `.send`,
+    /// result = bytes sent, possibly fewer than all). The msghdr and iovec array go to scratch
+    /// memory (the kernel copies them at submission: IORING_FEAT_SUBMIT_STABLE); the buffers
+    /// themselves must stay untouched until the completion.
+    public func sendv(_ h: HandlerID, fd: Int32, buffers: UnsafeBufferPointer<iovec>, tag: UInt32 = 0) {
+        let ud = begin(h, .send, tag: tag, fd: fd)
+        // One scratch block for both: a second scratch() call may flush and reuse the arena.
+        let headerSize = (MemoryLayout<msghdr>.size + 15) & ~15
+        let block = scratch(headerSize + MemoryLayout<iovec>.stride * buffers.count)
+        let hdr = block.bindMemory(to: msghdr.self, capacity: 1)
+        let vectors = (block + headerSize).bindMemory(to: iovec.self, capacity: buffers.count)
+        vectors.initialize(from: buffers.baseAddress!, count: buffers.count)
+        var m = msghdr()
+        m.msg_iov = vectors
+        m.msg_iovlen = buffers.count
+        hdr.initialize(to: m)
+        let s = sqe()
+        io_uring_prep_sendmsg(s, fd, hdr, UInt32(MSG_NOSIGNAL))
+        io_uring_sqe_set_data64(s, ud)
+    }
+
     /// Connect a (non-blocking) socket; result 0 or -errno (ECONNREFUSED, ETIMEDOUT, …).
     public func connect(_ h: HandlerID, fd: Int32, to address: SocketAddress, tag: UInt32 = 0) {
         let ud = begin(h, .connect, tag: tag, fd: fd)

@@ -14,6 +14,8 @@ public enum PluginRequest: Equatable, Sendable {
     case connect(request: UInt64, address: String, slot: UInt32)
     case send(conn: UInt64, slot: UInt32, offset: UInt32, length: UInt32)
     case close(conn: UInt64)
+    /// ABI 1.2: an abortive close (RST).
+    case reset(conn: UInt64)
     case udpBind(request: UInt64, address: String, slot: UInt32)
     case udpSend(socket: UInt64, slot: UInt32, offset: UInt32, length: UInt32, to: String)
     case resolve(request: UInt64, name: String, slot: UInt32)
@@ -174,6 +176,8 @@ public struct RequestDecoder {
             return .send(conn: conn, slot: d.slot, offset: d.offset, length: d.length)
         case PH_MSG_CLOSE:
             return .close(conn: try ownedConn())
+        case PH_MSG_RESET:
+            return .reset(conn: try ownedConn())
         case PH_MSG_UDP_SEND:
             let socket = try ownedConn()
             try checkSlot(d)

@@ -30,6 +30,9 @@ struct SessionCounters {
     var connectionsTotal: UInt64 = 0
     var gatheredWrites: UInt64 = 0   // file_writes submitted as part of a multi-write pwritev
     var descriptorRefusals: UInt64 = 0   // listen/connect/udp_bind/file_open/accept refused at the descriptor budget
+    var lingerResets: UInt64 = 0     // closed streams reset because the peer took nothing for the linger time
+    var resets: UInt64 = 0           // abortive closes the plugin asked for (conn_reset)
+    var lingering: Int = 0           // streams the plugin closed that are still flushing or waiting for the peer's FIN
 }
 
 /// The core's side of one running plugin incarnation: its region, rings, slots, connections,
@@ -43,13 +46,39 @@ struct SessionCounters {
 final class PluginSession: IOHandler, @unchecked Sendable {
     enum ConnKind { case stream, listener, connecting, udp }
 
+    /// Where a socket is on its way to closed (a stream walks them in order; the other kinds go
+    /// from open straight to done).
+    enum Phase {
+        case open
+        /// The peer sent FIN: the plugin was told (CLOSED) and may still send; its close (the
+        /// runner sends one after on_closed returned) starts the flush.
+        case peerClosed
+        /// The plugin closed: what it sent before still goes out, then FIN.
+        case closing
+        /// FIN sent: receiving (and discarding) until the peer's FIN or the linger time, so the
+        /// final close never meets unread bytes (which would make Linux answer with a RST).
+        case finWait
+        /// The descriptor is closed (or its close is submitted); the index is freed once nothing
+        /// of it is in flight.
+        case done
+    }
+
     struct Conn {
         var id: UInt64
         var fd: Int32
         var kind: ConnKind
+        /// Closed for the plugin: its id is forgotten (the socket itself may still flush: `phase`).
         var closed = false
+        var phase = Phase.open
         var recvArmed = false           // TCP: multishot recv; UDP: one recvmsg into `udpSlot`
-        var sendsInFlight = 0
+        var sendsInFlight = 0           // UDP datagrams in the kernel (streams: `out`)
+        /// TCP: what the plugin sent and the kernel has not taken yet, in order (StreamSendQueue).
+        var out = StreamSendQueue()
+        /// TCP: the peer's FIN arrived.
+        var peerFinished = false
+        /// TCP: the linger timer's tag while one is armed (0: none), and when bytes last moved.
+        var lingerTag: UInt32 = 0
+        var lastProgress: UInt64 = 0
         var connectInFlight = false
         var udpSlot: UInt32 = PH_NO_SLOT
         var family: Int32 = 0
@@ -57,7 +86,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         var peer: UnsafeMutablePointer<sockaddr_storage>? = nil
         /// The shaper's node (streams and UDP sockets of a shaped plugin).
         var shaper: ConnShaper? = nil
-        /// Sends waiting for tokens, in order (the slot stays in flight, i.e. with the core).
+        /// UDP datagrams waiting for tokens, in order (the slot stays in flight, i.e. with the core).
         var queuedSends: [QueuedSend] = []
         /// Receive paused by the shaper: not re-armed until the buckets have tokens again.
         var rxPaused = false
@@ -66,12 +95,12 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         var multicastBudget = MulticastSendBudget()
     }
 
-    /// A send held back by the shaper. `to` is set for a UDP datagram.
+    /// A datagram held back by the shaper.
     struct QueuedSend {
         var slot: UInt32
         var offset: UInt32
         var length: UInt32
-        var to: SocketAddress?
+        var to: SocketAddress
     }
 
     /// An outbound TCP connect between CONNECT and its COMPLETE. The request's slot is held by
@@ -119,11 +148,9 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         var writable: Bool
     }
 
-    /// A send in flight, indexed by its slot (a slot is in exactly one operation at a time).
+    /// A datagram send in flight, indexed by its slot (a slot is in exactly one operation at a time).
     struct SendState {
         var connIndex: UInt32 = 0
-        var offset: UInt32 = 0
-        var remaining: UInt32 = 0
     }
 
     let plugin: String
@@ -202,7 +229,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     /// Sockets and files held for the plugin: every live socket (listeners, streams, connects in
     /// flight, UDP), every file until its descriptor closes, every openat2 in flight. Bounded by
     /// `descriptorBudget` ([tuning] plugin_descriptors; Defaults.pluginDescriptors says why).
-    var descriptorsHeld: Int { connIndexByID.count + files.count + opens.count }
+    var descriptorsHeld: Int { connIndexByID.count + counters.lingering + files.count + opens.count }
     var descriptorBudget = Defaults.pluginDescriptors
     private var lastDescriptorWarning: UInt64 = 0
     /// The plugin's shaper node (set by the supervisor before start; nil = not shaped).
@@ -220,6 +247,15 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     var kvStore: Result<KVStore, StoreError>?
     var kvQuota: UInt64?
     private var kvFailureReported = false
+
+    /// Bytes of one connection the core holds before the plugin's send answers PH_EAGAIN ([tuning]
+    /// send_queue_per_connection; the runner enforces it from START's arg2, Defaults says why).
+    var sendQueueLimit = Defaults.sendQueuePerConnection
+    /// How long a closed stream may go without progress (bytes taken by the peer, or its FIN)
+    /// before it is reset ([tuning] close_linger_s).
+    var lingerNanoseconds = UInt64(Defaults.closeLingerSeconds) * 1_000_000_000
+    /// Linger timers (tag with connectTimerBit → conn index); tags come from nextConnectTimer.
+    private var lingerTimers: [UInt32: UInt32] = [:]
 
     /// A connect that neither succeeds nor fails within this time completes with PH_ETIMEDOUT.
     static let connectTimeoutNanoseconds: UInt64 = 10_000_000_000
@@ -276,6 +312,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     /// Puts START with the plugin's config JSON in a plugin-home slot on RX.
     func start(configJSON: [UInt8]) {
         var desc = ph_desc(type: PH_MSG_START)
+        desc.arg2 = UInt64(sendQueueLimit)
         let firstPluginSlot = region.geometry.recvSlots
         if !configJSON.isEmpty && configJSON.count <= Int(region.geometry.slotSize) {
             configJSON.withUnsafeBytes { region.slotAddress(firstPluginSlot).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
@@ -294,8 +331,9 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     /// touch the pool any more: only then may the region be unmapped.
     func shutdown(done: @escaping () -> Void) {
         shuttingDown = true
-        // Sockets of every kind: streams, listeners, pending connects, UDP sockets.
-        for i in conns.indices { if conns[i] != nil { closeConn(UInt32(i), notify: false) } }
+        // Sockets of every kind: streams (lingering ones too), listeners, pending connects, UDP
+        // sockets. The region goes away after this, so nothing queued can still be sent.
+        for i in conns.indices { if conns[i] != nil { abortConn(UInt32(i)) } }
         loop.cancelAll(handler) { [self] in
             // Nothing is in flight any more: files and the granted directories (which pending
             // openat2 calls used as their base) can be closed without racing an operation.
@@ -418,16 +456,21 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         case .listen(let request, let address, let slot):
             listen(request: request, address: address, slot: slot)
         case .send(let conn, let slot, let offset, let length):
-            guard let index = connIndexByID[conn], let c = conns[Int(index)], c.kind == .stream, !c.closed else {
-                // Not a connected stream (a listener, a UDP socket, a connect still pending):
-                // the payload slot simply goes home.
-                payloadSlotHome(slot, conn: conn); return
+            guard let index = connIndexByID[conn], let c = conns[Int(index)], c.kind == .stream, !c.closed,
+                  c.phase == .open || c.phase == .peerClosed, length > 0 else {
+                // Not a connected stream (a listener, a UDP socket, a connect still pending, one
+                // that failed), or nothing to send: the payload slot simply goes home.
+                streamSendDone(slot: slot, length: length, conn: conn); return
             }
-            sends[Int(slot)] = SendState(connIndex: index, offset: offset, remaining: length)
-            conns[Int(index)]!.sendsInFlight += 1
-            shapeSend(index, QueuedSend(slot: slot, offset: offset, length: length, to: nil))
+            conns[Int(index)]!.out.append(slot: slot, offset: offset, length: length)
+            pump(index)
         case .close(let conn):
-            if let index = connIndexByID[conn] { closeConn(index, notify: false) }
+            if let index = connIndexByID[conn] { closeGracefully(index) }
+        case .reset(let conn):
+            if let index = connIndexByID[conn] {
+                if conns[Int(index)]?.kind == .stream { counters.resets &+= 1 }
+                abortConn(index, reset: true)
+            }
         case .timerSet(let timer, let delay):
             let tag = nextTimerTag
             nextTimerTag &+= 1
@@ -554,12 +597,16 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         case .recv:
             recvCompleted(connIndex: c.tag, c)
         case .send:
-            sendCompleted(slot: c.tag, result: c.result)
+            sendCompleted(connIndex: c.tag, result: c.result)
         case .timeout where c.tag & Self.connectTimerBit == 0 && c.tag & Self.shaperTimerTag != 0:
             shaperTimerDeadline = .max
             if !shuttingDown { serveShaped() }
         case .timeout where c.tag & Self.connectTimerBit != 0:
-            connectDeadline(tag: c.tag, result: c.result)
+            if let index = lingerTimers.removeValue(forKey: c.tag) {
+                lingerExpired(index, tag: c.tag, result: c.result)
+            } else {
+                connectDeadline(tag: c.tag, result: c.result)
+            }
         case .timeout:
             if let timer = timerIDsByTag.removeValue(forKey: c.tag) {
                 timerTagsByID[timer] = nil
@@ -595,6 +642,10 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         push(desc)
     }
 
+    /// Receive order: the kernel posts a multishot receive's completions in stream order, each
+    /// becomes one DATA pushed onto RX in that order (push keeps FIFO order with what waits in
+    /// pendingRX), and a receive stopped by the shaper is re-armed only after its final
+    /// completion, so two receives never race on one socket.
     private func recvCompleted(connIndex: UInt32, _ c: IOCompletion) {
         if !c.hasMore { conns[Int(connIndex)]?.recvArmed = false }
         if let bid = c.bufferID {
@@ -615,20 +666,35 @@ final class PluginSession: IOHandler, @unchecked Sendable {
                     }
                 }
             } else {
-                // Data for a connection the plugin closed, or an empty buffer: straight back.
+                // Data for a connection the plugin closed (discarded while it lingers), or an
+                // empty buffer: straight back.
                 _ = decoder.owners.transfer(slot, from: .kernel, to: .core)
                 giveToKernel(slot, from: .core)
             }
         }
-        guard var conn = conns[Int(connIndex)] else { return }
-        if c.result == 0 || (c.result < 0 && c.result != -ECANCELED) {
-            // EOF or error: tell the plugin once, then release the socket.
-            if !conn.closed {
-                let reason: ph_status = c.result == 0 ? PH_OK : (c.result == -ECONNRESET ? PH_ERESET : PH_EIO)
-                push(ph_desc(type: PH_MSG_CLOSED, id: conn.id, status: Int16(reason.rawValue)))
-                closeConn(connIndex, notify: false)
+        guard var conn = conns[Int(connIndex)], conn.phase != .done else { releaseIfDone(connIndex); return }
+        if c.result == 0 {
+            // The peer's FIN: every byte it sent came before. The socket stays for our side.
+            conn.peerFinished = true
+            conns[Int(connIndex)] = conn
+            switch conn.phase {
+            case .open:
+                conns[Int(connIndex)]!.phase = .peerClosed
+                push(ph_desc(type: PH_MSG_CLOSED, id: conn.id, status: Int16(PH_OK.rawValue)))
+                armLinger(connIndex)   // bounds the wait for the plugin's close
+            case .finWait:
+                finalClose(connIndex)
+            case .peerClosed, .closing, .done:
+                break
             }
-        } else if !c.hasMore && !conn.closed && !conn.rxPaused {
+        } else if c.result < 0 && c.result != -ECANCELED {
+            // A reset or an error: nothing more can be sent either. Tell the plugin once.
+            if !conn.closed {
+                let reason: ph_status = c.result == -ECONNRESET ? PH_ERESET : PH_EIO
+                push(ph_desc(type: PH_MSG_CLOSED, id: conn.id, status: Int16(reason.rawValue)))
+            }
+            abortConn(connIndex)
+        } else if !c.hasMore && !conn.peerFinished && (conn.closed || !conn.rxPaused) {
             conn.recvArmed = true
             conns[Int(connIndex)] = conn
             loop.recv(handler, fd: conn.fd, group: group, tag: connIndex)
@@ -636,26 +702,31 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         releaseIfDone(connIndex)
     }
 
-    private func sendCompleted(slot: UInt32, result: Int32) {
-        var state = sends[Int(slot)]
-        let index = state.connIndex
-        if result > 0 { counters.bytesOut &+= UInt64(result) }
-        if result > 0, peerTagging { accountPeer(index, outbound: UInt64(result)) }
-        if result > 0, UInt32(result) < state.remaining, let conn = conns[Int(index)], !conn.closed {
-            // Short send: continue from where the kernel stopped; the slot stays in flight.
-            state.offset += UInt32(result)
-            state.remaining -= UInt32(result)
-            sends[Int(slot)] = state
-            loop.send(handler, fd: conn.fd, from: region.slotAddress(slot) + Int(state.offset), length: Int(state.remaining), tag: slot)
-            return
+    /// The one send in flight on a stream completed (StreamSendQueue says why there is only one):
+    /// the bytes it took leave the queue in order, finished sends go home with SEND_DONE, and the
+    /// next part of the queue goes out — or, once it is empty on a closed stream, the FIN.
+    private func sendCompleted(connIndex index: UInt32, result: Int32) {
+        guard let conn = conns[Int(index)] else { return }
+        let sent = result > 0 ? Int(result) : 0
+        if sent > 0 {
+            counters.bytesOut &+= UInt64(sent)
+            if peerTagging { accountPeer(index, outbound: UInt64(sent)) }
+            conns[Int(index)]!.lastProgress = monotonicNanoseconds()
         }
-        conns[Int(index)]?.sendsInFlight -= 1
-        let connID = conns[Int(index)]?.id ?? 0
-        if result < 0, result != -ECANCELED, let conn = conns[Int(index)], !conn.closed {
-            push(ph_desc(type: PH_MSG_CLOSED, id: conn.id, status: Int16(PH_ERESET.rawValue)))
-            closeConn(index, notify: false)
+        let id = conn.id
+        conns[Int(index)]!.out.sendCompleted(sent: sent) { streamSendDone(slot: $0.slot, length: $0.length, conn: id) }
+        if conn.phase == .done {
+            // Aborted while this send was in the kernel: now its slots can go home too.
+            conns[Int(index)]!.out.removeUnsent { streamSendDone(slot: $0.slot, length: $0.length, conn: id) }
+        } else if result <= 0 {
+            // An error (0 bytes for a non-empty send counts as one): the connection is dead.
+            if !conn.closed { push(ph_desc(type: PH_MSG_CLOSED, id: id, status: Int16(PH_ERESET.rawValue))) }
+            abortConn(index)
+        } else if !conns[Int(index)]!.out.isEmpty {
+            pump(index)
+        } else if conn.phase == .closing {
+            sendFIN(index)
         }
-        payloadSlotHome(slot, conn: connID)
         releaseIfDone(index)
     }
 
@@ -670,6 +741,20 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         } else {
             returnSlot(slot, to: conn)
         }
+    }
+
+    /// A stream send is over (sent, or dropped with its connection): the slot goes home and the
+    /// plugin gets SEND_DONE with the bytes that send handed over — for a receive slot too (slot
+    /// PH_NO_SLOT then), so the runner can keep count of what each connection has queued.
+    private func streamSendDone(slot: UInt32, length: UInt32, conn: UInt64) {
+        guard decoder.owners.transfer(slot, from: .inFlight, to: .core) else { return }
+        var desc = ph_desc(type: PH_MSG_SEND_DONE, id: conn, slot: PH_NO_SLOT, length: length)
+        if decoder.owners.isReceiveSlot(slot) {
+            recycleReceiveSlot(slot)
+        } else if decoder.owners.transfer(slot, from: .core, to: .plugin) {
+            desc.slot = slot
+        }
+        push(desc)
     }
 
     /// A core-owned receive slot goes back to the pool its index belongs to: the UDP reserve or
@@ -743,19 +828,81 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         return index
     }
 
-    /// Stops I/O on a connection: cancels its operations and closes the socket (the kernel keeps
-    /// the file alive until those complete). The index is reused only once nothing is in flight.
-    private func closeConn(_ index: UInt32, notify: Bool) {
-        guard var conn = conns[Int(index)], !conn.closed else { return }
-        conn.closed = true
-        conns[Int(index)] = conn
+    /// The plugin is done with a connection: its id is forgotten (further descriptors naming it are
+    /// no-ops), and a stream no longer counts as open. The socket itself may live on (lingering).
+    private func forgetForPlugin(_ index: UInt32) {
+        guard let conn = conns[Int(index)], !conn.closed else { return }
+        conns[Int(index)]!.closed = true
         connIndexByID[conn.id] = nil
         rememberClosed(conn.id)
+        if conn.kind == .stream { counters.connectionsOpen -= 1 }
+    }
+
+    /// close() from the plugin. A stream closes gracefully: what the plugin sent before still goes
+    /// out in order, then FIN (sendFIN), all within the linger bound; other sockets close at once.
+    private func closeGracefully(_ index: UInt32) {
+        guard let conn = conns[Int(index)], conn.kind == .stream, conn.phase == .open || conn.phase == .peerClosed else {
+            abortConn(index); return
+        }
+        forgetForPlugin(index)
+        conns[Int(index)]!.phase = .closing
+        counters.lingering += 1
+        conns[Int(index)]!.lastProgress = monotonicNanoseconds()
+        armLinger(index)
+        if conn.out.isEmpty { sendFIN(index) }   // else the last send's completion sends it
+    }
+
+    /// Everything the plugin sent is with the kernel: FIN after it (shutdown SHUT_WR queues it behind
+    /// the bytes). If the peer's FIN came already the socket closes now; else it lingers, receiving
+    /// and discarding, until that FIN or the linger time.
+    private func sendFIN(_ index: UInt32) {
+        guard let conn = conns[Int(index)], conn.phase == .closing else { return }
+        _ = Glibc.shutdown(conn.fd, Int32(SHUT_WR))
+        if conn.peerFinished { finalClose(index); return }
+        conns[Int(index)]!.phase = .finWait
+        conns[Int(index)]!.lastProgress = monotonicNanoseconds()
+        if !conn.recvArmed {
+            conns[Int(index)]!.recvArmed = true
+            loop.recv(handler, fd: conn.fd, group: group, tag: index)
+        }
+    }
+
+    /// The end of a graceful close: the descriptor closes (nothing unread waits in it, so no RST).
+    private func finalClose(_ index: UInt32) {
+        guard let conn = conns[Int(index)], conn.phase != .done else { return }
+        conns[Int(index)]!.phase = .done
+        if conn.closed, conn.kind == .stream { counters.lingering -= 1 }
+        disarmLinger(index)
+        conn.shaper?.close(now: monotonicNanoseconds())
+        shapedWaiting[0].remove(index)
+        shapedWaiting[1].remove(index)
+        Self.finishStream(conn.fd)
+        loop.cancel(handler, fd: conn.fd)
+        loop.close(handler, fd: conn.fd)
+        releaseIfDone(index)
+    }
+
+    /// Stops I/O on a socket at once: cancels its operations and closes it (the kernel keeps the
+    /// file alive until those complete). A stream's unsent bytes are dropped and their slots go home
+    /// (those of the send in the kernel when it completes). `reset`: the peer gets a RST (SO_LINGER
+    /// 0) instead of the FIN finishStream sends. The index is reused only once nothing is in flight.
+    private func abortConn(_ index: UInt32, reset: Bool = false) {
+        guard let conn = conns[Int(index)], conn.phase != .done else { return }
+        let lingered = conn.closed && conn.kind == .stream && conn.phase != .open && conn.phase != .peerClosed
+        forgetForPlugin(index)
+        conns[Int(index)]!.phase = .done
+        if lingered { counters.lingering -= 1 }
+        disarmLinger(index)
         if conn.kind == .stream {
-            counters.connectionsOpen -= 1
-            Self.finishStream(conn.fd)
+            if reset {
+                var off = linger(l_onoff: 1, l_linger: 0)
+                _ = setsockopt(conn.fd, SOL_SOCKET, SO_LINGER, &off, socklen_t(MemoryLayout<linger>.size))
+            } else {
+                Self.finishStream(conn.fd)
+            }
         }
         conn.shaper?.close(now: monotonicNanoseconds())
+        conns[Int(index)]!.out.removeUnsent { streamSendDone(slot: $0.slot, length: $0.length, conn: conn.id) }
         for q in conn.queuedSends {
             // Never submitted: the slot goes home as if its send had been cancelled.
             conns[Int(index)]!.sendsInFlight -= 1
@@ -767,6 +914,51 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         loop.cancel(handler, fd: conn.fd)
         loop.close(handler, fd: conn.fd)
         releaseIfDone(index)
+    }
+
+    // MARK: Linger
+
+    /// Arms the linger timer of a stream (once; it re-arms itself while bytes keep moving).
+    private func armLinger(_ index: UInt32, after delay: UInt64? = nil) {
+        guard conns[Int(index)]?.lingerTag == 0, !shuttingDown else { return }
+        let tag = Self.connectTimerBit | (nextConnectTimer & ~Self.connectTimerBit)
+        nextConnectTimer &+= 1
+        conns[Int(index)]!.lingerTag = tag
+        lingerTimers[tag] = index
+        loop.timeout(handler, nanoseconds: delay ?? lingerNanoseconds, tag: tag)
+    }
+
+    private func disarmLinger(_ index: UInt32) {
+        guard let tag = conns[Int(index)]?.lingerTag, tag != 0 else { return }
+        conns[Int(index)]!.lingerTag = 0
+        if lingerTimers.removeValue(forKey: tag) != nil { loop.cancelTimeout(handler, tag: tag) }
+    }
+
+    /// The linger time passed. While bytes moved within it, it starts again from the last progress;
+    /// else a stream that still holds unsent bytes is reset (its slots come home: a peer that stopped
+    /// reading cannot pin them), and one that sent its FIN closes.
+    private func lingerExpired(_ index: UInt32, tag: UInt32, result: Int32) {
+        guard result == -ETIME, let conn = conns[Int(index)], conn.lingerTag == tag, conn.phase != .done else { return }
+        conns[Int(index)]!.lingerTag = 0
+        let idle = monotonicNanoseconds() &- conn.lastProgress
+        if idle < lingerNanoseconds {
+            armLinger(index, after: lingerNanoseconds - idle)
+            return
+        }
+        switch conn.phase {
+        case .finWait:
+            finalClose(index)
+        case .peerClosed where conn.out.isEmpty:
+            // The plugin never closed after CLOSED: close for it.
+            closeGracefully(index)
+        case .peerClosed, .closing:
+            counters.lingerResets &+= 1
+            logger.info("closed connection reset: the peer took nothing for the linger time", metadata: [
+                "plugin": "\(plugin)", "queued_bytes": "\(conn.out.queuedBytes)", "linger_s": "\(lingerNanoseconds / 1_000_000_000)"])
+            abortConn(index, reset: true)
+        case .open, .done:
+            break
+        }
     }
 
     /// A normal close for the peer (FIN, not RST), also when the runner died: Linux answers close()
@@ -808,8 +1000,8 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     }
 
     private func releaseIfDone(_ index: UInt32) {
-        guard let conn = conns[Int(index)], conn.closed, !conn.recvArmed, conn.sendsInFlight == 0,
-              !conn.connectInFlight else { return }
+        guard let conn = conns[Int(index)], conn.closed, conn.phase == .done, !conn.recvArmed, conn.sendsInFlight == 0,
+              !conn.out.sendInFlight, !conn.connectInFlight else { return }
         conn.peer?.deallocate()
         peerOfConn[index] = nil
         if Int(index) < untagged.count { untagged[Int(index)] = PeerUsage() }
@@ -975,7 +1167,7 @@ extension PluginSession {
         logger.info("connect failed", metadata: ["plugin": "\(plugin)", "errno": "\(errnoName(-result))",
                                                  "timed_out": "\(state.timedOut)"])
         finishConnect(index: index, state)
-        closeConn(index, notify: false)
+        abortConn(index)
         complete(request: state.request, status: status, slot: state.slot)
     }
 
@@ -1174,9 +1366,9 @@ extension PluginSession {
             payloadSlotHome(slot, conn: socket)
             return
         }
-        sends[Int(slot)] = SendState(connIndex: index, offset: offset, remaining: length)
+        sends[Int(slot)] = SendState(connIndex: index)
         conns[Int(index)]!.sendsInFlight += 1
-        shapeSend(index, QueuedSend(slot: slot, offset: offset, length: length, to: address))
+        shapeDatagram(index, QueuedSend(slot: slot, offset: offset, length: length, to: address))
     }
 
     fileprivate func datagramSent(slot: UInt32, result: Int32) {
@@ -1543,29 +1735,50 @@ private func errnoStatus(_ error: Error) -> ph_status {
 // MARK: - Shaping (Shaper.swift)
 
 extension PluginSession {
-    /// A send (TCP or UDP) whose slot is already in flight: submitted now if the buckets have
-    /// tokens and nothing older of this connection waits, else queued until they refill. Its
-    /// bytes are taken when it is submitted, before the kernel sees it.
-    fileprivate func shapeSend(_ index: UInt32, _ send: QueuedSend) {
+    /// A datagram whose slot is already in flight: submitted now if the buckets have tokens and
+    /// nothing older of this socket waits, else queued until they refill. Its bytes are taken when
+    /// it is submitted, before the kernel sees it. (Streams go through `pump`.)
+    fileprivate func shapeDatagram(_ index: UInt32, _ send: QueuedSend) {
         guard let node = conns[Int(index)]?.shaper, let shaping,
-              shaping.active || !conns[Int(index)]!.queuedSends.isEmpty else { submit(index, send); return }
+              shaping.active || !conns[Int(index)]!.queuedSends.isEmpty else { submitDatagram(index, send); return }
         let now = monotonicNanoseconds()
         if conns[Int(index)]!.queuedSends.isEmpty, shaping.admit(node, .up, now: now) {
             shaping.charge(node, .up, bytes: Int(send.length), now: now)
-            submit(index, send)
+            submitDatagram(index, send)
         } else {
             conns[Int(index)]!.queuedSends.append(send)
             waitForTokens(index, .up, now: now)
         }
     }
 
-    fileprivate func submit(_ index: UInt32, _ send: QueuedSend) {
-        let fd = conns[Int(index)]!.fd
-        let from = region.slotAddress(send.slot) + Int(send.offset)
-        if let to = send.to {
-            loop.sendmsg(handler, fd: fd, from: from, length: Int(send.length), to: to, tag: send.slot)
-        } else {
-            loop.send(handler, fd: fd, from: from, length: Int(send.length), tag: send.slot)
+    /// One datagram = one sendmsg: never split, never merged.
+    fileprivate func submitDatagram(_ index: UInt32, _ send: QueuedSend) {
+        loop.sendmsg(handler, fd: conns[Int(index)]!.fd, from: region.slotAddress(send.slot) + Int(send.offset),
+                     length: Int(send.length), to: send.to, tag: send.slot)
+    }
+
+    /// Starts the next send of a stream when none is in flight: the head of its queue, gathered into
+    /// one sendmsg (StreamSendQueue says why one at a time keeps the order). A shaped connection
+    /// sends one slot per admission and waits for tokens when the buckets are empty; each slot is
+    /// charged once, when it first goes out.
+    fileprivate func pump(_ index: UInt32) {
+        guard let conn = conns[Int(index)], conn.kind == .stream, conn.phase != .done,
+              !conn.out.sendInFlight, let head = conn.out.first else { return }
+        var limit = StreamSendQueue.maxGather
+        if let node = conn.shaper, let shaping, shaping.active {
+            let now = monotonicNanoseconds()
+            guard shaping.admit(node, .up, now: now) else { waitForTokens(index, .up, now: now); return }
+            if !head.charged {
+                shaping.charge(node, .up, bytes: Int(head.remaining), now: now)
+                conns[Int(index)]!.out.markFirstCharged()
+            }
+            limit = 1
+        }
+        withUnsafeTemporaryAllocation(of: iovec.self, capacity: min(limit, conn.out.count)) { vectors in
+            let n = conns[Int(index)]!.out.startSend(limit: limit) { i, entry in
+                vectors[i] = iovec(iov_base: region.slotAddress(entry.slot) + Int(entry.offset), iov_len: Int(entry.remaining))
+            }
+            loop.sendv(handler, fd: conn.fd, buffers: UnsafeBufferPointer(rebasing: vectors[0..<n]), tag: index)
         }
     }
 
@@ -1602,39 +1815,48 @@ extension PluginSession {
         // Receives: resume (the multishot receive is re-armed once its stop has completed); those
         // within their fair share first, then those that borrow their plugin's spare tokens.
         for borrow in [false, true] {
-          for index in shapedWaiting[ShapingDirection.down.rawValue] {
-            guard let conn = conns[Int(index)], !conn.closed, let node = conn.shaper else {
-                shapedWaiting[1].remove(index); continue
-            }
-            guard shaping.admit(node, .down, now: now, borrow: borrow) else { continue }
-            shapedWaiting[1].remove(index)
-            conns[Int(index)]!.rxPaused = false
-            if conn.kind == .udp {
-                armDatagramReceive(index)
-            } else if !conn.recvArmed {
-                conns[Int(index)]!.recvArmed = true
-                loop.recv(handler, fd: conn.fd, group: group, tag: index)
-            }
-          }
-        }
-        // Sends: round robin over the connections with a queue, within their share first, then
-        // borrowing.
-        for borrow in [false, true] {
-        var ready = shapedWaiting[ShapingDirection.up.rawValue].sorted()
-        while !ready.isEmpty {
-            var next: [UInt32] = []
-            for index in ready {
-                guard let conn = conns[Int(index)], !conn.closed, let node = conn.shaper, !conn.queuedSends.isEmpty else {
-                    shapedWaiting[0].remove(index); continue
+            for index in shapedWaiting[ShapingDirection.down.rawValue] {
+                guard let conn = conns[Int(index)], !conn.closed, let node = conn.shaper else {
+                    shapedWaiting[1].remove(index); continue
                 }
-                guard shaping.admit(node, .up, now: now, borrow: borrow) else { continue }
-                let send = conns[Int(index)]!.queuedSends.removeFirst()
-                shaping.charge(node, .up, bytes: Int(send.length), now: now)
-                submit(index, send)
-                if conns[Int(index)]!.queuedSends.isEmpty { shapedWaiting[0].remove(index) } else { next.append(index) }
+                guard shaping.admit(node, .down, now: now, borrow: borrow) else { continue }
+                shapedWaiting[1].remove(index)
+                conns[Int(index)]!.rxPaused = false
+                if conn.kind == .udp {
+                    armDatagramReceive(index)
+                } else if !conn.recvArmed, !conn.peerFinished {
+                    conns[Int(index)]!.recvArmed = true
+                    loop.recv(handler, fd: conn.fd, group: group, tag: index)
+                }
             }
-            ready = next
         }
+        // Sends: round robin over the connections with something queued, within their share
+        // first, then borrowing. A stream has one send in flight at most (its completion pumps the
+        // next), so it gets one turn; a UDP socket sends a datagram per turn.
+        for borrow in [false, true] {
+            var ready = shapedWaiting[ShapingDirection.up.rawValue].sorted()
+            while !ready.isEmpty {
+                var next: [UInt32] = []
+                for index in ready {
+                    guard let conn = conns[Int(index)], conn.phase != .done, let node = conn.shaper else {
+                        shapedWaiting[0].remove(index); continue
+                    }
+                    if conn.kind == .stream {
+                        guard !conn.out.isEmpty, !conn.out.sendInFlight else { shapedWaiting[0].remove(index); continue }
+                        guard shaping.admit(node, .up, now: now, borrow: borrow) else { continue }
+                        shapedWaiting[0].remove(index)
+                        pump(index)
+                        continue
+                    }
+                    guard !conn.queuedSends.isEmpty else { shapedWaiting[0].remove(index); continue }
+                    guard shaping.admit(node, .up, now: now, borrow: borrow) else { continue }
+                    let send = conns[Int(index)]!.queuedSends.removeFirst()
+                    shaping.charge(node, .up, bytes: Int(send.length), now: now)
+                    submitDatagram(index, send)
+                    if conns[Int(index)]!.queuedSends.isEmpty { shapedWaiting[0].remove(index) } else { next.append(index) }
+                }
+                ready = next
+            }
         }
         if !shapedWaiting[0].isEmpty || !shapedWaiting[1].isEmpty { armShaperTimer(now: now) }
     }

@@ -167,6 +167,8 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         session.kvQuota = config.manifest.storage.kvQuota
         session.spinBudgetNanoseconds = UInt64(tuning.spinMicroseconds) * 1000
         session.descriptorBudget = tuning.pluginDescriptors
+        session.sendQueueLimit = tuning.sendQueuePerConnection
+        session.lingerNanoseconds = UInt64(tuning.closeLingerSeconds) * 1_000_000_000
         // Limits: a cgroup (the parent moves the child into it before releasing it), else rlimits.
         let limits = PluginLimits.make(config.manifest.limits, plugin: name, cgroups: cgroups, instance: cgroupInstance)
         if let why = limits.fallbackReason, !loggedLimitFallback {
@@ -593,6 +595,8 @@ extension SessionCounters {
         receivePauses &+= other.receivePauses
         gatheredWrites &+= other.gatheredWrites
         descriptorRefusals &+= other.descriptorRefusals
+        lingerResets &+= other.lingerResets
+        resets &+= other.resets
         connectionsTotal &+= other.connectionsTotal
     }
 }

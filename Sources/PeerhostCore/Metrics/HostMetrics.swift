@@ -90,6 +90,10 @@ public enum MetricCatalog {
               help: "Sockets and files the core holds for the plugin, opens and connects in flight included."),
         .init(name: "peerhost_plugin_descriptor_refusals_total", kind: .counter, labels: ["plugin"],
               help: "listen, connect, udp_bind, file_open and incoming connections refused because the plugin held its whole descriptor budget ([tuning] plugin_descriptors)."),
+        .init(name: "peerhost_plugin_stream_resets_total", kind: .counter, labels: ["plugin", "reason"],
+              help: "TCP connections the core reset: reason linger (the plugin closed, and the peer took nothing for [tuning] close_linger_s while bytes were still queued) or plugin (conn_reset)."),
+        .init(name: "peerhost_plugin_lingering_connections", kind: .gauge, labels: ["plugin"],
+              help: "TCP connections the plugin closed that the core still flushes or waits on for the peer's FIN."),
         .init(name: "peerhost_ring_wakeups_total", kind: .counter, labels: ["plugin", "ring"],
               help: "eventfd writes to wake the consumer of a ring; far fewer than messages under load."),
     ]
@@ -123,6 +127,8 @@ public final class PluginMetrics: Sendable {
     private let gatheredWrites: Counter
     private let descriptors: Gauge
     private let descriptorRefusals: Counter
+    private let streamResets: [String: Counter]
+    private let lingering: Gauge
     /// The host's table of plugin-defined series (PluginSeries.swift).
     let pluginSeries: PluginSeriesTable
 
@@ -156,6 +162,8 @@ public final class PluginMetrics: Sendable {
         gatheredWrites = counter("peerhost_plugin_file_writes_gathered_total")
         descriptors = gauge("peerhost_plugin_descriptors")
         descriptorRefusals = counter("peerhost_plugin_descriptor_refusals_total")
+        streamResets = Dictionary(uniqueKeysWithValues: ["linger", "plugin"].map { ($0, counter("peerhost_plugin_stream_resets_total", [("reason", $0)])) })
+        lingering = gauge("peerhost_plugin_lingering_connections")
         wakeups = Dictionary(uniqueKeysWithValues: RingName.allCases.map { ($0, counter("peerhost_ring_wakeups_total", [("ring", $0.rawValue)])) })
         // Known restart causes start at 0 so rate() works from the first restart on.
         for cause in RestartCause.allCases { _ = restartCounter(cause) }
@@ -173,6 +181,9 @@ public final class PluginMetrics: Sendable {
     public func gatheredWrites(_ count: Int) { if count > 0 { gatheredWrites.increment(by: Int64(count)) } }
     public func descriptors(_ held: Int) { descriptors.set(Int64(held)) }
     public func descriptorRefusals(_ count: Int) { if count > 0 { descriptorRefusals.increment(by: Int64(count)) } }
+    /// reason: "linger" or "plugin".
+    public func streamResets(_ reason: String, _ count: Int) { if count > 0 { streamResets[reason]?.increment(by: Int64(count)) } }
+    public func lingering(_ count: Int) { lingering.set(Int64(count)) }
     /// The ABI's metric_add: adds to peerhost_plugin_<name>_total{plugin}. False when refused (a
     /// negative or non-finite value, a name of the host's own, more than 64 names).
     @discardableResult
