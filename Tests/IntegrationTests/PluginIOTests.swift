@@ -289,6 +289,13 @@ extension Integration {
             #expect(try host.metrics()["peerhost_plugin_file_writes_gathered_total{plugin=\"io-probe\"}"] == Double(count),
                     "all \(count) writes went out in one pwritev")
 
+            // A file_sync sent right after the writes covers them: it is answered after every one.
+            let synced = try scenario(host, "file_runs_sync downloads/synced.bin \(count)")
+            let order = (synced["results"] as? String ?? "").split(separator: " ").compactMap { Int($0.split(separator: ":").first ?? "") }
+            #expect(order.count == count + 1 && order.last == count, "the sync (\(count)) answers last: \(synced)")
+            #expect(try answers(synced)[count]?.status == 0, "\(synced)")
+            #expect(FileManager.default.contents(atPath: root + "/downloads/synced.bin") == expected(count))
+
             // A 64 KiB tmpfs under the granted directory: ten writes (100 kB) do not fit.
             let full = root + "/downloads/full"
             try FileManager.default.createDirectory(atPath: full, withIntermediateDirectories: true)

@@ -120,12 +120,19 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         var writable: Bool
         var inFlight = 0
         var closed = false
+        /// Writes get numbers in the order the plugin sent them; those still in the kernel, oldest
+        /// first (a short write keeps its number while it goes on).
+        var nextWrite: UInt64 = 0
+        var writesInFlight: [UInt64] = []
+        /// FILE_SYNCs waiting for the writes sent before them: (request, last write number it covers).
+        var waitingSyncs: [(request: UInt64, covers: UInt64)] = []
     }
 
     /// A FILE_READ or FILE_WRITE in flight, indexed by its slot (like `sends`).
     struct FileIO {
         var request: UInt64 = 0
         var file: UInt64 = 0
+        var write: UInt64 = 0           // FILE_WRITE: its number in FileState.writesInFlight
         var fileOffset: UInt64 = 0
         var offset: UInt32 = 0
         var remaining: UInt32 = 0
@@ -1598,7 +1605,10 @@ extension PluginSession {
             complete(request: request, status: PH_EINVAL, slot: slot)
             return
         }
-        fileIO[Int(slot)] = FileIO(request: request, file: file, fileOffset: fileOffset, offset: offset, remaining: length)
+        let number = f.nextWrite
+        files[file]!.nextWrite += 1
+        files[file]!.writesInFlight.append(number)
+        fileIO[Int(slot)] = FileIO(request: request, file: file, write: number, fileOffset: fileOffset, offset: offset, remaining: length)
         files[file]!.inFlight += 1
         if let run = gatheredWrite, run.file == file, run.end == fileOffset, run.slots.count < Self.maxWriteRun {
             gatheredWrite!.slots.append(slot)
@@ -1668,6 +1678,7 @@ extension PluginSession {
             submitWrite(slot: slot, fd: f.fd)
             return
         }
+        writeFinished(io.file, number: io.write)
         fileOperationDone(io.file)
         _ = decoder.owners.transfer(slot, from: .inFlight, to: .core)
         if result >= 0 {
@@ -1677,15 +1688,40 @@ extension PluginSession {
         }
     }
 
+    /// FILE_SYNC covers every FILE_WRITE the plugin sent to that file before it: a write still in
+    /// the kernel could otherwise land after the fsync and not be durable when PH_OK says so. So
+    /// the sync waits for those writes (not for later ones) and goes out once they completed.
     fileprivate func fileSync(request: UInt64, file: UInt64) {
         guard let f = files[file], !f.closed else {
             complete(request: request, status: PH_EINVAL, slot: PH_NO_SLOT)
             return
         }
+        files[file]!.inFlight += 1
+        if f.writesInFlight.isEmpty {
+            submitSync(request: request, file: file, fd: f.fd)
+        } else {
+            files[file]!.waitingSyncs.append((request, f.nextWrite - 1))
+        }
+    }
+
+    private func submitSync(request: UInt64, file: UInt64, fd: Int32) {
         nextSyncTag &+= 1
         syncs[nextSyncTag] = (request, file)
-        files[file]!.inFlight += 1
-        loop.fsync(handler, fd: f.fd, tag: nextSyncTag)
+        loop.fsync(handler, fd: fd, tag: nextSyncTag)
+    }
+
+    /// A write is over: syncs that waited only for writes up to it go out, in order.
+    private func writeFinished(_ file: UInt64, number: UInt64) {
+        guard var f = files[file], let i = f.writesInFlight.firstIndex(of: number) else { return }
+        f.writesInFlight.remove(at: i)
+        let oldest = f.writesInFlight.first ?? .max
+        var ready: [UInt64] = []
+        while let sync = f.waitingSyncs.first, sync.covers < oldest {
+            f.waitingSyncs.removeFirst()
+            ready.append(sync.request)
+        }
+        files[file] = f
+        for request in ready { submitSync(request: request, file: file, fd: f.fd) }
     }
 
     fileprivate func fileSyncCompleted(tag: UInt32, result: Int32) {

@@ -21,6 +21,8 @@
  *   file_runs PATH N          open (write|create|trunc), then N writes back to back from offset 0 in
  *                             one callback (write i: 10000 + 7i bytes of 'A' + i % 26); reports
  *                             "i:status:value" per write in completion order, then closes
+ *   file_runs_sync PATH N     the same, with a file_sync right after the writes in the same callback;
+ *                             its answer is "N:status:0" in the same completion-order list
  *
  * A new run() discards the previous report. Statuses are ph_status numbers (PH_EDENIED = -2).
  */
@@ -83,9 +85,9 @@ static int connect_only;
 /* file_runs: COUNT writes that continue each other, issued in one callback (so the core sees
  * them in one TX drain and may gather them into one pwritev); each answer is kept by position. */
 #define MAX_RUN 64
-static int64_t run_requests[MAX_RUN];
+static int64_t run_requests[MAX_RUN + 1];   /* + the sync of file_runs_sync */
 static char run_results[MAX_RUN * 24];
-static int run_count, run_left;
+static int run_count, run_left, run_sync;
 
 static uint32_t run_length(int i) { return 10000u + (uint32_t)i * 7u; }   /* unequal, so offsets are not multiples */
 
@@ -137,7 +139,8 @@ int64_t io_probe_run(const char *text) {
     } else if (strcmp(name, "udp_burst") == 0) {
         step = BURSTING;
         r = host->udp_bind(host->ctx, arg1, strlen(arg1));
-    } else if (strcmp(name, "file_runs") == 0) {
+    } else if (strcmp(name, "file_runs") == 0 || strcmp(name, "file_runs_sync") == 0) {
+        run_sync = strcmp(name, "file_runs_sync") == 0;
         run_count = atoi(arg2);
         if (run_count < 1 || run_count > MAX_RUN) return -1;
         step = RUN_OPENING;
@@ -191,13 +194,18 @@ static void start_runs(void) {
         run_left++;
         offset += n;
     }
+    run_requests[run_count] = 0;
+    if (run_sync && run_left > 0) {
+        int64_t r = host->file_sync(host->ctx, file);
+        if (r > 0) { run_requests[run_count] = r; run_left++; } else add_int("sync_call", r);
+    }
     if (run_left == 0) { host->file_close(host->ctx, file); finish(); }
 }
 
 /* One answer of file_runs: "status:value" at its request's position. */
 static int run_answer(ph_request request, ph_status status, int64_t value) {
-    for (int i = 0; i < run_count; i++) {
-        if (run_requests[i] != (int64_t)request) continue;
+    for (int i = 0; i <= run_count; i++) {
+        if (run_requests[i] != (int64_t)request || request == 0) continue;
         run_requests[i] = 0;
         char part[24];
         snprintf(part, sizeof part, "%s%d:%d:%lld", run_results[0] ? " " : "", i, status, (long long)value);
