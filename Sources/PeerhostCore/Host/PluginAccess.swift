@@ -396,22 +396,7 @@ private func openGrantedDirectories(root: String, layout: StorageLayout) throws(
                 fds.append(openOperatorDirectory(grant.path))
                 continue
             }
-            var dir = dup(rootFD)
-            guard dir >= 0 else { throw StorageSetupError(path: root, step: "dup", errno: errno) }
-            var walked = root
-            for component in grant.components {
-                let name = String(component)
-                walked += "/" + name
-                if mkdirat(dir, name, 0o700) != 0 && errno != EEXIST {
-                    let e = errno; close(dir)
-                    throw StorageSetupError(path: walked, step: "mkdir", errno: e)
-                }
-                let next = openat(dir, name, O_PATH_ | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                let e = errno
-                close(dir)
-                guard next >= 0 else { throw StorageSetupError(path: walked, step: "open (no symlinks)", errno: e) }
-                dir = next
-            }
+            let dir = try openManifestGrant(rootFD: rootFD, root: root, grant)
             fds.append(dir)
         }
     } catch {
@@ -419,6 +404,53 @@ private func openGrantedDirectories(root: String, layout: StorageLayout) throws(
         throw error
     }
     return fds
+}
+
+/// Walks (creating what is missing, 0700) to a manifest grant's directory beneath the plugin's
+/// storage root, never through a symlink, and returns an O_PATH descriptor for it.
+private func openManifestGrant(rootFD: Int32, root: String, _ grant: StorageLayout.Grant) throws(StorageSetupError) -> Int32 {
+    var dir = dup(rootFD)
+    guard dir >= 0 else { throw StorageSetupError(path: root, step: "dup", errno: errno) }
+    var walked = root
+    for component in grant.components {
+        let name = String(component)
+        walked += "/" + name
+        if mkdirat(dir, name, 0o700) != 0 && errno != EEXIST {
+            let e = errno; close(dir)
+            throw StorageSetupError(path: walked, step: "mkdir", errno: e)
+        }
+        let next = openat(dir, name, O_PATH_ | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        let e = errno
+        close(dir)
+        guard next >= 0 else { throw StorageSetupError(path: walked, step: "open (no symlinks)", errno: e) }
+        dir = next
+    }
+    return dir
+}
+
+/// True when `fd` (a granted directory's O_PATH descriptor, -1 if it could not be opened) no longer
+/// is what the grant's path names: it was never opened, was deleted (no links left), or — for an
+/// operator grant, whose path is the operator's — the path now leads to another directory (deleted
+/// and made again, or renamed away). Then file opens must reopen it, never use the stale handle.
+func grantedDirectoryIsStale(_ fd: Int32, _ grant: StorageLayout.Grant) -> Bool {
+    guard fd >= 0 else { return true }
+    var held = stat()
+    guard fstat(fd, &held) == 0, held.st_nlink > 0 else { return true }
+    guard grant.isAbsolute else { return false }
+    var now = stat()
+    guard stat(grant.path, &now) == 0 else { return true }
+    return now.st_dev != held.st_dev || now.st_ino != held.st_ino
+}
+
+/// Opens a granted directory again by the same rules as at session start: an operator grant as the
+/// path is now, a manifest grant walked and made again beneath the storage root without symlinks.
+/// Returns -1 when that fails (opens under it are then denied, as for a grant that never opened).
+func reopenGrantedDirectory(root: String, _ grant: StorageLayout.Grant) -> Int32 {
+    if grant.isAbsolute { return openOperatorDirectory(grant.path) }
+    let rootFD = open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+    guard rootFD >= 0 else { return -1 }
+    defer { close(rootFD) }
+    return (try? openManifestGrant(rootFD: rootFD, root: root, grant)) ?? -1
 }
 
 /// An O_PATH descriptor for an operator-granted directory, or -1 when it cannot be opened.

@@ -1499,9 +1499,10 @@ extension PluginSession {
             logger.debug("file_open denied", metadata: ["plugin": "\(plugin)", "path": "\(path)", "reason": "\(reason)"])
             deny(request: request, action: "file_open", object: path, slot: slot, reason: "\(reason)")
         case .beneath(let grant, let remainder):
+            refreshGrantedDirectory(grant)
             guard storageDirs[grant] >= 0 else {
                 deny(request: request, action: "file_open", object: path, slot: slot,
-                     reason: "the granted directory \(access.storage.grants[grant].path) could not be opened when the grant was applied")
+                     reason: "the granted directory \(access.storage.grants[grant].path) cannot be opened")
                 return
             }
             guard !atDescriptorBudget("file_open", request: request, slot: slot) else { return }
@@ -1529,12 +1530,26 @@ extension PluginSession {
         }
     }
 
+    /// Granted directories follow their path: one that was deleted and made again (or never opened)
+    /// is opened again before a file is opened under it (grantedDirectoryIsStale). The old
+    /// descriptor retires: an openat2 already submitted may still use it as its base.
+    private func refreshGrantedDirectory(_ index: Int) {
+        let grant = access.storage.grants[index]
+        guard grantedDirectoryIsStale(storageDirs[index], grant) else { return }
+        let fd = reopenGrantedDirectory(root: access.storageRoot, grant)
+        guard fd >= 0 || storageDirs[index] >= 0 else { return }
+        if storageDirs[index] >= 0 { retiredStorageDirs.append(storageDirs[index]) }
+        storageDirs[index] = fd
+        logger.info("granted directory opened again", metadata: ["plugin": "\(plugin)", "path": "\(grant.path)", "ok": "\(fd >= 0)"])
+    }
+
     /// An operator grant applied live (loop thread): new opens may use it at once. Returns why the
     /// directory could not be opened (the grant is then not applied to this session), or nil.
     func addOperatorGrant(_ grant: StorageLayout.Grant) -> String? {
         if let i = access.storage.grants.firstIndex(where: { $0.path == grant.path }) {
-            access.storage.grants[i].writable = grant.writable   // a mode change: same directory
-            return nil
+            access.storage.grants[i].writable = grant.writable   // a mode change
+            refreshGrantedDirectory(i)                            // the directory may be a new one
+            return storageDirs[i] >= 0 ? nil : "\(grant.path): \(String(cString: strerror(ENOENT)))"
         }
         let fd = openOperatorDirectory(grant.path)
         guard fd >= 0 else { return "\(grant.path): \(String(cString: strerror(errno)))" }
