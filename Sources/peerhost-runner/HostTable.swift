@@ -63,16 +63,7 @@ enum HostTable {
             d.length = b.length
             return r.send(d)
         }
-        h.close = { ctx, conn in
-            var d = ph_desc()
-            d.type = UInt16(PH_MSG_CLOSE.rawValue)
-            d.id = conn
-            d.slot = PH_NO_SLOT
-            let r = Runner.from(ctx)
-            let status = r.simple(d, blockOn: conn)
-            if status == PH_OK { r.forget(conn) }
-            return status
-        }
+        h.close = { ctx, conn in Runner.from(ctx).end(conn, with: PH_MSG_CLOSE) }
         h.udp_bind = { ctx, addr, len in
             Runner.from(ctx).textRequest(PH_MSG_UDP_BIND, addr, len, kind: .slotOnly)
         }
@@ -191,16 +182,7 @@ enum HostTable {
             return Runner.from(ctx).simple(d, blockOn: conn)
         }
         // ABI 1.2.
-        h.conn_reset = { ctx, conn in
-            var d = ph_desc()
-            d.type = UInt16(PH_MSG_RESET.rawValue)
-            d.id = conn
-            d.slot = PH_NO_SLOT
-            let r = Runner.from(ctx)
-            let status = r.simple(d, blockOn: conn)
-            if status == PH_OK { r.forget(conn) }
-            return status
-        }
+        h.conn_reset = { ctx, conn in Runner.from(ctx).end(conn, with: PH_MSG_RESET) }
         return h
     }
 }

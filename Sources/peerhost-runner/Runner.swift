@@ -246,6 +246,17 @@ final class Runner {
         }
     }
 
+    /// close or conn_reset: CLOSE / RESET for `conn`; once it is on TX the connection's counts go.
+    func end(_ conn: ph_conn, with type: ph_msg_type) -> ph_status {
+        var d = ph_desc()
+        d.type = UInt16(type.rawValue)
+        d.id = conn
+        d.slot = PH_NO_SLOT
+        let status = simple(d, blockOn: conn)
+        if status == PH_OK { forget(conn) }
+        return status
+    }
+
     /// The connection is gone (closed by the plugin or the peer): forget its counts.
     func forget(_ conn: ph_conn) {
         queuedBytes[conn] = nil

@@ -38,14 +38,10 @@ extension Integration {
         /// allows 120 s on the debug build too).
         static let runSeconds = 120
 
-        /// Deterministic content and its v1 torrent (a single file by default).
+        /// Deterministic content and its v1 torrent (a single 64 MiB file by default).
         static func content(_ label: String, multiFile: Bool = false, size: Int = size, pieceLength: Int = pieceLength,
                             trackers: [String] = []) throws -> (source: String, torrent: TestTorrent) {
-            let dir = try BitTorrentPeers.temporaryDirectory("bt-\(label)")
-            let data = dir + "/" + label
-            if multiFile { _ = try TestContent.tree(at: data, totalSize: size, seed: label) } else { try TestContent.file(at: data, size: size, seed: label) }
-            let torrent = try TestContent.torrent(of: data, out: dir + "/\(label).torrent", pieceLength: pieceLength, trackers: trackers)
-            return (dir, torrent)
+            try BitTorrentInteropTests.content(label, multiFile: multiFile, size: size, pieceLength: pieceLength, trackers: trackers)
         }
 
         /// A host seeding `torrent`: the data copied into its download directory, added, checked.

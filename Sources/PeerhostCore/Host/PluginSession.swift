@@ -687,6 +687,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             switch conn.phase {
             case .open:
                 conns[Int(connIndex)]!.phase = .peerClosed
+                conns[Int(connIndex)]!.lastProgress = monotonicNanoseconds()
                 push(ph_desc(type: PH_MSG_CLOSED, id: conn.id, status: Int16(PH_OK.rawValue)))
                 armLinger(connIndex)   // bounds the wait for the plugin's close
             case .finWait:
@@ -713,25 +714,26 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     /// the bytes it took leave the queue in order, finished sends go home with SEND_DONE, and the
     /// next part of the queue goes out — or, once it is empty on a closed stream, the FIN.
     private func sendCompleted(connIndex index: UInt32, result: Int32) {
-        guard let conn = conns[Int(index)] else { return }
+        // Only the fields needed: a copy of the Conn held across the queue's mutation below would
+        // make it copy its entries (copy-on-write).
+        guard let (id, phase, closed) = conns[Int(index)].map({ ($0.id, $0.phase, $0.closed) }) else { return }
         let sent = result > 0 ? Int(result) : 0
         if sent > 0 {
             counters.bytesOut &+= UInt64(sent)
             if peerTagging { accountPeer(index, outbound: UInt64(sent)) }
             conns[Int(index)]!.lastProgress = monotonicNanoseconds()
         }
-        let id = conn.id
         conns[Int(index)]!.out.sendCompleted(sent: sent) { streamSendDone(slot: $0.slot, length: $0.length, conn: id) }
-        if conn.phase == .done {
+        if phase == .done {
             // Aborted while this send was in the kernel: now its slots can go home too.
             conns[Int(index)]!.out.removeUnsent { streamSendDone(slot: $0.slot, length: $0.length, conn: id) }
         } else if result <= 0 {
             // An error (0 bytes for a non-empty send counts as one): the connection is dead.
-            if !conn.closed { push(ph_desc(type: PH_MSG_CLOSED, id: id, status: Int16(PH_ERESET.rawValue))) }
+            if !closed { push(ph_desc(type: PH_MSG_CLOSED, id: id, status: Int16(PH_ERESET.rawValue))) }
             abortConn(index)
         } else if !conns[Int(index)]!.out.isEmpty {
             pump(index)
-        } else if conn.phase == .closing {
+        } else if phase == .closing {
             sendFIN(index)
         }
         releaseIfDone(index)
@@ -1815,8 +1817,9 @@ extension PluginSession {
     fileprivate func pump(_ index: UInt32) {
         guard let conn = conns[Int(index)], conn.kind == .stream, conn.phase != .done,
               !conn.out.sendInFlight, let head = conn.out.first else { return }
+        let (fd, count, node) = (conn.fd, conn.out.count, conn.shaper)   // not `conn` itself below: see sendCompleted
         var limit = StreamSendQueue.maxGather
-        if let node = conn.shaper, let shaping, shaping.active {
+        if let node, let shaping, shaping.active {
             let now = monotonicNanoseconds()
             guard shaping.admit(node, .up, now: now) else { waitForTokens(index, .up, now: now); return }
             if !head.charged {
@@ -1825,11 +1828,11 @@ extension PluginSession {
             }
             limit = 1
         }
-        withUnsafeTemporaryAllocation(of: iovec.self, capacity: min(limit, conn.out.count)) { vectors in
+        withUnsafeTemporaryAllocation(of: iovec.self, capacity: min(limit, count)) { vectors in
             let n = conns[Int(index)]!.out.startSend(limit: limit) { i, entry in
                 vectors[i] = iovec(iov_base: region.slotAddress(entry.slot) + Int(entry.offset), iov_len: Int(entry.remaining))
             }
-            loop.sendv(handler, fd: conn.fd, buffers: UnsafeBufferPointer(rebasing: vectors[0..<n]), tag: index)
+            loop.sendv(handler, fd: fd, buffers: UnsafeBufferPointer(rebasing: vectors[0..<n]), tag: index)
         }
     }
 
