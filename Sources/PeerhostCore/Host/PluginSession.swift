@@ -449,7 +449,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             tagPeer(conn: conn, peer: PeerTable.key(peer))
         case .log(let level, let text, let slot):
             let l: Logger.Level = level >= 3 ? .error : level == 2 ? .warning : level == 1 ? .info : .debug
-            logger.log(level: l, "\(text)", metadata: ["plugin": "\(plugin)"])
+            logger.log(level: l, "\(Self.oneLine(text))", metadata: ["plugin": "\(plugin)"])
             returnSlot(slot, to: 0)
         case .metric(let name, let value, let slot):
             if let metrics = pluginMetrics, !metrics.metricAdd(name: name, value: value), !metricAddRefusalLogged {
@@ -521,6 +521,27 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         case .controlDone:
             break
         }
+    }
+
+    /// A plugin's log text as one line of the host's log: line breaks and other control characters
+    /// (C0, DEL, C1 with NEL, U+2028/U+2029) become visible escapes, so a plugin cannot forge a
+    /// host log line (or hide part of its own) by embedding "\n2026-… info peerhost: …".
+    static func oneLine(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: needsEscape) else { return text }
+        var out = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            guard needsEscape(scalar) else { out.append(scalar); continue }
+            switch scalar {
+            case "\n": out.append(contentsOf: "\\n".unicodeScalars)
+            case "\r": out.append(contentsOf: "\\r".unicodeScalars)
+            default: out.append(contentsOf: "\\u{\(String(scalar.value, radix: 16))}".unicodeScalars)
+            }
+        }
+        return String(out)
+    }
+
+    private static func needsEscape(_ s: Unicode.Scalar) -> Bool {
+        (s.value < 0x20 && s != "\t") || (0x7f...0x9f).contains(s.value) || s.value == 0x2028 || s.value == 0x2029
     }
 
     /// A refused request: counted and logged by the delegate, answered with PH_EDENIED.
