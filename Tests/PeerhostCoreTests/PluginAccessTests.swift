@@ -50,6 +50,28 @@ import Glibc
         #expect(allows(try policy("tcp:0.0.0.0:1-65535"), "203.0.113.5", "203.0.113.5", 80))
     }
 
+    /// Issue 15: the IPv4-compatible spelling (::a.b.c.d) of loopback and of the host's own
+    /// addresses, and the link-local ranges (cloud metadata at 169.254.169.254) under a wildcard.
+    @Test func wildcardGrantsReachNeitherOtherSpellingsOfLocalNorTheLink() throws {
+        let p = try policy("tcp:*:1-65535")
+        let own: Set<IPAddress> = [IPAddress("192.0.2.10")!]
+        #expect(!allows(p, "::127.0.0.1", "::127.0.0.1", 80), "IPv4-compatible loopback")
+        #expect(!allows(p, "::192.0.2.10", "::192.0.2.10", 80, local: own), "IPv4-compatible form of the host's own address")
+        #expect(!allows(p, "169.254.169.254", "169.254.169.254", 80), "cloud metadata")
+        #expect(!allows(p, "::ffff:169.254.1.1", "::ffff:169.254.1.1", 80))
+        #expect(!allows(p, "::169.254.1.1", "::169.254.1.1", 80))
+        #expect(!allows(p, "fe80::1", "fe80::1", 80))
+        #expect(!allows(p, "febf::1", "febf::1", 80))
+        #expect(allows(p, "fec0::1", "fec0::1", 80), "fe80::/10 ends at febf")
+        #expect(allows(p, "::203.0.113.5", "::203.0.113.5", 80), "a compatible public address is judged as its IPv4")
+        #expect(allows(p, "2001:db8::1", "2001:db8::1", 80))
+        // An explicit grant still names the link, in either spelling.
+        #expect(allows(try policy("tcp:169.254.169.254:80"), "169.254.169.254", "169.254.169.254", 80))
+        #expect(allows(try policy("tcp:169.254.169.254:80"), "::169.254.169.254", "::169.254.169.254", 80))
+        #expect(IPAddress("::127.0.0.1")!.embeddedIPv4OrSelf == IPAddress("127.0.0.1")!)
+        #expect(IPAddress("::1")!.embeddedIPv4OrSelf == IPAddress("::1")!, "::1 is IPv6 loopback, not 0.0.0.1")
+    }
+
     @Test func multicastGroupsAreNeverConnectDestinations() throws {
         #expect(IPAddress("239.192.152.143")!.isMulticast && IPAddress("224.0.0.1")!.isMulticast)
         #expect(IPAddress("ff15::efc0:988f")!.isMulticast && IPAddress("ff02::1")!.isMulticast)

@@ -125,6 +125,19 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
         isIPv4 ? ipv4 >> 28 == 0xe : high >> 56 == 0xff
     }
 
+    /// 169.254.0.0/16 and fe80::/10: the link itself (and, on clouds, the instance-metadata
+    /// service at 169.254.169.254), never a peer a wildcard grant is meant to reach.
+    public var isLinkLocal: Bool {
+        isIPv4 ? ipv4 >> 16 == 0xa9fe : high >> 54 == 0x3fa
+    }
+
+    /// The IPv4 address inside an IPv4-compatible IPv6 address (::a.b.c.d, deprecated by RFC 4291
+    /// but still parsed and routed), else the address itself: "::127.0.0.1" must be judged as
+    /// 127.0.0.1. (IPv4-mapped ::ffff:a.b.c.d is already normalised to the IPv4 form.)
+    public var embeddedIPv4OrSelf: IPAddress {
+        high == 0 && low >> 32 == 0 && low > 1 ? IPAddress(ipv4: UInt32(truncatingIfNeeded: low)) : self
+    }
+
     /// 0.0.0.0/8 and ::: connecting to them reaches this host, so they count as local.
     public var isUnspecified: Bool {
         isIPv4 ? ipv4 >> 24 == 0 : (high == 0 && low == 0)
@@ -226,14 +239,17 @@ public struct ConnectPolicy: Sendable {
     /// socket of a `net.multicast` grant sends there, under the core's rate limit.
     public func allows(transport: NetGrant.Transport, requestedHost: String, address: IPAddress, port: UInt16,
                        local: Set<IPAddress>) -> Bool {
-        if address.isMulticast { return false }
-        let isLocal = address.isLoopback || address.isUnspecified || local.contains(address)
+        let judged = address.embeddedIPv4OrSelf
+        if judged.isMulticast { return false }
+        // Loopback, this host's own addresses and the link (169.254/16, fe80::/10: cloud metadata
+        // lives there) in any spelling: only an explicit grant or a grant by name reaches them.
+        let isLocal = judged.isLoopback || judged.isUnspecified || judged.isLinkLocal || local.contains(judged)
         for g in grants where g.transport == transport && g.ports.contains(port) {
             if Self.isWildcard(g.host) {
                 if !isLocal { return true }
             } else if let gip = IPAddress(g.host) {
                 // An explicit address grant names its address, loopback included.
-                if gip == address { return true }
+                if gip == address || gip.embeddedIPv4OrSelf == judged { return true }
             } else if g.host.lowercased() == requestedHost.lowercased() {
                 if !isLocal || Self.namesLocalhost(g.host) { return true }
             }
