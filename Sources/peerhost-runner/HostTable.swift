@@ -88,6 +88,7 @@ enum HostTable {
         }
         h.timer = { ctx, delay, tag in
             let r = Runner.from(ctx)
+            if r.timerBudget > 0, r.timerTags.count >= r.timerBudget { return Int64(PH_EQUOTA.rawValue) }
             let id = r.nextTimer
             var d = ph_desc()
             d.type = UInt16(PH_MSG_TIMER_SET.rawValue)

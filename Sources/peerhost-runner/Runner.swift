@@ -61,6 +61,8 @@ final class Runner {
     var overLimit: Set<ph_conn> = []
     /// START's arg2 (0: the core sets no bound, as before ABI 1.2).
     var sendQueueLimit = 0
+    /// START's arg: pending timers the plugin may hold (0: no bound); timer() answers PH_EQUOTA past it.
+    var timerBudget = 0
     var droppedLogs = 0
     let spinNanos: Int64
     var lastControlCheck: Int64 = 0
@@ -361,6 +363,7 @@ final class Runner {
         if d.slot != PH_NO_SLOT, d.slot < region.recvSlots { releaseSlot(d.slot) }
         self.user = user
         sendQueueLimit = Int(clamping: d.arg2)
+        timerBudget = Int(clamping: max(0, d.arg))
         var r = ph_desc()
         r.type = UInt16(PH_MSG_READY.rawValue)
         r.status = Int16(truncatingIfNeeded: status.rawValue)

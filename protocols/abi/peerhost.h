@@ -44,7 +44,7 @@ typedef enum ph_status {
     PH_OK = 0,
     PH_EAGAIN = -1,       /* the TX ring or buffer pool is full; on_writable follows when it is not */
     PH_EDENIED = -2,      /* the manifest (or the operator's config) does not grant this */
-    PH_EQUOTA = -3,       /* a quota would be exceeded: key-value bytes, or the plugin's descriptor budget */
+    PH_EQUOTA = -3,       /* a quota would be exceeded: key-value bytes, the plugin's descriptor or timer budget */
     PH_ENOTSUP = -4,      /* the host does not serve this call (yet) */
     PH_EINVAL = -5,       /* a malformed argument: bad address, empty key, length out of range */
     PH_ENOMEM = -6,       /* no free buffer slot */
@@ -166,7 +166,8 @@ typedef struct ph_host {
     /* DNS, done by the core: on_complete carries a buffer of addresses, one per line. */
     int64_t (*resolve)(void *ctx, const char *name, size_t len);
 
-    /* Timers: on_timer(id, tag) after delay_ns on the host's monotonic clock, once. */
+    /* Timers: on_timer(id, tag) after delay_ns on the host's monotonic clock, once. At most the
+     * host's [tuning] plugin_timers (65536) may be pending: past it timer() returns PH_EQUOTA. */
     int64_t (*timer)(void *ctx, uint64_t delay_ns, uint64_t tag);
     ph_status (*timer_cancel)(void *ctx, int64_t timer_id);
 

@@ -49,7 +49,8 @@ typedef enum ph_msg_type {
     PH_MSG_INVALID = 0,
     /* core → plugin (RX) */
     PH_MSG_START = 1,       /* slot: config JSON; arg2: bytes the core queues per connection
-                               before send answers PH_EAGAIN (0 = no bound; ABI 1.2) */
+                               before send answers PH_EAGAIN (0 = no bound; ABI 1.2); arg: pending
+                               timers the plugin may hold (0 = no bound; ABI 1.2) */
     PH_MSG_STOP = 2,
     PH_MSG_HEARTBEAT = 3,   /* request: sequence number */
     PH_MSG_ACCEPT = 4,      /* id: conn, arg: listener, slot: peer address text */

@@ -85,6 +85,13 @@ public enum Defaults {
     /// that a peer that stopped reading gives the slots back soon.
     public static let closeLingerSeconds = 15
 
+    // ---- timers (PluginSession, PluginTimers) ------------------------------------------------------
+
+    /// Timers one plugin may have pending. They live in the core's memory (about 64 bytes each, so
+    /// 4 MiB at the bound) behind one kernel timeout per plugin; a BitTorrent session with 200 peers
+    /// keeps a few hundred.
+    public static let pluginTimers = 65_536
+
     // ---- plugin status (manifest [status]; Host+PluginStatus.swift) ------------------------------
 
     /// The host asks each plugin with a `[status]` method for its details and metrics every 2 s:

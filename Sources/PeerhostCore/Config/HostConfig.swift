@@ -71,6 +71,8 @@ public struct HostConfig: Sendable {
         public var sendQueuePerConnection = Defaults.sendQueuePerConnection
         /// Seconds a closed stream may go without progress before it is reset.
         public var closeLingerSeconds = Defaults.closeLingerSeconds
+        /// Timers one plugin may have pending (Defaults.pluginTimers says why).
+        public var pluginTimers = Defaults.pluginTimers
         public init() {}
     }
 
@@ -167,7 +169,7 @@ extension HostConfig {
         "tuning": ["ring_entries", "slot_size", "slot_count", "recv_slots", "spin_us", "heartbeat_interval_ms",
                    "heartbeat_timeout_ms", "backoff_base_ms", "backoff_cap_ms", "crash_loop_limit",
                    "usage_log_interval_s", "status_interval_s", "plugin_descriptors", "send_queue_per_connection",
-                   "close_linger_s"],
+                   "close_linger_s", "plugin_timers"],
         "plugin": ["name", "manifest", "enabled", "config", "listen", "weight", "bandwidth"],
         "plugin.bandwidth": ["up", "down"],
         "shaping": ["up", "down"],
@@ -269,6 +271,7 @@ extension HostConfig {
             if let value = try table.integer("plugin_descriptors", in: 16...1_048_576) { tuning.pluginDescriptors = Int(value) }
             if let value = try table.integer("send_queue_per_connection", in: 16_384...(64 << 20)) { tuning.sendQueuePerConnection = Int(value) }
             if let value = try table.integer("close_linger_s", in: 1...3_600) { tuning.closeLingerSeconds = Int(value) }
+            if let value = try table.integer("plugin_timers", in: 16...1_048_576) { tuning.pluginTimers = Int(value) }
         }
 
         // [security]

@@ -182,9 +182,16 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     private var freeConnIndices: [UInt32] = []
     private var connIndexByID: [UInt64: UInt32] = [:]
     private var sends: [SendState]
-    private var timerIDsByTag: [UInt32: UInt64] = [:]
-    private var timerTagsByID: [UInt64: UInt32] = [:]
-    private var nextTimerTag: UInt32 = 1
+    /// The plugin's timers, in user space behind one io_uring timeout (PluginTimers says why): the
+    /// deadline that timeout is armed for (.max: none) and the serial in its tag (a replaced one
+    /// completes with an older serial and is ignored).
+    private var timers = PluginTimers()
+    private var timerArmedDeadline: UInt64 = .max
+    private var timerSerial: UInt32 = 0
+    /// Pending timers the plugin may hold ([tuning] plugin_timers; the runner answers PH_EQUOTA
+    /// past it, the core drops and counts what a runner sends beyond it).
+    var timerBudget = Defaults.pluginTimers
+    private var timerBudgetLogged = false
     private let doorbell: UnsafeMutablePointer<UInt64>
     private(set) var counters = SessionCounters()
     /// Per-peer accounting (ABI 1.1): the plugin's table (owned by the supervisor, so it outlives
@@ -320,6 +327,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     func start(configJSON: [UInt8]) {
         var desc = ph_desc(type: PH_MSG_START)
         desc.arg2 = UInt64(sendQueueLimit)
+        desc.arg = Int64(timerBudget)
         let firstPluginSlot = region.geometry.recvSlots
         if !configJSON.isEmpty && configJSON.count <= Int(region.geometry.slotSize) {
             configJSON.withUnsafeBytes { region.slotAddress(firstPluginSlot).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
@@ -479,18 +487,21 @@ final class PluginSession: IOHandler, @unchecked Sendable {
                 abortConn(index, reset: true)
             }
         case .timerSet(let timer, let delay):
-            let tag = nextTimerTag
-            nextTimerTag &+= 1
-            if nextTimerTag == 0 { nextTimerTag = 1 }
-            if nextTimerTag >= Self.shaperTimerTag { nextTimerTag = 1 }   // keep clear of the shaper's and connect tags
-            timerIDsByTag[tag] = timer
-            timerTagsByID[timer] = tag
-            loop.timeout(handler, nanoseconds: delay, tag: tag)
-        case .timerCancel(let timer):
-            if let tag = timerTagsByID.removeValue(forKey: timer) {
-                timerIDsByTag[tag] = nil
-                loop.cancelTimeout(handler, tag: tag)
+            guard timers.count < timerBudget else {
+                // Our runner answers PH_EQUOTA before this; only a runner that was tampered with
+                // gets here. Dropped (that plugin's own timer never fires), said once.
+                if !timerBudgetLogged {
+                    timerBudgetLogged = true
+                    logger.warning("TIMER_SET past the timer budget dropped", metadata: ["plugin": "\(plugin)", "budget": "\(timerBudget)"])
+                }
+                return
             }
+            let now = monotonicNanoseconds()
+            let (deadline, overflow) = now.addingReportingOverflow(delay)
+            timers.set(timer, deadline: overflow ? .max - 1 : deadline)
+            armPluginTimer(now: now)
+        case .timerCancel(let timer):
+            timers.cancel(timer)   // the armed timeout, if it was for this one, finds nothing due and re-arms
         case .connect(let request, let address, let slot):
             connect(request: request, address: address, slot: slot)
         case .udpBind(let request, let address, let slot):
@@ -636,13 +647,33 @@ final class PluginSession: IOHandler, @unchecked Sendable {
                 connectDeadline(tag: c.tag, result: c.result)
             }
         case .timeout:
-            if let timer = timerIDsByTag.removeValue(forKey: c.tag) {
-                timerTagsByID[timer] = nil
-                if c.result == -ETIME || c.result == 0 { push(ph_desc(type: PH_MSG_TIMER, id: timer)) }
-            }
+            pluginTimerFired(tag: c.tag)
         default:
             break
         }
+    }
+
+    /// Plugin timer tags: the serial below the shaper's bit (connect and linger tags use bit 31).
+    private func pluginTimerTag(_ serial: UInt32) -> UInt32 { serial & (Self.shaperTimerTag - 1) }
+
+    /// Keeps the one io_uring timeout armed for the earliest pending timer: an earlier one replaces
+    /// it (removing one timeout from the kernel's short list is cheap).
+    private func armPluginTimer(now: UInt64) {
+        guard !shuttingDown, let next = timers.earliest(), next < timerArmedDeadline else { return }
+        if timerArmedDeadline != .max { loop.cancelTimeout(handler, tag: pluginTimerTag(timerSerial)) }
+        timerSerial &+= 1
+        timerArmedDeadline = next
+        loop.timeout(handler, nanoseconds: next > now ? next - now : 0, tag: pluginTimerTag(timerSerial))
+    }
+
+    /// The armed timeout fired: every timer now due goes to the plugin, earliest first, and the
+    /// timeout is armed again for the next one.
+    private func pluginTimerFired(tag: UInt32) {
+        guard tag == pluginTimerTag(timerSerial), timerArmedDeadline != .max, !shuttingDown else { return }
+        timerArmedDeadline = .max
+        let now = monotonicNanoseconds()
+        for id in timers.popDue(now: now) { push(ph_desc(type: PH_MSG_TIMER, id: id)) }
+        armPluginTimer(now: now)
     }
 
     private func armDoorbell() {

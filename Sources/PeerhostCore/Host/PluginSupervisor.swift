@@ -168,6 +168,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         session.spinBudgetNanoseconds = UInt64(tuning.spinMicroseconds) * 1000
         session.descriptorBudget = tuning.pluginDescriptors
         session.sendQueueLimit = tuning.sendQueuePerConnection
+        session.timerBudget = tuning.pluginTimers
         session.lingerNanoseconds = UInt64(tuning.closeLingerSeconds) * 1_000_000_000
         // Limits: a cgroup (the parent moves the child into it before releasing it), else rlimits.
         let limits = PluginLimits.make(config.manifest.limits, plugin: name, cgroups: cgroups, instance: cgroupInstance)

@@ -24,6 +24,10 @@
  *   file_runs_sync PATH N     the same, with a file_sync right after the writes in the same callback;
  *                             its answer is "N:status:0" in the same completion-order list
  *
+ *   timers N MS               set N timers of MS milliseconds at once; reports how many the host
+ *                             took ("set") and the status of the first refusal ("refused", 0: none)
+ *   timer_count X             reports how many timers fired since start ("fired")
+ *
  * A new run() discards the previous report. Statuses are ph_status numbers (PH_EDENIED = -2).
  */
 #include <stdint.h>
@@ -80,6 +84,7 @@ static ph_conn conn, sock;
 static ph_file file;
 static char arg1[512], arg2[512], arg3[2048];
 static char echoed[4096];
+static int64_t timers_fired;
 static size_t echoed_len;
 static int connect_only;
 /* file_runs: COUNT writes that continue each other, issued in one callback (so the core sees
@@ -139,6 +144,23 @@ int64_t io_probe_run(const char *text) {
     } else if (strcmp(name, "udp_burst") == 0) {
         step = BURSTING;
         r = host->udp_bind(host->ctx, arg1, strlen(arg1));
+    } else if (strcmp(name, "timers") == 0) {
+        long count = atol(arg1), ms = atol(arg2);
+        int64_t set = 0, refused = 0;
+        for (long i = 0; i < count; i++) {
+            int64_t id = host->timer(host->ctx, (uint64_t)ms * 1000000u, (uint64_t)i);
+            if (id > 0) { set++; continue; }
+            refused = id;
+            break;
+        }
+        add_int("set", set);
+        add_int("refused", refused);
+        finish();
+        return 0;
+    } else if (strcmp(name, "timer_count") == 0) {
+        add_int("fired", timers_fired);
+        finish();
+        return 0;
     } else if (strcmp(name, "file_runs") == 0 || strcmp(name, "file_runs_sync") == 0) {
         run_sync = strcmp(name, "file_runs_sync") == 0;
         run_count = atoi(arg2);
@@ -379,12 +401,17 @@ static void probe_datagram(void *user, ph_conn s, const char *from, size_t from_
 
 static void probe_writable(void *user, ph_conn c) { (void)user; (void)c; }
 
+static void probe_timer(void *user, int64_t id, uint64_t tag) {
+    (void)user; (void)id; (void)tag;
+    timers_fired++;
+}
+
 static const ph_plugin plugin = {
     .size = sizeof(ph_plugin),
     .abi_version = PH_ABI_VERSION,
     .name = "io-probe",
     .version = "1.0.0",
-    .features = PH_FEAT_STREAMS | PH_FEAT_DATAGRAMS | PH_FEAT_FILES | PH_FEAT_RESOLVE | PH_FEAT_CONTROL,
+    .features = PH_FEAT_STREAMS | PH_FEAT_DATAGRAMS | PH_FEAT_TIMERS | PH_FEAT_FILES | PH_FEAT_RESOLVE | PH_FEAT_CONTROL,
     .start = probe_start,
     .stop = probe_stop,
     .on_data = probe_data,
@@ -392,6 +419,7 @@ static const ph_plugin plugin = {
     .on_closed = probe_closed,
     .on_datagram = probe_datagram,
     .on_complete = probe_complete,
+    .on_timer = probe_timer,
 };
 
 const ph_plugin *peerhost_plugin_v1(void) { return &plugin; }
