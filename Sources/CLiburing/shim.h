@@ -47,6 +47,13 @@ static inline void ph_prep_recv_multishot_group(struct io_uring_sqe *sqe, int fd
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = bgid;
 }
+/* One receive into one buffer of group `bgid` (no multishot): a shaped connection takes exactly one
+ * slot per admission. */
+static inline void ph_prep_recv_group(struct io_uring_sqe *sqe, int fd, unsigned short bgid) {
+    io_uring_prep_recv(sqe, fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = bgid;
+}
 /* openat2 beneath `dfd`: no "..", no absolute path, no symlink leaving dfd, no magic links.
  * `how` and `path` only need to live until submission (IORING_FEAT_SUBMIT_STABLE). */
 static inline void ph_prep_openat2_beneath(struct io_uring_sqe *sqe, int dfd, const char *path,

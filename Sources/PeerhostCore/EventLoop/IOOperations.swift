@@ -23,13 +23,14 @@ extension IOUringLoop {
     /// Multishot receive into buffers of `group`: each completion carries `bufferID` and
     /// result = bytes (0 = EOF, final). ENOBUFS never reaches the handler: the loop parks the
     /// receive and re-arms it once buffers are committed to the group again. Use a distinct
-    /// (handler, tag) per armed receive.
-    public func recv(_ h: HandlerID, fd: Int32, group: BufferGroup, tag: UInt32 = 0) {
+    /// (handler, tag) per armed receive. `oneShot`: one buffer, one completion, then it ends (an
+    /// ENOBUFS still parks and re-arms it): the shaper's way to take exactly one slot per admission.
+    public func recv(_ h: HandlerID, fd: Int32, group: BufferGroup, tag: UInt32 = 0, oneShot: Bool = false) {
         let ud = begin(h, .recv, tag: tag, fd: fd)
         cancelledFDs[h.slot]?.remove(fd)
         stoppedRecvs.remove(ud)
-        armed[ud] = Armed(fd: fd, group: group, isAccept: false)
-        prepRecvGroup(ud, fd: fd, group: group)
+        armed[ud] = Armed(fd: fd, group: group, isAccept: false, oneShot: oneShot)
+        prepRecvGroup(ud, fd: fd, group: group, oneShot: oneShot)
     }
 
     /// Stops the multishot receive armed with (h, tag) without touching other operations on its

@@ -77,6 +77,8 @@ public final class IOUringLoop: @unchecked Sendable {
         var fd: Int32
         var group: BufferGroup?     // nil for accept
         var isAccept: Bool
+        /// A receive of one buffer (`recv(..., oneShot: true)`): ends with its data, never re-armed.
+        var oneShot = false
     }
     /// user_data → armed multishot op; consulted only on a multishot's final CQE.
     var armed: [UInt64: Armed] = [:]
@@ -330,7 +332,9 @@ public final class IOUringLoop: @unchecked Sendable {
                     if group.parkedCount == 1 { groupsWithParked.append(group) }
                     return
                 }
-                if result > 0 || (op == .accept && result >= 0) || (op == .accept && result == -ENOBUFS) {
+                if arm.oneShot && result > 0 {
+                    armed[ud] = nil   // one buffer was all it asked for
+                } else if result > 0 || (op == .accept && result >= 0) || (op == .accept && result == -ENOBUFS) {
                     // Still wanted: the kernel ended the multishot for its own reasons. Re-arm and
                     // tell the handler it continues.
                     if !cancelling[slot] && !(cancelledFDs[UInt32(slot)]?.contains(arm.fd) ?? false) {
@@ -490,9 +494,9 @@ public final class IOUringLoop: @unchecked Sendable {
         io_uring_sqe_set_data64(s, ud)
     }
 
-    func prepRecvGroup(_ ud: UInt64, fd: Int32, group: BufferGroup) {
+    func prepRecvGroup(_ ud: UInt64, fd: Int32, group: BufferGroup, oneShot: Bool = false) {
         let s = sqe()
-        ph_prep_recv_multishot_group(s, fd, group.groupID)
+        if oneShot { ph_prep_recv_group(s, fd, group.groupID) } else { ph_prep_recv_multishot_group(s, fd, group.groupID) }
         io_uring_sqe_set_data64(s, ud)
     }
 
@@ -508,7 +512,7 @@ public final class IOUringLoop: @unchecked Sendable {
             let g = groupsWithParked[i]
             if g.lastCommitIteration + 1 >= iteration {
                 for p in g.takeParked() {
-                    prepRecvGroup(p.userData, fd: p.fd, group: g)
+                    prepRecvGroup(p.userData, fd: p.fd, group: g, oneShot: armed[p.userData]?.oneShot ?? false)
                 }
                 groupsWithParked.remove(at: i)
             } else {
