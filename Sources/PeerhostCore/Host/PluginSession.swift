@@ -79,6 +79,8 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         /// TCP: the linger timer's tag while one is armed (0: none), and when bytes last moved.
         var lingerTag: UInt32 = 0
         var lastProgress: UInt64 = 0
+        /// A stream the plugin closed whose socket still flushes or waits for the peer's FIN.
+        var lingers: Bool { phase == .closing || phase == .finWait }
         var connectInFlight = false
         var udpSlot: UInt32 = PH_NO_SLOT
         var family: Int32 = 0
@@ -943,7 +945,7 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     private func finalClose(_ index: UInt32) {
         guard let conn = conns[Int(index)], conn.phase != .done else { return }
         conns[Int(index)]!.phase = .done
-        if conn.closed, conn.kind == .stream { counters.lingering -= 1 }
+        if conn.lingers { counters.lingering -= 1 }
         disarmLinger(index)
         conn.shaper?.close(now: monotonicNanoseconds())
         shapedWaiting[0].remove(index)
@@ -960,10 +962,9 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     /// 0) instead of the FIN finishStream sends. The index is reused only once nothing is in flight.
     private func abortConn(_ index: UInt32, reset: Bool = false) {
         guard let conn = conns[Int(index)], conn.phase != .done else { return }
-        let lingered = conn.closed && conn.kind == .stream && conn.phase != .open && conn.phase != .peerClosed
         forgetForPlugin(index)
         conns[Int(index)]!.phase = .done
-        if lingered { counters.lingering -= 1 }
+        if conn.lingers { counters.lingering -= 1 }
         disarmLinger(index)
         if conn.kind == .stream {
             if reset {
