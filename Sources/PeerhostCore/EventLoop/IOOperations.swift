@@ -245,11 +245,16 @@ extension IOUringLoop {
     public func sendmsg(_ h: HandlerID, fd: Int32, from buffer: UnsafeRawPointer, length: Int,
                         to address: SocketAddress, tag: UInt32 = 0) {
         let ud = begin(h, .sendmsg, tag: tag, fd: fd)
-        let addr = scratch(Int(address.length))
-        address.write(to: addr)
-        let iov = scratch(MemoryLayout<iovec>.size).bindMemory(to: iovec.self, capacity: 1)
+        // One scratch block for header, iovec and address, as in sendv: a second scratch() call
+        // may flush and reuse the arena under the first.
+        let headerSize = (MemoryLayout<msghdr>.size + 15) & ~15
+        let iovSize = (MemoryLayout<iovec>.size + 15) & ~15
+        let block = scratch(headerSize + iovSize + Int(address.length))
+        let hdr = block.bindMemory(to: msghdr.self, capacity: 1)
+        let iov = (block + headerSize).bindMemory(to: iovec.self, capacity: 1)
         iov.initialize(to: iovec(iov_base: UnsafeMutableRawPointer(mutating: buffer), iov_len: length))
-        let hdr = scratch(MemoryLayout<msghdr>.size).bindMemory(to: msghdr.self, capacity: 1)
+        let addr = block + headerSize + iovSize
+        address.write(to: addr)
         var m = msghdr()
         m.msg_name = addr
         m.msg_namelen = address.length
