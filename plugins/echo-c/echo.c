@@ -103,7 +103,8 @@ static void drop_queued(ph_conn conn) {
     g_queue_len = keep;
 }
 
-/* Finds "key": "value" in a flat JSON object; enough for our one string key. No escapes. */
+/* Finds "key": "value" (or the first string of "key": ["value", …]) in a flat JSON object; enough
+ * for our one string key. No escapes. */
 static bool json_string(const char *json, size_t len, const char *key, char *out, size_t cap) {
     size_t klen = strlen(key);
     for (size_t i = 0; i + klen + 2 <= len; i++) {
@@ -113,6 +114,11 @@ static bool json_string(const char *json, size_t len, const char *key, char *out
         if (j >= len || json[j] != ':') continue;
         j++;
         while (j < len && (json[j] == ' ' || json[j] == '\t' || json[j] == '\n' || json[j] == '\r')) j++;
+        /* An array (the host passes "listen" as one): its first element. */
+        if (j < len && json[j] == '[') {
+            j++;
+            while (j < len && (json[j] == ' ' || json[j] == '\t' || json[j] == '\n' || json[j] == '\r')) j++;
+        }
         if (j >= len || json[j] != '"') return false;
         size_t start = ++j;
         while (j < len && json[j] != '"') j++;

@@ -106,7 +106,8 @@ public final class EchoSwift: Plugin {
         queue = keep
     }
 
-    /// The "listen" string of a flat JSON object; a full JSON parser is not needed for one key.
+    /// The "listen" string of a flat JSON object, or the first string of a "listen" array (the host
+    /// passes the effective listen grants as an array); a full JSON parser is not needed for one key.
     static func listenAddress(inConfig config: [UInt8]) -> String? {
         let key = Array("\"listen\"".utf8)
         func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x0a || c == 0x09 || c == 0x0d }
@@ -117,6 +118,10 @@ public final class EchoSwift: Plugin {
             guard j < config.count, config[j] == UInt8(ascii: ":") else { continue }
             j += 1
             while j < config.count, isSpace(config[j]) { j += 1 }
+            if j < config.count, config[j] == UInt8(ascii: "[") {
+                j += 1
+                while j < config.count, isSpace(config[j]) { j += 1 }
+            }
             guard j < config.count, config[j] == UInt8(ascii: "\"") else { return nil }
             let start = j + 1
             guard let end = config[start...].firstIndex(of: UInt8(ascii: "\"")) else { return nil }
