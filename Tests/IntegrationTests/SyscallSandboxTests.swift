@@ -133,6 +133,8 @@ extension Integration {
             let s = try status(host, "hostile-ctor")
             let reason = s["reason"] as? String ?? ""
             #expect(reason.contains("runner exited (signal 31): killed by seccomp: socket"), "reason: \(reason)")
+            #expect(reason.contains("[sandbox] syscalls") && reason.contains("peerhost learn hostile-ctor"),
+                    "the reason says how to allow it: \(reason)")
             let kills = Self.syscallKills(host, "hostile-ctor")
             #expect(!kills.isEmpty && kills.allSatisfy { $0.object == "socket" && $0.decision == .killed },
                     "audit: \(kills.map(\.object))")

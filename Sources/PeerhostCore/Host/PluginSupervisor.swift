@@ -385,13 +385,16 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         }
         if killCause == nil || reason.isEmpty { reason = "runner exited (\(exitText))" }
         if let killer {
-            reason += ": killed by seccomp: \(killer.object)"
+            // Name the syscall and the way to allow it: the operator reads this line in `status`.
+            reason += ": killed by seccomp: \(killer.object), which its syscall profile does not allow; to allow it, list it in "
+                + "a profile the manifest names in [sandbox] syscalls (`peerhost learn \(name)` records what the plugin calls; docs/syscall-profiles.md)"
             audit.record(plugin: name, pid: exitedPID, action: "syscall", object: killer.object, decision: .killed,
                          reason: "not allowed by syscall profile \(syscallProfile?.displayName ?? "?")")
         }
         audit.record(plugin: name, pid: exitedPID, action: "exit", object: exitText, decision: .info,
                      reason: "cause \(cause.rawValue): \(reason)")
-        logger.warning("plugin exited", metadata: ["plugin": "\(name)", "exit": "\(exitText)", "cause": "\(cause.rawValue)"])
+        logger.warning("plugin exited", metadata: ["plugin": "\(name)", "exit": "\(exitText)", "cause": "\(cause.rawValue)",
+                                                   "reason": "\(reason)"])
         failed(cause: cause)
     }
 

@@ -93,6 +93,11 @@ name = "munmap"
 rare = true
 reason = "free() of a malloc block of 128 KiB or more (big control frames, big Swift arrays)"
 
+[[syscall]]
+name = "mremap"
+rare = true
+reason = "realloc() of a malloc block of 128 KiB or more grows or shrinks its mapping in place (ordinary C under load: a growing queue or buffer)"
+
 # ---- runtime support -----------------------------------------------------------------------------
 [[syscall]]
 name = "futex"
@@ -109,6 +114,11 @@ rare = true
 reason = "Swift plugins: SystemRandomNumberGenerator (Int.random, hashing seeds)"
 
 # ---- abort(): a crashing plugin should die of SIGABRT, not look like a sandbox violation ---------
+[[syscall]]
+name = "writev"
+rare = true
+reason = "glibc's fatal messages (\"free(): invalid pointer\", a failed assert, stack smashing) go to stderr in one writev before abort(): without it the crash reads as a sandbox kill"
+
 [[syscall]]
 name = "rt_sigprocmask"
 rare = true
@@ -223,6 +233,11 @@ name = "munmap"
 rare = true
 reason = "free() of a malloc block of 128 KiB or more (big control frames, big Swift arrays)"
 
+[[syscall]]
+name = "mremap"
+rare = true
+reason = "realloc() of a malloc block of 128 KiB or more grows or shrinks its mapping in place (ordinary C under load: a growing queue or buffer)"
+
 # ---- runtime support -----------------------------------------------------------------------------
 [[syscall]]
 name = "futex"
@@ -239,6 +254,11 @@ rare = true
 reason = "Swift plugins: SystemRandomNumberGenerator (Int.random, hashing seeds)"
 
 # ---- abort(): a crashing plugin should die of SIGABRT, not look like a sandbox violation ---------
+[[syscall]]
+name = "writev"
+rare = true
+reason = "glibc's fatal messages (\"free(): invalid pointer\", a failed assert, stack smashing) go to stderr in one writev before abort(): without it the crash reads as a sandbox kill"
+
 [[syscall]]
 name = "rt_sigprocmask"
 rare = true
