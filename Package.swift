@@ -27,6 +27,8 @@ let package = Package(
         .library(name: "kv-probe", type: .dynamic, targets: ["KVProbePlugin"]),
         .library(name: "stream-probe", type: .dynamic, targets: ["StreamProbePlugin"]),
         .library(name: "hoard-probe", type: .dynamic, targets: ["HoardProbePlugin"]),
+        .library(name: "abi-probe", type: .dynamic, targets: ["ABIProbePlugin"]),
+        .library(name: "abi-probe-v1-0", type: .dynamic, targets: ["ABIProbe10Plugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -139,6 +141,15 @@ let package = Package(
         .target(name: "HoardProbePlugin", dependencies: ["CPeerhostABI"],
                 path: "Tests/Plugins/hoard-probe", exclude: ["manifest.toml"], sources: ["hoard_probe.c"],
                 publicHeadersPath: "."),
+        .target(name: "ABIProbePlugin", dependencies: ["CPeerhostABI"],
+                path: "Tests/Plugins/abi-probe", exclude: ["manifest.toml"], sources: ["abi_probe.c"],
+                publicHeadersPath: "."),
+        // The same source against the frozen ABI 1.0 header (abi-1.0/peerhost.h), without
+        // CPeerhostABI: a plugin built years ago must keep running on this host.
+        .target(name: "ABIProbe10Plugin",
+                path: "Tests/Plugins/abi-probe-v1-0", exclude: ["manifest.toml"], sources: ["abi_probe.c"],
+                publicHeadersPath: "abi-1.0",
+                cSettings: [.headerSearchPath("abi-1.0"), .define("ABI_PROBE_NAME", to: "\"abi-probe-v1-0\"")]),
 
         // ---- Tests (Swift Testing) ----------------------------------------------------------
         .testTarget(name: "PeerhostRingTests", dependencies: ["PeerhostRing", "CPeerhostShim", "CPeerhostTestSupport"]),

@@ -1,10 +1,15 @@
 #define _GNU_SOURCE
 #include "ph_sys.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -110,4 +115,38 @@ int ph_poll2(int fd0, int fd1, int64_t timeout_ns) {
     if (fd1 >= 0 && (p[1].revents & POLLIN)) mask |= 2;
     if (fd1 >= 0 && (p[1].revents & (POLLHUP | POLLERR))) mask |= 4;
     return mask;
+}
+
+uint64_t ph_peer_encode(const void *sa, uint8_t addr16[16]) {
+    const struct sockaddr *s = sa;
+    memset(addr16, 0, 16);
+    if (s->sa_family == AF_INET) {
+        const struct sockaddr_in *in = sa;
+        addr16[10] = 0xff;
+        addr16[11] = 0xff;
+        memcpy(addr16 + 12, &in->sin_addr, 4);
+        return (uint64_t)ntohs(in->sin_port) | (uint64_t)4 << 16;
+    }
+    if (s->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = sa;
+        memcpy(addr16, &in6->sin6_addr, 16);
+        return (uint64_t)ntohs(in6->sin6_port) | (uint64_t)6 << 16;
+    }
+    return 0;
+}
+
+size_t ph_peer_format(const uint8_t addr16[16], uint64_t arg2, const char *transport, char *out, size_t cap) {
+    unsigned family = (unsigned)(arg2 >> 16) & 0xff, port = (unsigned)(arg2 & 0xffff);
+    char ip[INET6_ADDRSTRLEN];
+    int n;
+    if (family == 4) {
+        if (!inet_ntop(AF_INET, addr16 + 12, ip, sizeof ip)) return 0;
+        n = snprintf(out, cap, "%s:%s:%u", transport, ip, port);
+    } else if (family == 6) {
+        if (!inet_ntop(AF_INET6, addr16, ip, sizeof ip)) return 0;
+        n = snprintf(out, cap, "%s:[%s]:%u", transport, ip, port);
+    } else {
+        return 0;
+    }
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }

@@ -35,6 +35,13 @@ public struct RingView: @unchecked Sendable {
     /// After `publish`: did the consumer ask to be woken? (full fence, then the flag)
     @inlinable public mutating func consumerWantsWakeup() -> Bool { ph_ring_consumer_wants_wakeup(&view) != 0 }
 
+    /// Before sleeping on a full ring: announces the wait and re-checks; returns free entries (0 →
+    /// safe to sleep: the consumer writes the eventfd after it releases entries). Then `spaceAwake`.
+    @inlinable public mutating func prepareWaitForSpace() -> UInt32 { ph_ring_prepare_wait_space(&view) }
+
+    /// Clears the need-space flag after waking.
+    @inlinable public mutating func spaceAwake() { ph_ring_space_awake(&view) }
+
     /// Entries written but not yet consumed, as the producer last saw them.
     public var pending: UInt32 { view.local &- view.cached }
 
@@ -57,6 +64,9 @@ public struct RingView: @unchecked Sendable {
 
     /// Gives `n` consumed entries back to the producer.
     @inlinable public mutating func consume(_ n: UInt32) { ph_ring_consume(&view, n) }
+
+    /// After `consume`: did the producer ask to be told about room? (fence, flag; cleared when set)
+    @inlinable public mutating func producerWantsSpace() -> Bool { ph_ring_producer_wants_space(&view) != 0 }
 
     /// Announces sleep and re-checks; returns entries that arrived meanwhile (nil: corrupt index).
     @inlinable public mutating func prepareSleep() -> UInt32? {

@@ -50,6 +50,7 @@ struct Signature: Equatable {
 /// libffi reads only size, alignment and the type code for scalars.
 enum FFITypes {
     nonisolated(unsafe) static let sint64 = make(8, 8, FFI_TYPE_SINT64)
+    nonisolated(unsafe) static let sint32 = make(4, 4, FFI_TYPE_SINT32)
     nonisolated(unsafe) static let uint64 = make(8, 8, FFI_TYPE_UINT64)
     nonisolated(unsafe) static let double = make(8, 8, FFI_TYPE_DOUBLE)
     nonisolated(unsafe) static let uint8 = make(1, 1, FFI_TYPE_UINT8)      // _Bool
@@ -100,8 +101,11 @@ func exactInt64(_ n: NSNumber) -> Int64? {
 struct ControlCaller {
     let plugin: LoadedPlugin
 
-    /// Executes one call frame's content. `args` is the decoded JSON array.
-    func call(symbol: String, signature: String, args: [Any]) throws(CallError) -> ControlValue {
+    /// Executes one call frame's content. `args` is the decoded JSON array. `async`: an ABI 1.2
+    /// async method, called as `ph_status fn(void *user, ph_call call, ARGS…)`; its ph_status comes
+    /// back as `.i64` and its answers later, through control_reply.
+    func call(symbol: String, signature: String, args: [Any],
+              async: (user: UnsafeMutableRawPointer?, call: UInt64)? = nil) throws(CallError) -> ControlValue {
         let sig = try Signature.parse(signature)
         guard args.count == sig.args.count else {
             throw CallError(message: "\(symbol) takes \(sig.args.count) argument(s), got \(args.count)")
@@ -121,6 +125,10 @@ struct ControlCaller {
         }
         var types: [UnsafeMutablePointer<ffi_type>?] = []
         var values: [UnsafeMutableRawPointer?] = []
+        if let async {
+            types.append(FFITypes.pointer); values.append(cell(async.user))
+            types.append(FFITypes.uint64); values.append(cell(async.call))
+        }
 
         for (i, (type, raw)) in zip(sig.args, args).enumerated() {
             let n = i + 1
@@ -173,6 +181,7 @@ struct ControlCaller {
 
         let rtype: UnsafeMutablePointer<ffi_type>
         switch sig.result {
+        case _ where async != nil: rtype = FFITypes.sint32   // ph_status
         case .i64: rtype = FFITypes.sint64
         case .f64: rtype = FFITypes.double
         case .bytes: rtype = FFITypes.bytes
@@ -191,6 +200,7 @@ struct ControlCaller {
             ffi_call(&cif, fn, ret, vp.baseAddress)
         }
 
+        if async != nil { return .i64(Int64(ret.load(as: Int32.self))) }
         switch sig.result {
         case .i64: return .i64(ret.load(as: Int64.self))
         case .f64: return .f64(ret.load(as: Double.self))

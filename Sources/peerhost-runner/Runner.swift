@@ -21,7 +21,12 @@ import Glibc
 ///   no COMPLETE, its plugin-home slot comes back with SEND_DONE(id = socket). DATAGRAM's sender
 ///   text sits in the last `arg` bytes of its slot (protocols/abi/v1/README.md has the full table).
 /// - TIMER_SET: id = timer id, arg = delay ns, arg2 = tag (kept by the runner too; TIMER needs only id).
-/// - on_writable(conn 0) means "the TX ring has room again" for calls that are not per-connection.
+/// - on_writable(conn 0) means "the TX ring has room again" for calls that are not per-connection,
+///   or "a buffer slot is free again" after PH_ENOMEM. Nothing polls: a runner that waits for TX room
+///   sets the ring's need_space flag and the core writes fd 5 once it consumed (ph_ring.h, Space);
+///   returned slots arrive as RX descriptors, which wake us anyway.
+/// - Control calls: the core writes the frame to fd 4, then sends CONTROL on RX; fd 4 is also in the
+///   ppoll set (for EOF and for frames that arrive while we sleep).
 /// - Per connection the core holds at most `sendQueueLimit` bytes (START's arg2): `queuedBytes`
 ///   counts what send handed over minus what SEND_DONE (which carries each send's length, ABI 1.2)
 ///   gave back; past the limit send answers PH_EAGAIN and on_writable(conn) follows at half of it.
@@ -63,9 +68,29 @@ final class Runner {
     var sendQueueLimit = 0
     /// START's arg: pending timers the plugin may hold (0: no bound); timer() answers PH_EQUOTA past it.
     var timerBudget = 0
+    /// A call met PH_ENOMEM: on_writable(0) once a plugin-home slot is free again.
+    var waitingForSlot = false
+    /// Streams, listeners and UDP sockets the plugin holds (from ACCEPT and from the COMPLETE of
+    /// listen, connect and udp_bind), and its open files: a call naming any other id answers
+    /// PH_ENOTCONN (PH_EINVAL for a file) here, before the core, which treats a foreign id as a
+    /// violation, ever sees it.
+    var liveConns: Set<ph_conn> = []
+    var openFiles: Set<ph_file> = []
+    /// Requests whose COMPLETE(OK) carries a new connection/socket id or file id in its value.
+    var opening: [UInt64: Opening] = [:]
+    enum Opening { case conn, file }
+    /// The plugin's udp connect grants from START (ABI 1.2): udp_send answers PH_EDENIED for a
+    /// destination none covers. nil: the core sent none (every send goes to the core to decide).
+    var udpRules: UDPSendRules?
+    /// Calls of async control methods (ABI 1.2) not yet answered for the last time: the call ids
+    /// control_reply may still answer.
+    var openCalls: Set<UInt64> = []
+    /// ABI 1.2: the plugin was built against 1.2 or later, so its feature bits gate host calls too
+    /// (PH_ENOTSUP, logged once per feature). Older plugins keep 1.1's behaviour.
+    let gatesCalls: Bool
+    var refusedFeatures: UInt64 = 0
     var droppedLogs = 0
     let spinNanos: Int64
-    var lastControlCheck: Int64 = 0
 
     enum RequestKind { case slotOnly, resultInSlot, pluginBuffer }
 
@@ -84,6 +109,7 @@ final class Runner {
         for s in stride(from: h.slot_count, to: h.recv_slots, by: -1) { freeSlots.append(s - 1); isFree[Int(s - 1)] = true }
         let spinEnv = getenv("PEERHOST_SPIN_US").flatMap { Int64(String(cString: $0)) }
         spinNanos = max(0, spinEnv ?? 50) * 1000
+        gatesCalls = plugin.descriptor.abi_version >= ABI.callGatesFrom
         host = .allocate(capacity: 1)
         host.initialize(to: HostTable.make(ctx: Unmanaged.passUnretained(self).toOpaque()))
     }
@@ -136,7 +162,9 @@ final class Runner {
 
     /// After the core made room: tell every blocked sender it may retry (feature-gated).
     func notifyWritable() {
-        guard !blocked.isEmpty, canSubmit() else { return }
+        guard canSubmit() else { return }
+        if waitingForSlot, !freeSlots.isEmpty { waitingForSlot = false; markBlocked(0) }
+        guard !blocked.isEmpty else { return }
         let conns = blocked
         blocked.removeAll()
         blockedSet.removeAll()
@@ -144,10 +172,23 @@ final class Runner {
         for c in conns { cb(user, c) }
     }
 
+    // MARK: - gates
+
+    /// Whether the plugin declared `feature` (always true for a plugin older than ABI 1.2). A call
+    /// refused here is logged once per feature, with the call's name and the bit to declare.
+    func declared(_ feature: UInt64, for call: StaticString) -> Bool {
+        guard gatesCalls, plugin.descriptor.features & feature == 0 else { return true }
+        if refusedFeatures & feature == 0 {
+            refusedFeatures |= feature
+            log(level: PH_LOG_WARN, "runner: \(call) refused with PH_ENOTSUP: the plugin does not declare \(ABI.featureName(feature)) in ph_plugin.features (ABI 1.2 gates calls by feature bit)")
+        }
+        return false
+    }
+
     // MARK: - slots
 
     func allocSlot() -> UInt32? {
-        guard let s = freeSlots.popLast() else { return nil }
+        guard let s = freeSlots.popLast() else { waitingForSlot = true; return nil }
         isFree[Int(s)] = false
         return s
     }
@@ -177,7 +218,8 @@ final class Runner {
 
     /// Copies text into a fresh plugin slot and sends a request descriptor; returns the request id.
     func textRequest(_ type: ph_msg_type, _ text: UnsafeRawPointer?, _ len: Int, kind: RequestKind,
-                     id: UInt64 = 0, arg: Int64 = 0, extra: UnsafeRawPointer? = nil, extraLen: Int = 0) -> Int64 {
+                     id: UInt64 = 0, arg: Int64 = 0, arg2: UInt64 = 0, extra: UnsafeRawPointer? = nil, extraLen: Int = 0,
+                     opens: Opening? = nil) -> Int64 {
         guard len >= 0, extraLen >= 0, len + extraLen <= Int(region.slotSize), len == 0 || text != nil else { return Int64(PH_EINVAL.rawValue) }
         guard canSubmit() else { markBlocked(0); return Int64(PH_EAGAIN.rawValue) }
         guard let slot = allocSlot() else { return Int64(PH_ENOMEM.rawValue) }
@@ -193,8 +235,10 @@ final class Runner {
         d.request = req
         d.id = id
         d.arg = arg
+        d.arg2 = arg2
         guard putTX(d) else { releaseSlot(slot); markBlocked(0); return Int64(PH_EAGAIN.rawValue) }
         pending[req] = kind
+        if let opens { opening[req] = opens }
         return Int64(req)
     }
 
@@ -250,6 +294,7 @@ final class Runner {
 
     /// close or conn_reset: CLOSE / RESET for `conn`; once it is on TX the connection's counts go.
     func end(_ conn: ph_conn, with type: ph_msg_type) -> ph_status {
+        guard liveConns.contains(conn) else { return PH_ENOTCONN }
         var d = ph_desc()
         d.type = UInt16(type.rawValue)
         d.id = conn
@@ -259,8 +304,21 @@ final class Runner {
         return status
     }
 
-    /// The connection is gone (closed by the plugin or the peer): forget its counts.
+    /// A udp_send answered PH_EDENIED here: the core audits it (no slot, the destination in the
+    /// descriptor as ph_peer_encode writes it). Queued like the runner's own messages: never lost.
+    func reportUDPRefusal(socket: ph_conn, _ dest: UDPSendRules.Destination) {
+        var d = ph_desc()
+        d.type = UInt16(PH_MSG_UDP_REFUSED.rawValue)
+        d.id = socket
+        d.slot = PH_NO_SLOT
+        withUnsafeMutableBytes(of: &d.reserved) { $0.copyBytes(from: dest.address) }
+        d.arg2 = dest.encodedArg2
+        pushInternal(d)
+    }
+
+    /// The connection is gone (closed by the plugin or the peer): forget it and its counts.
     func forget(_ conn: ph_conn) {
+        liveConns.remove(conn)
         queuedBytes[conn] = nil
         overLimit.remove(conn)
     }
@@ -286,17 +344,10 @@ final class Runner {
             a.slot = PH_NO_SLOT
             pushInternal(a)
         case PH_MSG_ACCEPT:
+            liveConns.insert(d.id)
             guard started, has(PH_FEAT_STREAMS), let cb = p.on_accept else { if validSlot(d) { releaseSlot(d.slot) }; return }
-            if d.slot != PH_NO_SLOT, validSlot(d) {
-                let text = region.slotPointer(d.slot) + Int(d.offset)
-                text.withMemoryRebound(to: CChar.self, capacity: Int(d.length)) { cb(user, ph_conn(bitPattern: d.arg), d.id, $0, Int(d.length)) }
-                releaseSlot(d.slot)
-            } else {
-                // The core puts the peer in the descriptor itself: reserved = IPv6 or v4-mapped
-                // address, arg2 = port | family << 16.
-                let peer = Self.peerText(d)
-                peer.withCString { cb(user, ph_conn(bitPattern: d.arg), d.id, $0, peer.utf8.count) }
-            }
+            if d.slot != PH_NO_SLOT, validSlot(d) { releaseSlot(d.slot) }   // no core sends one
+            withPeerText(d, transport: "tcp") { text, len in cb(user, ph_conn(bitPattern: d.arg), d.id, text, len) }
         case PH_MSG_DATA:
             guard validSlot(d) else { return }
             guard started, has(PH_FEAT_STREAMS), let cb = p.on_data else { releaseSlot(d.slot); return }
@@ -319,12 +370,9 @@ final class Runner {
             pushInternal(c)
         case PH_MSG_DATAGRAM:
             guard validSlot(d) else { return }
-            guard started, has(PH_FEAT_DATAGRAMS), let cb = p.on_datagram,
-                  d.arg >= 0, d.arg <= Int64(region.slotSize) - Int64(d.offset) - Int64(d.length)
-            else { releaseSlot(d.slot); return }
-            let from = region.slotPointer(d.slot) + Int(region.slotSize) - Int(d.arg)
+            guard started, has(PH_FEAT_DATAGRAMS), let cb = p.on_datagram else { releaseSlot(d.slot); return }
             var b = buffer(slot: d.slot, offset: d.offset, length: d.length)
-            from.withMemoryRebound(to: CChar.self, capacity: Int(d.arg)) { cb(user, d.id, $0, Int(d.arg), &b) }
+            withPeerText(d, transport: "udp") { text, len in cb(user, d.id, text, len, &b) }
         case PH_MSG_TIMER:
             let id = Int64(bitPattern: d.id)
             guard let tag = timerTags.removeValue(forKey: id) else { return }  // cancelled meanwhile
@@ -351,6 +399,11 @@ final class Runner {
         guard !started else { log(level: PH_LOG_WARN, "runner: second START ignored"); return }
         var user: UnsafeMutableRawPointer? = nil
         var status: ph_status
+        // The udp grants (ABI 1.2) follow the config in the slot: read them before start() may send.
+        if d.request > 0, d.slot < region.slotCount, UInt64(d.offset) + UInt64(d.length) + (d.request - 1) <= UInt64(region.slotSize) {
+            let text = UnsafeRawBufferPointer(start: region.slotPointer(d.slot) + Int(d.offset) + Int(d.length), count: Int(d.request - 1))
+            udpRules = UDPSendRules(grants: String(decoding: text, as: UTF8.self))
+        }
         if d.slot != PH_NO_SLOT, d.length > 0, validSlot(d) {
             // The config is not NUL-terminated in the slot; copy it with a terminator so a careless
             // plugin's strlen stays inside our memory.
@@ -380,22 +433,29 @@ final class Runner {
         started = true
     }
 
-    /// "tcp:1.2.3.4:5555" or "tcp:[::1]:80" from an ACCEPT descriptor ("" when absent).
-    static func peerText(_ d: ph_desc) -> String {
-        let port = UInt16(truncatingIfNeeded: d.arg2)
-        let family = (d.arg2 >> 16) & 0xff
-        guard family == 4 || family == 6 else { return "" }
-        let bytes = withUnsafeBytes(of: d.reserved) { Array($0) }
-        if family == 4 {
-            return "tcp:\(bytes[12]).\(bytes[13]).\(bytes[14]).\(bytes[15]):\(port)"
+    /// The plugin's text of an ACCEPT's or DATAGRAM's peer ("tcp:1.2.3.4:5555", "udp:[::1]:80"; ""
+    /// when the core sent none), on the stack: the one place the address becomes text.
+    func withPeerText(_ d: ph_desc, transport: String, _ body: (UnsafePointer<CChar>, Int) -> Void) {
+        var d = d
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(PH_PEER_TEXT_MAX)) { out in
+            let n = withUnsafeBytes(of: &d.reserved) { addr in
+                transport.withCString {
+                    ph_peer_format(addr.baseAddress!.assumingMemoryBound(to: UInt8.self), d.arg2, $0, out.baseAddress!, out.count)
+                }
+            }
+            if n == 0 { out[0] = 0 }
+            body(UnsafePointer(out.baseAddress!), n)
         }
-        var groups: [String] = []
-        for i in stride(from: 0, to: 16, by: 2) { groups.append(String(UInt16(bytes[i]) << 8 | UInt16(bytes[i + 1]), radix: 16)) }
-        return "tcp:[\(groups.joined(separator: ":"))]:\(port)"
     }
 
     func handleComplete(_ d: ph_desc) {
         let kind = pending.removeValue(forKey: d.request)
+        if let opened = opening.removeValue(forKey: d.request), d.status == 0, d.arg > 0 {
+            switch opened {
+            case .conn: liveConns.insert(ph_conn(d.arg))
+            case .file: openFiles.insert(ph_file(d.arg))
+            }
+        }
         var passBuffer = false
         if d.slot != PH_NO_SLOT, validSlot(d) {
             switch kind {
@@ -437,6 +497,11 @@ final class Runner {
             return
         }
         let id = (obj["id"] as? NSNumber) ?? NSNumber(value: -1)
+        if (obj["type"] as? String) == "cancel" {
+            // The caller went away or gave up: the plugin's next reply to it answers PH_ENOTCONN.
+            openCalls.remove(id.uint64Value)
+            return
+        }
         guard (obj["type"] as? String) == "call" else {
             try? control.writeFrame(["type": "result", "id": id, "ok": false, "error": "unknown frame type \(obj["type"] ?? "nil")"])
             return
@@ -446,10 +511,29 @@ final class Runner {
             return
         }
         let args = obj["args"] as? [Any] ?? []
+        guard declared(PH_FEAT_CONTROL, for: "control") else {
+            try? control.writeFrame(["type": "result", "id": id, "ok": false,
+                                     "error": "plugin \(plugin.name) does not declare PH_FEAT_CONTROL: it serves no control method"])
+            return
+        }
+        let isAsync = (obj["async"] as? NSNumber)?.boolValue == true
         do {
-            let v = try caller.call(symbol: symbol, signature: sig, args: args)
-            try? control.writeFrame(["type": "result", "id": id, "ok": true, "value": v.json])
+            if isAsync {
+                // Open before the call: the method may answer from inside it.
+                let call = id.uint64Value
+                guard call != 0, !openCalls.contains(call) else { throw CallError(message: "call id \(call) is in use") }
+                openCalls.insert(call)
+                guard case .i64(let status) = try caller.call(symbol: symbol, signature: sig, args: args, async: (user, call)) else { return }
+                if status != Int64(PH_OK.rawValue), openCalls.remove(call) != nil {
+                    try? control.writeFrame(["type": "result", "id": id, "ok": false,
+                                             "error": "\(symbol) returned \(statusName(ph_status(rawValue: Int32(truncatingIfNeeded: status))))"])
+                }
+            } else {
+                let v = try caller.call(symbol: symbol, signature: sig, args: args)
+                try? control.writeFrame(["type": "result", "id": id, "ok": true, "value": v.json])
+            }
         } catch {
+            if isAsync { openCalls.remove(id.uint64Value) }
             try? control.writeFrame(["type": "result", "id": id, "ok": false, "error": error.message])
         }
         flushBacklog()
@@ -502,8 +586,6 @@ final class Runner {
                 flushBacklog()
                 publishTX()
                 notifyWritable()
-                let t = Runner.now()
-                if t - lastControlCheck > 1_000_000 { lastControlCheck = t; serviceControl() }
                 continue
             }
             flushBacklog()
@@ -513,13 +595,16 @@ final class Runner {
         }
     }
 
-    /// Returns when RX may have work (or control frames were served).
+    /// Returns when RX may have work, TX has room for a waiting call (or control frames were served).
     func waitForWork() -> Bool {
+        // Someone waits for TX room (a blocked sender, or runner messages queued).
+        let waitsForRoom = !blocked.isEmpty || backlogHead < backlog.count
         if spinNanos > 0 {
             let deadline = Runner.now() + spinNanos
             var spins = 0
             while true {
-                if ph_ring_ready(rx) != 0 { return true }
+                // A busy core drains TX within the spin budget: room seen here costs it no eventfd write.
+                if ph_ring_ready(rx) != 0 || (waitsForRoom && ph_ring_space(tx) > 0) { return true }
                 ph_cpu_relax()
                 spins += 1
                 if spins & 63 == 0, Runner.now() >= deadline { break }
@@ -529,14 +614,19 @@ final class Runner {
         // frame unserved, so a pending call wakes us at once.
         let avail = ph_ring_prepare_sleep(rx)
         if avail != 0 { ph_ring_awake(rx); return true }
-        // While someone waits for TX room, or runner messages are queued, poll the ring every 200 µs
-        // (the core does not signal TX consumption).
-        let timeout: Int64 = (blocked.isEmpty && backlogHead == backlog.count) ? -1 : 200_000
-        let r = ph_poll2(RunnerFD.rxEvent, RunnerFD.control, timeout)
+        // Waiting for TX room: ask the core to write fd 5 when it has consumed, and re-check so
+        // the room cannot come unseen.
+        if waitsForRoom, ph_ring_prepare_wait_space(tx) > 0 {
+            ph_ring_space_awake(tx)
+            ph_ring_awake(rx)
+            return true
+        }
+        let r = ph_poll2(RunnerFD.rxEvent, RunnerFD.control, -1)
         ph_ring_awake(rx)
+        if waitsForRoom { ph_ring_space_awake(tx) }
         if r > 0 {
             if r & 1 != 0 { var v: UInt64 = 0; _ = ph_eventfd_drain(RunnerFD.rxEvent, &v) }
-            if r & 2 != 0 || r & 4 != 0 { serviceControl(); lastControlCheck = Runner.now() }
+            if r & 2 != 0 || r & 4 != 0 { serviceControl() }
         }
         return true
     }

@@ -171,4 +171,21 @@ enum ABI {
     /// PH_FEAT_ALL_V1_1: what this runner serves and accepts from a plugin (1.1 adds PEER_TAGS).
     static let allFeatures: UInt64 = (1 << 9) - 1
     static let ringCtlSize: UInt64 = 4 * UInt64(PH_CACHELINE) // sizeof(ph_ring_ctl): 4 cache lines (_Atomic does not import)
+    /// Plugins built against this version or later get PH_ENOTSUP for calls of undeclared features.
+    static let callGatesFrom: UInt32 = 1 << 16 | 2 << 8
+
+    static func featureName(_ bit: UInt64) -> String {
+        switch bit {
+        case PH_FEAT_STREAMS: return "PH_FEAT_STREAMS"
+        case PH_FEAT_DATAGRAMS: return "PH_FEAT_DATAGRAMS"
+        case PH_FEAT_TIMERS: return "PH_FEAT_TIMERS"
+        case PH_FEAT_FILES: return "PH_FEAT_FILES"
+        case PH_FEAT_KV: return "PH_FEAT_KV"
+        case PH_FEAT_RESOLVE: return "PH_FEAT_RESOLVE"
+        case PH_FEAT_CONTROL: return "PH_FEAT_CONTROL"
+        case PH_FEAT_SHAPING: return "PH_FEAT_SHAPING"
+        case PH_FEAT_PEER_TAGS: return "PH_FEAT_PEER_TAGS"
+        default: return "feature 0x\(String(bit, radix: 16))"
+        }
+    }
 }

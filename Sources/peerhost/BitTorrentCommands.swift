@@ -37,13 +37,7 @@ enum BitTorrentCLI {
     }
 
     static func client(_ config: ConfigOptions) throws -> ControlSocketClient {
-        let hostConfig = try config.load()
-        do {
-            let run = try RunFile.read(dataDirectory: hostConfig.host.dataDirectory)
-            return ControlSocketClient(path: run.controlSocket)
-        } catch {
-            throw CommandFailure(error.description)
-        }
+        ControlSocketClient(path: try config.runningHost().controlSocket)
     }
 
     /// Calls a method and returns its JSON object; {"error": …} becomes a CommandFailure.

@@ -1,5 +1,8 @@
 import ArgumentParser
 import PeerhostCore
+#if canImport(Glibc)
+@preconcurrency import Glibc   // stdout is a C global
+#endif
 
 struct CtlCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -10,6 +13,8 @@ struct CtlCommand: ParsableCommand {
             arguments are converted by that signature: i64 "12", f64 "1.5", bool true|false, string as \
             given, bytes as the literal text or @FILE for a file's contents (read here, on the CLI's side). \
             Results print as numbers, or for bytes as text when UTF-8 (JSON) and hex otherwise. \
+            A method declared async may stream: each answer prints as it comes, until the plugin ends \
+            the stream (Ctrl-C leaves it; the plugin learns it at its next answer). \
             A wrong method, count or type exits non-zero with the reason.
 
             The name `host` addresses the host itself: `peerhost ctl host set-rate PLUGIN|global UP DOWN` \
@@ -20,7 +25,11 @@ struct CtlCommand: ParsableCommand {
             (made absolute here; it must exist, be a directory, not be world-writable and not overlap \
             the data dir) by their absolute path, at once and across restarts; `peerhost ctl host \
             revoke PLUGIN DIR` takes it back. Both are audit lines (action grant/revoke) and show in \
-            `peerhost status --json` (grants) and `peerhost audit PLUGIN`. docs/grants.md.
+            `peerhost status --json` (grants) and `peerhost audit PLUGIN`. docs/grants.md. \
+            `peerhost ctl host reload PLUGIN` re-reads the plugin's manifest from the config file, \
+            verifies its library's bytes and signature as at start, and only then restarts that one \
+            plugin on them (the others keep running; an audit line with action reload); bytes that do \
+            not verify are refused and the running plugin keeps running.
 
             Examples:
               peerhost ctl echo-c stats
@@ -33,6 +42,7 @@ struct CtlCommand: ParsableCommand {
               peerhost ctl host set-rate global 100MiB 100MiB
               peerhost ctl host grant bittorrent /srv/torrents
               peerhost ctl host grant bittorrent ./seeds --mode ro
+              peerhost ctl host reload echo-c
               peerhost ctl host revoke bittorrent /srv/torrents
 
             The bittorrent plugin has friendlier commands (each has --help):
@@ -56,13 +66,7 @@ struct CtlCommand: ParsableCommand {
     func run() throws {
         let words0 = arguments.first == "--" ? Array(arguments.dropFirst()) : arguments
         if plugin == BitTorrentCLI.plugin, try BitTorrentCLI.run(method: method, words: words0, config: options) { return }
-        let config = try options.load()
-        let runFile: RunFile
-        do {
-            runFile = try RunFile.read(dataDirectory: config.host.dataDirectory)
-        } catch {
-            throw CommandFailure(error.description)
-        }
+        let runFile = try options.runningHost()
         let words = arguments.first == "--" ? Array(arguments.dropFirst()) : arguments
         let client = ControlSocketClient(path: runFile.controlSocket)
         let text: String
@@ -70,7 +74,12 @@ struct CtlCommand: ParsableCommand {
             if plugin == "host", method == "grant" || method == "revoke" {
                 text = try Self.grantCall(client, method: method, words: words)
             } else {
-                text = try client.call(plugin: plugin, method: method, args: words.map(ControlArgument.fromCommandLine)).description
+                // A streaming method's answers are printed as they come, the last one too.
+                text = try client.call(plugin: plugin, method: method, args: words.map(ControlArgument.fromCommandLine)) { value in
+                    let line = value.description
+                    print(line, terminator: line.hasSuffix("\n") ? "" : "\n")
+                    fflush(stdout)
+                }.description
             }
         } catch let error as ControlClientError {
             throw CommandFailure(error.description)

@@ -62,6 +62,26 @@ struct ConfigOptions: ParsableArguments {
     }
 }
 
+extension ConfigOptions {
+    /// The running host's run file for this config, or an error that says how to find the host:
+    /// a host started with `--config FILE` keeps its run file in that config's data dir, which a
+    /// command that fell back to the built-in default does not look in.
+    func runningHost() throws -> RunFile {
+        let config = try load()
+        do {
+            return try RunFile.read(dataDirectory: config.host.dataDirectory)
+        } catch {
+            var text = error.description
+            if case .embedded = config.origin {
+                text += "\nThis command found no config file and used the built-in default (data dir \(config.host.dataDirectory)); "
+                    + "a host started with --config FILE is found with the same --config FILE or $PEERHOST_CONFIG."
+                if FileManager.default.fileExists(atPath: "peerhost.toml") { text += " There is a peerhost.toml here: try --config peerhost.toml." }
+            }
+            throw CommandFailure(text)
+        }
+    }
+}
+
 /// An error whose text is the whole message (ArgumentParser prints it and exits 1).
 struct CommandFailure: Error, CustomStringConvertible {
     var description: String

@@ -28,13 +28,7 @@ struct StatusCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        let config = try options.load()
-        let runFile: RunFile
-        do {
-            runFile = try RunFile.read(dataDirectory: config.host.dataDirectory)
-        } catch {
-            throw CommandFailure(error.description)
-        }
+        let runFile = try options.runningHost()
         let document: StatusDocument
         do {
             document = try ControlSocketClient(path: runFile.controlSocket).status()

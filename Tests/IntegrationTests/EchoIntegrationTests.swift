@@ -74,6 +74,29 @@ extension Integration {
             #expect(host.stop() == 0, "SIGTERM stops the host cleanly")
         }
 
+        /// The host passes `listen` to a plugin as an array of the effective grants; both echo
+        /// plugins used to read it as a string and fell back to their default port (issue 14).
+        @Test func bothEchoPluginsListenWhereTheConfigSays() throws {
+            let folder = try BitTorrentPeers.temporaryDirectory("echo-manifests")
+            var plugins = ""
+            for (name, granted, chosen) in [("echo-c", 7001, 7003), ("echo-swift", 7002, 7004)] {
+                try FileManager.default.createDirectory(atPath: "\(folder)/\(name)", withIntermediateDirectories: true)
+                let manifest = try String(contentsOfFile: Products.repoRoot.appendingPathComponent("plugins/\(name)/manifest.toml").path, encoding: .utf8)
+                    .replacingOccurrences(of: #"listen = ["tcp:127.0.0.1:\#(granted)"]"#,
+                                          with: #"listen = ["tcp:127.0.0.1:\#(granted)", "tcp:127.0.0.1:\#(chosen)"]"#)
+                #expect(manifest.contains("\(chosen)"), "the manifest's listen line moved: \(name)")
+                try manifest.write(toFile: "\(folder)/\(name)/manifest.toml", atomically: true, encoding: .utf8)
+                try Products.signCopy("\(folder)/\(name)/manifest.toml")
+                plugins += "\n[[plugin]]\nname = \"\(name)\"\nmanifest = \"\(folder)/\(name)/manifest.toml\"\nlisten = [\"tcp:127.0.0.1:\(chosen)\"]\n"
+            }
+            let host = try HostProcess(config: "[host]\ndata_dir = \"@DATA@\"\nhttp = \"127.0.0.1:0\"\n" + plugins)
+            defer { _ = host.stop() }
+            try host.start()
+            #expect(try echo(port: 7003, Array("c\n".utf8)) == Array("c\n".utf8))
+            #expect(try echo(port: 7004, Array("swift\n".utf8)) == Array("swift\n".utf8))
+            #expect(portIsFree(7001) && portIsFree(7002), "nothing listens on the manifest's other port")
+        }
+
         @Test func ctlStatusMetricsAndSandboxFacts() throws {
             let host = try HostProcess(config: Self.config)
             try host.start()

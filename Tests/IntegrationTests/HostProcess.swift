@@ -61,6 +61,7 @@ final class HostProcess: @unchecked Sendable {
     let configPath: String
     let output: Pipe = Pipe()
     private(set) var runInfo: [String: Any] = [:]
+    private var launched = false
 
     /// `asUser`: run the host as this uid/gid through setpriv (tests of the unprivileged mode).
     /// `command`: the subcommand and its arguments before `--config` (`["learn", "echo-c", …]`).
@@ -113,7 +114,7 @@ final class HostProcess: @unchecked Sendable {
 
     /// The plugin ports the test manifests grant. A test host needs them free: a leftover host (or
     /// anything else) on them would answer in our place.
-    static let pluginPorts: [UInt16] = [7001, 7002, 7003, 7004]
+    static let pluginPorts: [UInt16] = [7001, 7002, 7003, 7004, 7006, 7007]
 
     /// Starts the host and waits for run.json (the host writes it once it serves).
     func start(timeout: Duration = .seconds(60)) throws {
@@ -130,6 +131,7 @@ final class HostProcess: @unchecked Sendable {
             usleep(100_000)
         }
         try process.run()
+        launched = true
         let runFile = directory.appendingPathComponent("data/run.json").path
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
@@ -152,6 +154,7 @@ final class HostProcess: @unchecked Sendable {
     }
 
     func stop() -> Int32 {
+        guard launched else { return -1 }   // start() failed before the process ran
         guard process.isRunning else { return process.terminationStatus }
         process.terminate()   // SIGTERM: graceful
         let deadline = ContinuousClock.now + .seconds(15)

@@ -76,6 +76,15 @@ extension Integration {
             let all = try kv(host, "scan - 0")
             #expect(all["keys"] as? String == "a,ab,b" && all["records_ok"] as? Int == 1)
             #expect(try kv(host, "scan - 2")["keys"] as? String == "a,ab")
+            // ABI 1.2 kv_scan_from: a page from a start key, and whether more keys remain.
+            let first = try kv(host, "scan_from - -/2")
+            #expect(first["keys"] as? String == "a,ab" && first["count"] as? Int == 2 && first["more"] as? Int == 1
+                    && first["records_ok"] as? Int == 1, "\(first)")
+            // (The probe's text has no NUL: "ab0" is past "ab" and before "b" all the same.)
+            let rest = try kv(host, "scan_from - ab0/2")
+            #expect(rest["keys"] as? String == "b" && rest["more"] as? Int == 0, "from ab0: \(rest)")
+            let inPrefix = try kv(host, "scan_from a ab/0")
+            #expect(inPrefix["keys"] as? String == "ab" && inPrefix["more"] as? Int == 0, "\(inPrefix)")
             #expect(try kv(host, "delete a")["value"] as? Int == 1)
             #expect(code(try kv(host, "get a")) == -10, "PH_ENOENT after delete")
             // The manifest's quota is 16 KiB of keys+values (ab+2, b+3 = 5 bytes used so far):

@@ -133,6 +133,17 @@ extension Integration {
             #expect(udp["from"] as? String == "udp:127.0.0.1:7106", "\(udp)")
             #expect(peer.received.value == ["127.0.0.1:7105 ping-over-udp"], "the plugin's datagram left from its bound socket")
 
+            // ABI 1.2: a send no grant covers is refused to the plugin itself (the wildcard grant
+            // does not reach loopback), and audited; a destination that is no numeric address is
+            // PH_EINVAL, not a silent drop.
+            let refused = try scenario(host, "udp udp:127.0.0.1:7105 udp:127.0.0.1:7109 x")
+            #expect(refused["send_status"] as? Int == -2, "PH_EDENIED: \(refused)")
+            #expect(try host.audit("io-probe", action: "udp_send", decision: "denied")
+                .contains { $0["object"] as? String == "udp:127.0.0.1:7109"
+                    && ($0["reason"] as? String ?? "").contains("answered PH_EDENIED by the runner") })
+            let named = try scenario(host, "udp udp:127.0.0.1:7105 udp:localhost:7106 x")
+            #expect(named["send_status"] as? Int == -5, "PH_EINVAL: \(named)")
+
             let notGranted = try scenario(host, "udp udp:127.0.0.1:7107 udp:127.0.0.1:7106 x")
             #expect(notGranted["bind_status"] as? Int == -2, "\(notGranted)")
             #expect(deniedCount(try metrics(host), action: "udp_bind") >= 1)

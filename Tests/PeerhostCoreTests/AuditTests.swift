@@ -90,7 +90,7 @@ struct AuditTests {
         #expect(text.contains(row("syscalls", "host default profile (sandbox/profiles/plugin-default.toml)\n")), "\(text)")
         #expect(text.contains(row("", "enforced here: memory 256 MiB by ")), "\(text)")
         #expect(text.contains("rules, everything else kills the runner: "), "\(text)")
-        #expect(text.contains(row("controls", "stats () -> bytes  [echo_c_stats]\n")), "\(text)")
+        #expect(text.contains(row("controls", "stats () -> bytes  [echo_c_stats] — connections, open connections, bytes echoed and the greeting, as JSON\n")), "\(text)")
         #expect(text.contains("  findings: none"))
         #expect(text.hasSuffix("verdict: verified"))
         let json = try JSONSerialization.jsonObject(with: Data(document.json().utf8)) as? [String: Any]
@@ -210,7 +210,7 @@ struct AuditTests {
             .replacingOccurrences(of: "memory = \"256MiB\"", with: "memory = \"1GiB\"")
             .replacingOccurrences(of: "open_files = 64", with: "open_files = 32")
             .replacingOccurrences(of: "\"ipc\", \"uts\"", with: "\"ipc\"")
-            .replacingOccurrences(of: "[[control]]\nname = \"toggle\"\nsymbol = \"echo_c_toggle\"\nsignature = \"(bool) -> i64\"\n", with: "")
+            .replacingOccurrences(of: "[[control]]\nname = \"toggle\"\nsymbol = \"echo_c_toggle\"\nsignature = \"(bool) -> i64\"\ndescription = \"stores a flag and returns it as 0 or 1\"\n", with: "")
         try TestSupport.write(oldText, to: directory + "/old.toml")
         try TestSupport.write(newText, to: directory + "/new.toml")
         let diff = ManifestDiff(old: try PluginManifest(contentsOf: directory + "/old.toml"), new: try PluginManifest(contentsOf: directory + "/new.toml"))

@@ -63,6 +63,24 @@ struct ConfigTests {
         #expect(config.security.allowUnsigned.isEmpty)
     }
 
+    /// Issue 14: narrowing listen to one transport silently dropped the other; now it is said.
+    @Test func aNarrowingThatDropsATransportIsAWarning() throws {
+        let manifest = TestSupport.manifest(name: "demo", listen: #"tcp:0.0.0.0:6881", "udp:0.0.0.0:6881"#)
+        try load(plugin + "\nlisten = [\"tcp:127.0.0.1:6881\"]\n", manifest: manifest) { result, _ in
+            let config = try result.get()
+            #expect(config.plugins[0].warnings == ["plugin demo: the config's listen names no udp address, so the manifest's udp:0.0.0.0:6881 is not used; add one to listen to keep udp"])
+            #expect(config.summary.contains("    warning: plugin demo: the config's listen names no udp address"), "\(config.summary)")
+        }
+        try load(plugin + "\nlisten = [\"tcp:127.0.0.1:6881\", \"udp:127.0.0.1:6881\"]\n", manifest: manifest) { result, _ in
+            let config = try result.get()
+            #expect(config.plugins[0].warnings.isEmpty)
+        }
+        try load(plugin, manifest: manifest) { result, _ in
+            let config = try result.get()
+            #expect(config.plugins[0].warnings.isEmpty, "no narrowing, no warning")
+        }
+    }
+
     @Test func embeddedDefaultEqualsShippedFile() throws {
         let shipped = try String(contentsOfFile: TestSupport.path("config/peerhost.toml"), encoding: .utf8)
         #expect(EmbeddedDefaultConfig.text == shipped,

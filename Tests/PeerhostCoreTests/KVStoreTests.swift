@@ -63,7 +63,7 @@ import Testing
     }
 
     func keys(_ r: KVResult) -> [String] {
-        guard case .records(let bytes, let count) = r, let records = KVStore.decodeRecords(bytes), records.count == count else { return ["<bad>"] }
+        guard case .records(let bytes, let count, _) = r, let records = KVStore.decodeRecords(bytes), records.count == count else { return ["<bad>"] }
         return records.map { String(decoding: $0.key, as: UTF8.self) }
     }
 
@@ -80,12 +80,43 @@ import Testing
         #expect(keys(kv.perform(plugin: "p", quota: Self.big, .scan(prefix: [], limit: 2, capacity: 4096))) == ["a", "ab"])
         #expect(keys(kv.perform(plugin: "p", quota: Self.big, .scan(prefix: b("zz"), limit: 0, capacity: 4096))) == [])
         // Values come back with their keys.
-        if case .records(let bytes, _) = kv.perform(plugin: "p", quota: Self.big, .scan(prefix: b("abc"), limit: 0, capacity: 4096)) {
+        if case .records(let bytes, _, _) = kv.perform(plugin: "p", quota: Self.big, .scan(prefix: b("abc"), limit: 0, capacity: 4096)) {
             #expect(KVStore.decodeRecords(bytes)?.first?.value == b("vabc"))
         } else { Issue.record("scan failed") }
         // Capacity: whole records only; a first record larger than the buffer is an error, not an empty answer.
         #expect(keys(kv.perform(plugin: "p", quota: Self.big, .scan(prefix: b("a"), limit: 0, capacity: 8 + 1 + 2 + 8 + 2 + 3))) == ["a", "ab"])
         #expect(kv.perform(plugin: "p", quota: Self.big, .scan(prefix: b("a"), limit: 0, capacity: 5)) == .tooLarge(8 + 1 + 2))
+    }
+
+    @Test func scansPageFromAStartKeyAndSayWhetherMoreRemain() throws {
+        let dir = TempDir()
+        let kv = try KVStore.open(dataDirectory: dir.path)
+        let all = ["a", "ab", "abc", "abd", "ac", "b", "peer/1", "peer/2", "peer0"]
+        for k in all { _ = kv.perform(plugin: "p", quota: Self.big, .put(key: b(k), value: b("v"))) }
+        // Every key, two at a time: the next page starts just after the last key (key + 0x00).
+        var seen: [String] = []
+        var start: [UInt8] = []
+        var pages = 0
+        while pages < 20 {
+            pages += 1
+            guard case .records(let bytes, _, let more) = kv.perform(plugin: "p", quota: Self.big, .scan(prefix: [], start: start, limit: 2, capacity: 4096)),
+                  let records = KVStore.decodeRecords(bytes) else { Issue.record("scan failed"); return }
+            seen += records.map { String(decoding: $0.key, as: UTF8.self) }
+            guard more, let last = records.last else { break }
+            start = last.key + [0]
+        }
+        #expect(seen == all && pages == 5, "\(pages) pages: \(seen)")
+        // Exactly `limit` keys left: no more. A start inside the prefix skips; one below it is the prefix.
+        #expect(kv.perform(plugin: "p", quota: Self.big, .scan(prefix: b("peer/"), limit: 2, capacity: 4096))
+                == kv.perform(plugin: "p", quota: Self.big, .scan(prefix: b("peer/"), start: b("a"), limit: 2, capacity: 4096)))
+        if case .records(_, let count, let more) = kv.perform(plugin: "p", quota: Self.big, .scan(prefix: b("peer/"), limit: 2, capacity: 4096)) {
+            #expect(count == 2 && !more)
+        } else { Issue.record("scan failed") }
+        #expect(keys(kv.perform(plugin: "p", quota: Self.big, .scan(prefix: b("ab"), start: b("abc"), limit: 0, capacity: 4096))) == ["abc", "abd"])
+        // The capacity stopping a scan says more too.
+        if case .records(_, let count, let more) = kv.perform(plugin: "p", quota: Self.big, .scan(prefix: b("a"), limit: 0, capacity: 8 + 1 + 1 + 8 + 2 + 1)) {
+            #expect(count == 2 && more)
+        } else { Issue.record("scan failed") }
     }
 
     @Test func prefixesEndingIn0xFF() throws {
@@ -94,7 +125,7 @@ import Testing
         let stored: [[UInt8]] = [[0x01, 0xFE], [0x01, 0xFF], [0x01, 0xFF, 0x00], [0x01, 0xFF, 0xFF], [0x02], [0xFF], [0xFF, 0xFF, 0x01]]
         for k in stored { _ = kv.perform(plugin: "p", quota: Self.big, .put(key: k, value: [7])) }
         func scan(_ prefix: [UInt8]) -> [[UInt8]] {
-            guard case .records(let bytes, _) = kv.perform(plugin: "p", quota: Self.big, .scan(prefix: prefix, limit: 0, capacity: 4096)) else { return [] }
+            guard case .records(let bytes, _, _) = kv.perform(plugin: "p", quota: Self.big, .scan(prefix: prefix, limit: 0, capacity: 4096)) else { return [] }
             return KVStore.decodeRecords(bytes)?.map(\.key) ?? []
         }
         #expect(scan([0x01, 0xFF]) == [[0x01, 0xFF], [0x01, 0xFF, 0x00], [0x01, 0xFF, 0xFF]])

@@ -21,6 +21,8 @@ struct MetricsTests {
         "peerhost_plugin_descriptors", "peerhost_plugin_descriptor_refusals_total",
         // Issue 13: streams closed gracefully, within the linger bound.
         "peerhost_plugin_stream_resets_total", "peerhost_plugin_lingering_connections",
+        // Issue 14: the core wakes a runner that waits for TX room (no polling).
+        "peerhost_ring_space_wakeups_total",
     ]
 
     /// `| `name` | type | labels | meaning |` rows of docs/metrics.md.

@@ -2,6 +2,9 @@ import CPeerhostShim
 import PeerhostRing
 import Testing
 @testable import PeerhostCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Hostile descriptors, decoded without any process: each must be refused with its kind.
 @Suite struct RequestDecoderTests {
@@ -64,7 +67,23 @@ import Testing
         #expect(kind(ph_desc(type: PH_MSG_CONN_WEIGHT, id: 99, arg: 5), &dec) == .connectionNotOwned)
     }
 
-    @Test(arguments: [UInt16(0), 1, 5, 12, 31, 60, 200, .max])   // 58 = CONN_PEER (ABI 1.1), 59 = RESET (1.2)
+    /// ABI 1.2: the runner's report of a udp_send it refused carries the destination in the
+    /// descriptor, in the same encoding as ACCEPT's peer; the core turns it into text to audit.
+    @Test func aUDPRefusalCarriesItsDestination() throws {
+        var dec = try decoder()
+        var d = ph_desc(type: PH_MSG_UDP_REFUSED, id: myConn)
+        var sin = sockaddr_in()
+        sin.sin_family = sa_family_t(AF_INET)
+        sin.sin_port = UInt16(7109).bigEndian
+        sin.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        d.arg2 = withUnsafeMutableBytes(of: &d.reserved) { ph_peer_encode(&sin, $0.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
+        #expect(try dec.decode(d, owns: { $0 == myConn }) == .udpRefused(socket: myConn, to: "udp:127.0.0.1:7109"))
+        #expect(kind(ph_desc(type: PH_MSG_UDP_REFUSED, id: myConn), &dec) == .badArgument, "no destination")
+        d.id = 7
+        #expect(kind(d, &dec) == .connectionNotOwned)
+    }
+
+    @Test(arguments: [UInt16(0), 1, 5, 12, 31, 61, 200, .max])   // 58 = CONN_PEER (ABI 1.1), 59 = RESET, 60 = UDP_REFUSED (1.2)
     func garbageTypes(_ type: UInt16) throws {
         var dec = try decoder()
         var d = ph_desc()

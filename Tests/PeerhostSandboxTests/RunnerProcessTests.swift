@@ -325,6 +325,7 @@ struct RunnerOnCoreRegionTests {
         #expect(listen.slot >= 1024 && listen.slot < 2048)
         #expect(core.text(slot: listen.slot, length: listen.length) == "tcp:127.0.0.1:7001")
         core.write(slot: 1023, Array("last receive slot".utf8))
+        try core.push(desc(PH_MSG_ACCEPT, id: 5, arg: 100))   // the runner sends only on connections it was given
         try core.push(desc(PH_MSG_DATA, id: 5, slot: 1023, length: 17))
         let send = try core.collect(until: PH_MSG_SEND).last!
         #expect(send.id == 5 && send.slot == 1023 && send.length == 17)
@@ -352,6 +353,7 @@ struct RunnerIdleTests {
         usleep(1_000_000)
         let used = try cpuTicks(proc.pid) - before
         #expect(used <= 2, "an idle runner used \(used) ticks in 1 s (100 ticks = a busy core)")
+        try core.push(desc(PH_MSG_ACCEPT, id: 9, arg: 100))
         for i in 0..<5 {   // each push finds the runner asleep (need_wakeup set) and must wake it
             core.write(slot: 3, [UInt8(i)])
             try core.push(desc(PH_MSG_DATA, id: 9, slot: 3, length: 1))

@@ -38,18 +38,23 @@ extern "C" {
 /* ---------------------------------------------------------------------------------------------
  * Status codes. Numbers never change; new ones are appended (a patch release).
  * Host calls return PH_OK (0) or a negative ph_status; calls that start an operation return a
- * positive id instead of PH_OK.
+ * positive id instead of PH_OK. A call that returns an error took nothing: a buffer passed to it
+ * stays with the plugin. protocols/abi/v1/README.md, "Calls", lists per call what it may return.
  * ------------------------------------------------------------------------------------------- */
 typedef enum ph_status {
     PH_OK = 0,
-    PH_EAGAIN = -1,       /* the TX ring or buffer pool is full; on_writable follows when it is not */
+    PH_EAGAIN = -1,       /* the TX ring is full, or the connection's send bound is reached;
+                             on_writable follows when it is not */
     PH_EDENIED = -2,      /* the manifest (or the operator's config) does not grant this */
     PH_EQUOTA = -3,       /* a quota would be exceeded: key-value bytes, the plugin's descriptor or timer budget */
-    PH_ENOTSUP = -4,      /* the host does not serve this call (yet) */
-    PH_EINVAL = -5,       /* a malformed argument: bad address, empty key, length out of range */
-    PH_ENOMEM = -6,       /* no free buffer slot */
-    PH_ENOTCONN = -7,     /* the connection id is unknown or already closed */
-    PH_ECLOSED = -8,      /* the peer closed the connection (on_closed reason) */
+    PH_ENOTSUP = -4,      /* the host does not serve this call, or (plugins built against 1.2 or
+                             later) the plugin did not declare the call's feature bit */
+    PH_EINVAL = -5,       /* a malformed argument: bad address, empty key, length out of range, an
+                             unknown or closed file id */
+    PH_ENOMEM = -6,       /* no free buffer slot; on_writable(0) follows once one is free again */
+    PH_ENOTCONN = -7,     /* the connection, listener or socket id is unknown or already closed
+                             (after close, conn_reset, or once on_closed returned) */
+    PH_ECLOSED = -8,      /* reserved: 1.x hosts never return it (on_closed reports a FIN as PH_OK) */
     PH_EIO = -9,          /* an I/O error in the core (disk, socket) */
     PH_ENOENT = -10,      /* no such file or key */
     PH_ETIMEDOUT = -11,   /* connect or resolve timed out */
@@ -59,14 +64,27 @@ typedef enum ph_status {
     PH_ESTOPPING = -15    /* the host is shutting the plugin down */
 } ph_status;
 
-/* Returns a static name for a status ("PH_EDENIED"), for logs. Implemented by the host side
- * (runner) and by PeerhostSDK; plugins may also keep their own table. */
+/* A static name for a status ("PH_EDENIED"), for logs; "PH_E?" for a number this header does not
+ * know. Defined here (ABI 1.2), so a plugin needs no symbol from the host for it. */
+static inline const char *ph_status_name(int64_t status) {
+    static const char *const names[] = {
+        "PH_OK", "PH_EAGAIN", "PH_EDENIED", "PH_EQUOTA", "PH_ENOTSUP", "PH_EINVAL", "PH_ENOMEM",
+        "PH_ENOTCONN", "PH_ECLOSED", "PH_EIO", "PH_ENOENT", "PH_ETIMEDOUT", "PH_ECONNREFUSED",
+        "PH_EADDRINUSE", "PH_ERESET", "PH_ESTOPPING",
+    };
+    if (status > 0) return "PH_OK";   /* a positive id: the call was taken */
+    if (-status < (int64_t)(sizeof names / sizeof names[0])) return names[-status];
+    return "PH_E?";
+}
 
 /* ---------------------------------------------------------------------------------------------
  * Feature bits, both ways. The plugin declares what it implements (ph_plugin.features); the host
  * declares what it serves (ph_host.features). Both are strict gates: the host never calls a
  * callback for a feature the plugin did not declare, and a host call for a feature the host did
- * not declare returns PH_ENOTSUP.
+ * not declare returns PH_ENOTSUP. From ABI 1.2 the plugin's own bits gate its calls too: a plugin
+ * built against 1.2 or later that calls timer() without PH_FEAT_TIMERS gets PH_ENOTSUP (logged
+ * once per feature); plugins built against 1.0/1.1 keep the old behaviour. log, metric_add,
+ * buffer_alloc/free and close need no bit; control methods need PH_FEAT_CONTROL.
  * ------------------------------------------------------------------------------------------- */
 #define PH_FEAT_STREAMS   (1ull << 0)  /* TCP: listen, connect, send, close; on_accept..on_closed */
 #define PH_FEAT_DATAGRAMS (1ull << 1)  /* UDP: udp_bind, udp_send; on_datagram */
@@ -80,6 +98,15 @@ typedef enum ph_status {
 /* ABI 1.1 */
 #define PH_FEAT_PEER_TAGS (1ull << 8)  /* conn_set_peer: per-peer accounting */
 #define PH_FEAT_ALL_V1_1  ((1ull << 9) - 1)
+
+/* kv_scan_from's on_complete value: the record count in the low 32 bits, PH_KV_MORE when matching
+ * keys remain past the last record returned. */
+#define PH_KV_MORE (1ll << 32)
+#define PH_KV_COUNT(value) ((uint32_t)((value) & 0xffffffffll))
+
+/* control_reply flags. */
+#define PH_REPLY_MORE  (1u << 0)
+#define PH_REPLY_ERROR (1u << 1)
 
 /* The longest peer id conn_set_peer takes: it travels inside one ring descriptor (no buffer slot,
  * no completion), and 40 bytes hold a BitTorrent peer id (20) and a libp2p Ed25519 peer id (38).
@@ -107,6 +134,7 @@ typedef struct ph_buffer {
 typedef uint64_t ph_conn;      /* a TCP connection, a TCP listener or a UDP socket; never 0 */
 typedef uint64_t ph_request;   /* an asynchronous operation; its on_complete carries the same id */
 typedef uint64_t ph_file;      /* an open file, from on_complete of file_open */
+typedef uint64_t ph_call;      /* ABI 1.2: one call of an async control method; never 0 */
 
 /* Log levels for ph_host.log. */
 typedef enum ph_log_level {
@@ -159,7 +187,10 @@ typedef struct ph_host {
     ph_status (*send)(void *ctx, ph_conn conn, const ph_buffer *buf);
     ph_status (*close)(void *ctx, ph_conn conn);
 
-    /* Datagrams. udp_bind → on_complete(value = socket id); udp_send takes ownership of buf. */
+    /* Datagrams. udp_bind → on_complete(value = socket id); udp_send takes ownership of buf. The
+     * destination is numeric ("udp:1.2.3.4:6881", "udp:[::1]:6881"); one no connect grant covers
+     * answers PH_EDENIED (ABI 1.2; the core also drops, and audits, sends to the host's own
+     * addresses and to multicast groups from a socket that is not the group's). */
     int64_t (*udp_bind)(void *ctx, const char *addr, size_t len);
     ph_status (*udp_send)(void *ctx, ph_conn sock, const char *to, size_t to_len, const ph_buffer *buf);
 
@@ -210,6 +241,24 @@ typedef struct ph_host {
      * dropped, its buffers come back as after a send. For a listener or UDP socket it is close.
      *   host->size >= offsetof(ph_host, conn_reset) + sizeof(host->conn_reset) */
     ph_status (*conn_reset)(void *ctx, ph_conn conn);
+
+    /* kv_scan that pages: the keys starting with `prefix` that are not below `start` (bytewise),
+     * ascending, at most `limit` (0: as many as fit one buffer). on_complete's value is the number
+     * of records, with PH_KV_MORE set when matching keys remain; the next page starts just after
+     * the last key returned (that key with a 0x00 byte appended). Prefix and start together must
+     * fit one buffer slot. PH_FEAT_KV.
+     *   host->size >= offsetof(ph_host, kv_scan_from) + sizeof(host->kv_scan_from) */
+    int64_t (*kv_scan_from)(void *ctx, const uint8_t *prefix, size_t prefix_len,
+                            const uint8_t *start, size_t start_len, uint32_t limit);
+
+    /* Answers a call of an async control method (below): `data` is a bytes result, copied before
+     * the call returns. flags 0: the last answer, the call is over. PH_REPLY_MORE: more answers
+     * follow (a stream, such as a subscription; the caller sees each as it comes). PH_REPLY_ERROR:
+     * the call failed, `data` is the message (UTF-8), the call is over. PH_ENOTCONN when the call is
+     * unknown or over (answered, timed out, or its caller went away: stop streaming), PH_EINVAL for
+     * more than 32 MiB. PH_FEAT_CONTROL.
+     *   host->size >= offsetof(ph_host, control_reply) + sizeof(host->control_reply) */
+    ph_status (*control_reply)(void *ctx, ph_call call, const uint8_t *data, size_t len, uint32_t flags);
 } ph_host;
 
 /* ---------------------------------------------------------------------------------------------
@@ -231,7 +280,9 @@ typedef struct ph_plugin {
 
     /* Streams. on_accept: a listener accepted conn from peer ("tcp:1.2.3.4:5555").
      * on_data: buf belongs to the plugin now. on_writable: a send that returned PH_EAGAIN may be
-     * retried (conn 0: a call that is not a send met a full ring). on_closed: the peer closed
+     * retried (conn 0: a call that is not a send met a full ring, or a call met PH_ENOMEM and a
+     * slot is free again). The core produces it when it has made room; nothing polls, so a plugin
+     * waits for it without a timer. on_closed: the peer closed
      * (reason PH_OK, a FIN: every byte it sent came before) or the connection failed (PH_ERESET,
      * PH_EIO); no on_data follows. Sends made before on_closed returns still go out in order, then
      * the core closes its side: the plugin need not call close. */
@@ -263,6 +314,14 @@ typedef struct ph_plugin {
  * results as
  *   i64 → int64_t, f64 → double, bytes → ph_bytes (returned by value; the runner copies the bytes at
  *   once and frees them with ph_plugin.free_result). Structured results are JSON by convention.
+ *
+ * ABI 1.2: a method declared `async = true` reaches the plugin's state and may answer later or
+ * several times. Its C function takes the `user` pointer start() stored and the call first,
+ *   ph_status method(void *user, ph_call call, <arguments as above>);
+ * and returns PH_OK once it has answered or will answer with host->control_reply (until it does,
+ * the caller waits; a call with no first answer within 10 s fails for the caller, and a later
+ * reply gets PH_ENOTCONN). Any other status fails the call at once with that status's name.
+ * Its signature's result is `bytes` (each reply is bytes).
  * ------------------------------------------------------------------------------------------- */
 typedef struct ph_bytes {
     uint8_t *data;

@@ -15,6 +15,11 @@
  * a producer publishes, issues a full fence, and writes the eventfd only if need_wakeup is set. This
  * is the store→load (Dekker) pattern io_uring uses for SQ_NEED_WAKEUP; without the seq_cst fences a
  * wake-up can be lost.
+ *
+ * Space (ABI 1.2): the same pattern the other way round. A producer that found the ring full and is
+ * about to sleep sets need_space, fences, and re-checks head; a consumer that released entries
+ * fences and, if need_space is set, clears it and writes the producer's eventfd. The runner sleeps
+ * on its RX eventfd, so the core writes that one: a full TX ring costs no polling.
  */
 #ifndef PH_RING_H
 #define PH_RING_H
@@ -48,17 +53,20 @@ _Static_assert(sizeof(ph_desc) == 64, "ph_desc is one cache line");
 typedef enum ph_msg_type {
     PH_MSG_INVALID = 0,
     /* core → plugin (RX) */
-    PH_MSG_START = 1,       /* slot: config JSON; arg2: bytes the core queues per connection
+    PH_MSG_START = 1,       /* slot: config JSON, then (ABI 1.2) `request - 1` bytes of the plugin's
+                               udp connect grants, one per line, for the runner's udp_send check
+                               (request 0: none sent); arg2: bytes the core queues per connection
                                before send answers PH_EAGAIN (0 = no bound; ABI 1.2); arg: pending
                                timers the plugin may hold (0 = no bound; ABI 1.2) */
     PH_MSG_STOP = 2,
     PH_MSG_HEARTBEAT = 3,   /* request: sequence number */
-    PH_MSG_ACCEPT = 4,      /* id: conn, arg: listener, slot: peer address text */
+    PH_MSG_ACCEPT = 4,      /* id: conn, arg: listener, the peer in reserved (IPv6 or v4-mapped)
+                               and arg2 (port | family << 16): ph_peer_encode, ph_sys.h */
     PH_MSG_DATA = 5,        /* id: conn, slot/offset/length: payload now owned by the plugin */
     PH_MSG_WRITABLE = 6,    /* id: conn */
     PH_MSG_CLOSED = 7,      /* id: conn, status: reason */
-    PH_MSG_DATAGRAM = 8,    /* id: socket, slot: payload at offset/length, arg: from-address length,
-                               the address text at the end of the slot (capacity - arg) */
+    PH_MSG_DATAGRAM = 8,    /* id: socket, slot: payload at offset/length (up to the whole slot); the
+                               sender in reserved/arg2 as for ACCEPT (ABI 1.2; before, text at the slot's end) */
     PH_MSG_TIMER = 9,       /* id: timer */
     PH_MSG_COMPLETE = 10,   /* request, status, arg: value, slot: result buffer or the request's slot */
     PH_MSG_SEND_DONE = 11,  /* id: conn, slot: a plugin-home slot coming back after a send
@@ -98,7 +106,9 @@ typedef enum ph_msg_type {
     PH_MSG_CONN_PEER = 58,  /* id: conn, length: id bytes (1..PH_PEER_ID_MAX), the id bytes in the
                                descriptor itself from `request` on (request, arg, arg2, reserved) */
     /* ABI 1.2 */
-    PH_MSG_RESET = 59       /* id: conn; abortive close (RST), queued bytes dropped */
+    PH_MSG_RESET = 59,      /* id: conn; abortive close (RST), queued bytes dropped */
+    PH_MSG_UDP_REFUSED = 60 /* id: socket, the destination in reserved/arg2 (ph_peer_encode): a udp_send
+                               the runner answered PH_EDENIED (no slot; the core audits it) */
 } ph_msg_type;
 
 /* Ring control block: each index on its own cache line so producer and consumer never share one. */
@@ -106,8 +116,10 @@ typedef struct ph_ring_ctl {
     _Alignas(PH_CACHELINE) _Atomic uint32_t tail;        /* written by the producer */
     _Alignas(PH_CACHELINE) _Atomic uint32_t head;        /* written by the consumer */
     _Alignas(PH_CACHELINE) _Atomic uint32_t need_wakeup; /* set by the consumer before it sleeps */
-    _Alignas(PH_CACHELINE) uint8_t pad[PH_CACHELINE];
+    _Alignas(PH_CACHELINE) _Atomic uint32_t need_space;  /* ABI 1.2: set by a producer that waits for room */
+    uint8_t pad[PH_CACHELINE - sizeof(uint32_t)];
 } ph_ring_ctl;
+_Static_assert(sizeof(ph_ring_ctl) == 4 * PH_CACHELINE, "the ring control block is four cache lines in every 1.x");
 
 /* The region header. Written by the core once before the runner starts; the runner reads its
  * geometry from here, the core keeps its own private copy and never reads this back. */
@@ -186,6 +198,21 @@ static inline int ph_ring_consumer_wants_wakeup(ph_ring_view *v) {
     return atomic_load_explicit(&v->ctl->need_wakeup, memory_order_relaxed) != 0;
 }
 
+/* Before sleeping on a full ring: announce it, fence, and re-check head. Returns the free entries
+ * (0 → it is safe to sleep; the consumer will write the eventfd once it released some). */
+static inline uint32_t ph_ring_prepare_wait_space(ph_ring_view *v) {
+    atomic_store_explicit(&v->ctl->need_space, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    v->cached = atomic_load_explicit(&v->ctl->head, memory_order_acquire);
+    uint32_t used = v->local - v->cached;
+    if (used > v->entries) return 0;
+    return v->entries - used;
+}
+
+static inline void ph_ring_space_awake(ph_ring_view *v) {
+    atomic_store_explicit(&v->ctl->need_space, 0, memory_order_relaxed);
+}
+
 /* ---- consumer side ---------------------------------------------------------------------- */
 
 /* Entries ready to read. Returns UINT32_MAX when the producer published an index more than
@@ -209,6 +236,14 @@ static inline void ph_ring_peek_copy(ph_ring_view *v, uint32_t i, ph_desc *out) 
 static inline void ph_ring_consume(ph_ring_view *v, uint32_t n) {
     v->local += n;
     atomic_store_explicit(&v->ctl->head, v->local, memory_order_release);
+}
+
+/* After consuming: does the producer wait for room? (full fence, then the flag, cleared when set:
+ * one eventfd write per wait.) */
+static inline int ph_ring_producer_wants_space(ph_ring_view *v) {
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&v->ctl->need_space, memory_order_relaxed) == 0) return 0;
+    return atomic_exchange_explicit(&v->ctl->need_space, 0, memory_order_relaxed) != 0;
 }
 
 /* Before sleeping: announce it, fence, and re-check. Returns the entries that arrived meanwhile

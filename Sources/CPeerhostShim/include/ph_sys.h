@@ -49,4 +49,15 @@ int ph_openat_beneath(int dirfd, const char *path, int flags, unsigned int mode)
  * fds that are readable (bit 0: fd0, bit 1: fd1; bit 2: fd1 hung up), 0 on timeout, -1 on error. */
 int ph_poll2(int fd0, int fd1, int64_t timeout_ns);
 
+/* The peer address of an ACCEPT or DATAGRAM descriptor (ABI 1.2: both carry it the same way, in
+ * the descriptor, never in a slot): `addr16` (ph_desc.reserved) gets the IPv6 address, an IPv4 one
+ * as v4-mapped ::ffff:a.b.c.d; the return value goes in ph_desc.arg2: port | family << 16, family 4
+ * or 6. 0 (no address) for anything but AF_INET/AF_INET6. `sa` is a struct sockaddr. */
+uint64_t ph_peer_encode(const void *sa, uint8_t addr16[16]);
+/* The plugin's text for an encoded peer: "<transport>:1.2.3.4:5555" or "<transport>:[::1]:80".
+ * Returns its length (NUL-terminated in out), 0 when arg2 names no address or out is too small
+ * (PH_PEER_TEXT_MAX bytes always fit). The one place the address becomes text. */
+#define PH_PEER_TEXT_MAX 64
+size_t ph_peer_format(const uint8_t addr16[16], uint64_t arg2, const char *transport, char *out, size_t cap);
+
 #endif

@@ -69,8 +69,8 @@ public struct ManifestDiff: Sendable, Equatable, Codable {
         let oldProfile = PluginAuditor.auditSyscallProfile(manifest: old), newProfile = PluginAuditor.auditSyscallProfile(manifest: new)
         func profileText(_ p: SyscallProfileAudit) -> String? { p.profile.map { "\($0) sha256 \(p.sha256 ?? "unreadable")" } }
         scalar("sandbox.syscalls", profileText(oldProfile), profileText(newProfile), widens: true)
-        set("control", old.controls.map { "\($0.name) \($0.signature) [\($0.symbol)]" },
-            new.controls.map { "\($0.name) \($0.signature) [\($0.symbol)]" })
+        set("control", old.controls.map { "\($0.name) \($0.signature)\($0.isAsync ? " async" : "") [\($0.symbol)]" },
+            new.controls.map { "\($0.name) \($0.signature)\($0.isAsync ? " async" : "") [\($0.symbol)]" })
         self.changes = changes
     }
 

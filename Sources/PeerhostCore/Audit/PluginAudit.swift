@@ -114,6 +114,10 @@ public struct PluginAuditReport: Sendable, Equatable, Codable {
         public var name: String
         public var symbol: String
         public var signature: String
+        /// ABI 1.2: answers through control_reply, possibly later or as a stream.
+        public var async: Bool? = nil
+        /// The manifest's `description`, what the method does.
+        public var description: String? = nil
     }
 
     public var name: String
@@ -290,7 +294,10 @@ public enum PluginAuditor {
                           bandwidthDown: manifest.limits.bandwidthDown,
                           enforcement: PluginLimits.preview(manifest.limits, cgroups: Cgroups.discover()).description),
             namespaces: namespaces, syscalls: syscalls,
-            controls: manifest.controls.map { .init(name: $0.name, symbol: $0.symbol, signature: $0.signature.description) },
+            controls: manifest.controls.map {
+                .init(name: $0.name, symbol: $0.symbol, signature: $0.signature.description,
+                      async: $0.isAsync ? true : nil, description: $0.description)
+            },
             findings: findings, verdict: verdict)
     }
 
@@ -415,7 +422,10 @@ public struct AuditDocument: Sendable, Equatable, Codable {
             rows.append(("namespaces", plugin.namespaces.joined(separator: ", ")))
             rows.append(("syscalls", plugin.syscalls.profile.map { "\($0) (\(plugin.syscalls.path ?? "")) sha256 \(plugin.syscalls.sha256 ?? "-")" } ?? "host default profile (sandbox/profiles/plugin-default.toml)"))
             rows.append(("", "\(plugin.syscalls.allowlist.count) rules, everything else kills the runner: " + plugin.syscalls.allowlist.joined(separator: ", ")))
-            list("controls", plugin.controls.map { "\($0.name) \($0.signature)  [\($0.symbol)]" })
+            list("controls", plugin.controls.map {
+                "\($0.name) \($0.signature)\($0.async == true ? " async" : "")  [\($0.symbol)]"
+                    + ($0.description.map { " — \($0)" } ?? " — (no description in the manifest)")
+            })
             let width = rows.map(\.0.count).max() ?? 0
             for (key, value) in rows { out.append("  " + key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value) }
             if plugin.findings.isEmpty {

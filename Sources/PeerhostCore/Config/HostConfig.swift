@@ -117,6 +117,21 @@ public struct HostConfig: Sendable {
         /// What the plugin listens on: the override when given, else the manifest's grants.
         public var effectiveListen: [NetGrant] { listenOverride ?? manifest.net.listen }
 
+        /// Narrowings that may not be meant: a config `listen` that leaves out every address of a
+        /// transport the manifest grants drops that transport altogether (a BitTorrent plugin
+        /// narrowed to its TCP port loses its DHT's UDP socket).
+        public var warnings: [String] {
+            guard let listenOverride else { return [] }
+            var out: [String] = []
+            for transport in [NetGrant.Transport.tcp, .udp] {
+                let granted = manifest.net.listen.filter { $0.transport == transport }
+                guard !granted.isEmpty, !listenOverride.contains(where: { $0.transport == transport }) else { continue }
+                out.append("plugin \(name): the config's listen names no \(transport.rawValue) address, so the manifest's "
+                    + "\(granted.map(\.description).joined(separator: ", ")) is not used; add one to listen to keep \(transport.rawValue)")
+            }
+            return out
+        }
+
         /// The START payload: the operator's config table with `listen` set to the effective
         /// listen addresses, so a plugin learns where to listen without repeating the grant.
         public var startConfigJSON: [UInt8] {
@@ -377,6 +392,7 @@ extension HostConfig {
         for plugin in plugins {
             let listen = plugin.effectiveListen.map(\.description).joined(separator: ", ")
             lines.append("  \(plugin.name) \(plugin.manifest.version) [\(plugin.enabled ? "enabled" : "disabled")] listen: \(listen.isEmpty ? "-" : listen)")
+            lines += plugin.warnings.map { "    warning: \($0)" }
         }
         return lines.joined(separator: "\n")
     }

@@ -50,9 +50,12 @@ public struct ControlReply<Result: Codable & Sendable>: Codable, Sendable {
     public var ok: Bool
     public var result: Result?
     public var error: String?
+    /// A streaming call's answer that is not its last (absent otherwise): more lines follow.
+    public var more: Bool?
 
     public static func success(_ result: Result) -> ControlReply { ControlReply(ok: true, result: result, error: nil) }
     public static func failure(_ message: String) -> ControlReply { ControlReply(ok: false, result: nil, error: message) }
+    public static func partial(_ result: Result) -> ControlReply { ControlReply(ok: true, result: result, error: nil, more: true) }
 
     /// One line of compact JSON, newline-terminated.
     public func line() -> [UInt8] {

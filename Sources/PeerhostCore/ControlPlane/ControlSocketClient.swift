@@ -41,6 +41,19 @@ public struct ControlSocketClient: Sendable {
         try send(.ctl(plugin: plugin, method: method, args: args), expecting: ControlValue.self)
     }
 
+    /// A call that may stream (an async method answering several times, ABI 1.2): `partial` gets
+    /// each answer that is not the last, as it comes, and the last is returned. Once a first
+    /// answer came there is no timeout: a stream lasts until the plugin ends it or we go away.
+    public func call(plugin: String, method: String, args: [ControlArgument],
+                     partial: @escaping (ControlValue) -> Void) throws(ControlClientError) -> ControlValue {
+        try send(.ctl(plugin: plugin, method: method, args: args), expecting: ControlValue.self) { line in
+            guard let reply = try? JSONDecoder().decode(ControlReply<ControlValue>.self, from: Data(line)),
+                  reply.more == true, let value = reply.result else { return false }
+            partial(value)
+            return true
+        }
+    }
+
     /// Grants `plugin` the directory `directory` at run time (`peerhost ctl host grant`): the host
     /// checks it, keeps it in its store, audits it and applies it to the running plugin at once,
     /// which then opens files under it by absolute path ("/srv/t/x/a.bin"). `directory` is made
@@ -73,8 +86,11 @@ public struct ControlSocketClient: Sendable {
     }
 
     /// Sends one request and decodes the reply's result as `Result`.
-    public func send<Result: Codable & Sendable>(_ request: ControlRequest, expecting: Result.Type) throws(ControlClientError) -> Result {
-        let line = try exchange(request)
+    /// `partialLine`: called with each reply line first; true means it was a partial answer
+    /// (consumed; keep reading), false that it is the reply.
+    public func send<Result: Codable & Sendable>(_ request: ControlRequest, expecting: Result.Type,
+                                                 partialLine: (([UInt8]) -> Bool)? = nil) throws(ControlClientError) -> Result {
+        let line = try exchange(request, partialLine: partialLine)
         let reply: ControlReply<Result>
         do {
             reply = try JSONDecoder().decode(ControlReply<Result>.self, from: Data(line))
@@ -90,8 +106,8 @@ public struct ControlSocketClient: Sendable {
         return result
     }
 
-    /// The raw reply line (without its newline) for `request`.
-    public func exchange(_ request: ControlRequest) throws(ControlClientError) -> [UInt8] {
+    /// The raw reply line (without its newline) for `request`; lines `partialLine` takes are skipped.
+    public func exchange(_ request: ControlRequest, partialLine: (([UInt8]) -> Bool)? = nil) throws(ControlClientError) -> [UInt8] {
         let requestBytes: [UInt8]
         do { requestBytes = try request.line() } catch { throw .badReply("request could not be encoded: \(error)") }
 
@@ -151,9 +167,13 @@ public struct ControlSocketClient: Sendable {
             }
             if count == 0 { break }
             reply.append(contentsOf: chunk[..<count])
-            if let newline = reply.firstIndex(of: 0x0a) {
-                reply.removeSubrange(newline...)
-                return reply
+            while let newline = reply.firstIndex(of: 0x0a) {
+                let line = Array(reply[..<newline])
+                guard let partialLine, partialLine(line) else { return line }
+                reply.removeSubrange(...newline)
+                // Streaming now: the next answer may be far off.
+                var none = timeval(tv_sec: 0, tv_usec: 0)
+                setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &none, socklen_t(MemoryLayout<timeval>.size))
             }
         }
         guard !reply.isEmpty else {

@@ -123,15 +123,39 @@ public final class ControlSocketServer: Service, Sendable {
                         return
                     }
                 }
-                try await outbound.write(ByteBuffer(bytes: await self.reply(to: request)))
+                // Answers of a streaming call go out as they come, each a line with "more": true,
+                // then the reply line. A caller that stops reading (or leaves) ends the stream: its
+                // queue is bounded, and a full or closed one cancels the call.
+                let (lines, sink) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .bufferingOldest(Self.maximumQueuedAnswers))
+                let requestLine = request
+                try await withThrowingDiscardingTaskGroup { group in
+                    group.addTask {
+                        let last = await self.reply(to: requestLine) { value in
+                            if case .enqueued = sink.yield(ControlReply.partial(value).line()) { return true }
+                            return false
+                        }
+                        sink.yield(last)
+                        sink.finish()
+                    }
+                    do {
+                        for await line in lines { try await outbound.write(ByteBuffer(bytes: line)) }
+                    } catch {
+                        sink.finish()   // the caller went away: the next answer cancels the call
+                        throw error
+                    }
+                }
             }
         } catch {
             // The client went away; nothing to answer.
         }
     }
 
-    /// The reply line for one request line.
-    func reply(to line: [UInt8]) async -> [UInt8] {
+    /// Answers of a streaming call waiting for a slow reader; past this the call is cancelled.
+    static let maximumQueuedAnswers = 4096
+
+    /// The reply line for one request line; `partial` takes a streaming call's earlier answers
+    /// (false: the caller is gone).
+    func reply(to line: [UInt8], partial: (@Sendable (ControlValue) -> Bool)? = nil) async -> [UInt8] {
         let request: ControlRequest
         do {
             request = try JSONDecoder().decode(ControlRequest.self, from: Data(line))
@@ -143,7 +167,12 @@ public final class ControlSocketServer: Service, Sendable {
             return ControlReply.success(await control.statusDocument()).line()
         case .ctl(let plugin, let method, let args):
             do {
-                return ControlReply.success(try await control.callControl(plugin: plugin, method: method, args: args)).line()
+                let value = if let partial {
+                    try await control.callControl(plugin: plugin, method: method, args: args, partial: partial)
+                } else {
+                    try await control.callControl(plugin: plugin, method: method, args: args)
+                }
+                return ControlReply.success(value).line()
             } catch let error as ControlCallError {
                 return ControlReply<ControlValue>.failure(error.description).line()
             } catch {

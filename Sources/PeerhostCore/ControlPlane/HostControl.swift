@@ -13,6 +13,20 @@ public protocol HostControl: Sendable {
     /// texts), sends the call to the runner and returns its result. Throw `ControlCallError` for
     /// errors the operator should read verbatim; any other error is shown by its description.
     func callControl(plugin: String, method: String, args: [ControlArgument]) async throws -> ControlValue
+
+    /// The same for a caller that can stream: answers of an async method (ABI 1.2) that are not
+    /// its last go to `partial` as they come; `partial` returns false once the caller has gone,
+    /// which cancels the call.
+    func callControl(plugin: String, method: String, args: [ControlArgument],
+                     partial: @escaping @Sendable (ControlValue) -> Bool) async throws -> ControlValue
+}
+
+extension HostControl {
+    /// A host that cannot stream gives the last answer only.
+    public func callControl(plugin: String, method: String, args: [ControlArgument],
+                            partial: @escaping @Sendable (ControlValue) -> Bool) async throws -> ControlValue {
+        try await callControl(plugin: plugin, method: method, args: args)
+    }
 }
 
 /// The version reported in /status and run.json.

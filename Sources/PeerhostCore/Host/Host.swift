@@ -289,6 +289,7 @@ public final class Host: HostControl, @unchecked Sendable {
                 m.lingering(supervisor.session?.counters.lingering ?? 0)
                 m.wakeups(.rx, Int(now.rxWakeups &- before.rxWakeups))
                 m.wakeups(.tx, Int(now.txWakeups &- before.txWakeups))
+                m.spaceWakeups(Int(now.spaceWakeups &- before.spaceWakeups))
                 m.connections(now.connectionsOpen)
                 if let wait = shaper.plugins[supervisor.name]?.takeUnpublishedWait() {
                     m.shaperWait(.outbound, seconds: Double(wait[0]) / 1e9)
@@ -390,17 +391,27 @@ public final class Host: HostControl, @unchecked Sendable {
     }
 
     public func callControl(plugin: String, method: String, args: [ControlArgument]) async throws -> ControlValue {
+        try await callControl(plugin: plugin, method: method, args: args, streaming: nil)
+    }
+
+    public func callControl(plugin: String, method: String, args: [ControlArgument],
+                            partial: @escaping @Sendable (ControlValue) -> Bool) async throws -> ControlValue {
+        try await callControl(plugin: plugin, method: method, args: args, streaming: partial)
+    }
+
+    private func callControl(plugin: String, method: String, args: [ControlArgument],
+                             streaming partial: RunnerControlChannel.Partial?) async throws -> ControlValue {
         // "host" is reserved as a plugin name: `peerhost ctl host METHOD …` is for the host itself.
         if plugin == "host" { return try await hostMethod(method, args: args) }
         guard let configured = config.plugins.first(where: { $0.name == plugin }) else {
             throw ControlCallError.unknownPlugin(plugin, known: config.plugins.map(\.name))
         }
-        let prepared = try configured.manifest.prepareControlCall(method: method, arguments: args)
-        let channel: RunnerControlChannel? = await onLoop { [self] in
-            guard let s = supervisors.first(where: { $0.name == plugin }), s.state == .running else { return nil }
-            s.session?.notifyControl(request: 0)
-            return s.controlChannelForCalls
+        // The live supervisor's manifest: after `ctl host reload` it may declare other methods.
+        let (channel, manifest): (RunnerControlChannel?, PluginManifest) = await onLoop { [self] in
+            guard let s = supervisors.first(where: { $0.name == plugin }) else { return (nil, configured.manifest) }
+            return (s.state == .running ? s.controlChannelForCalls : nil, s.config.manifest)
         }
+        let prepared = try manifest.prepareControlCall(method: method, arguments: args)
         guard let channel else {
             let reason: String = await onLoop { [self] in
                 guard let s = supervisors.first(where: { $0.name == plugin }) else { return "disabled in config" }
@@ -409,7 +420,14 @@ public final class Host: HostControl, @unchecked Sendable {
             throw ControlCallError.pluginUnavailable(plugin: plugin, reason: reason)
         }
         return try await channel.call(plugin: plugin, method: method, symbol: prepared.method.symbol,
-                                      signature: prepared.method.signature.description, args: prepared.arguments)
+                                      signature: prepared.method.signature.description, args: prepared.arguments,
+                                      isAsync: prepared.method.isAsync, partial: partial,
+                                      written: { [self] in
+            // The frame is in the socket: now wake the runner for it through RX.
+            loop.execute { [self] in
+                supervisors.first(where: { $0.name == plugin && $0.state == .running })?.session?.notifyControl(request: 0)
+            }
+        })
     }
 }
 

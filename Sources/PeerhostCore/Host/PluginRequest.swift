@@ -26,12 +26,18 @@ public enum PluginRequest: Equatable, Sendable {
     case fileWrite(request: UInt64, file: UInt64, fileOffset: UInt64, slot: UInt32, offset: UInt32, length: UInt32)
     case fileSync(request: UInt64, file: UInt64)
     case fileClose(file: UInt64)
-    case kv(request: UInt64, kind: ph_msg_type, slot: UInt32, offset: UInt32, length: UInt32, keyLength: Int64)
+    /// keyLength: kv_put's key length, kv_scan's limit. scanPrefixLength: ABI 1.2's kv_scan_from
+    /// (the slot holds prefix then start key; its answer says whether more keys remain), nil for kv_scan.
+    case kv(request: UInt64, kind: ph_msg_type, slot: UInt32, offset: UInt32, length: UInt32, keyLength: Int64,
+            scanPrefixLength: Int? = nil)
     case connRate(conn: UInt64, up: UInt64, down: UInt64)
     case connWeight(conn: UInt64, weight: UInt32)
     case controlDone(request: UInt64)
     /// ABI 1.1: the plugin tags a connection with its remote peer's id (1...PH_PEER_ID_MAX bytes).
     case connPeer(conn: UInt64, peer: [UInt8])
+    /// ABI 1.2: the runner refused a udp_send to this destination ("udp:1.2.3.4:5") by the grants
+    /// START gave it; nothing was sent, the core audits it.
+    case udpRefused(socket: UInt64, to: String)
 }
 
 /// Why a descriptor was refused. Each is a violation: counted (label `kind`), logged, and the
@@ -188,6 +194,17 @@ public struct RequestDecoder {
             let to = try copyText(slot: d.slot, offset: slotSize - UInt32(d.arg), length: UInt32(d.arg), what: "udp destination")
             try takePayload(d)
             return .udpSend(socket: socket, slot: d.slot, offset: d.offset, length: d.length, to: to)
+        case PH_MSG_UDP_REFUSED:
+            let socket = try ownedConn()
+            var copy = d
+            let to = withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(PH_PEER_TEXT_MAX)) { out -> String in
+                let n = withUnsafeBytes(of: &copy.reserved) {
+                    ph_peer_format($0.baseAddress!.assumingMemoryBound(to: UInt8.self), copy.arg2, "udp", out.baseAddress!, out.count)
+                }
+                return n > 0 ? String(cString: out.baseAddress!) : ""
+            }
+            guard !to.isEmpty else { throw Violation(.badArgument, "udp refusal without a destination address") }
+            return .udpRefused(socket: socket, to: to)
         case PH_MSG_TIMER_SET:
             guard d.arg >= 0 else { throw Violation(.badArgument, "negative timer delay \(d.arg)") }
             return .timerSet(timer: d.id, delayNanoseconds: UInt64(d.arg))
@@ -216,8 +233,16 @@ public struct RequestDecoder {
             if type == PH_MSG_KV_PUT, d.arg < 1 || d.arg > Int64(d.length) {
                 throw Violation(.badArgument, "kv_put key length \(d.arg) outside 1...\(d.length)")
             }
+            var scanPrefixLength: Int?
+            if type == PH_MSG_KV_SCAN, d.arg2 != 0 {   // ABI 1.2: arg2 = prefix length + 1
+                guard d.arg2 - 1 <= UInt64(d.length) else {
+                    throw Violation(.badArgument, "kv_scan_from prefix length \(d.arg2 - 1) beyond \(d.length) bytes")
+                }
+                scanPrefixLength = Int(d.arg2 - 1)
+            }
             _ = owners.transfer(d.slot, from: .plugin, to: .core)
-            return .kv(request: d.request, kind: type, slot: d.slot, offset: d.offset, length: d.length, keyLength: d.arg)
+            return .kv(request: d.request, kind: type, slot: d.slot, offset: d.offset, length: d.length, keyLength: d.arg,
+                       scanPrefixLength: scanPrefixLength)
         case PH_MSG_CONN_RATE:
             return .connRate(conn: try ownedConn(), up: UInt64(bitPattern: d.arg), down: d.arg2)
         case PH_MSG_CONN_WEIGHT:

@@ -24,6 +24,7 @@ struct SessionCounters {
     var messagesOut: UInt64 = 0      // TX descriptors consumed
     var rxWakeups: UInt64 = 0        // eventfd writes towards the plugin
     var txWakeups: UInt64 = 0        // doorbell reads: the plugin woke the core
+    var spaceWakeups: UInt64 = 0     // eventfd writes to a runner that waited for TX room (ABI 1.2)
     var copiedBytes: UInt64 = 0      // payload bytes the core copied (0 on the zero-copy path)
     var receivePauses: UInt64 = 0    // receives parked on ENOBUFS: the plugin held every receive slot
     var connectionsOpen: Int = 0
@@ -277,8 +278,6 @@ final class PluginSession: IOHandler, @unchecked Sendable {
     static let connectTimeoutNanoseconds: UInt64 = 10_000_000_000
     /// Timer tags with this bit are connect deadlines; plugin timers use tags below it.
     private static let connectTimerBit: UInt32 = 1 << 31
-    /// Bytes kept free at the end of a UDP receive slot for the "udp:[v6]:port" sender text.
-    static let udpAddressRoom: UInt32 = 64
 
     nonisolated(unsafe) private static var nextConnID: UInt64 = 1
     /// File ids are global too, so a file id of another plugin is never valid in this session.
@@ -325,16 +324,21 @@ final class PluginSession: IOHandler, @unchecked Sendable {
 
     // MARK: Lifecycle
 
-    /// Puts START with the plugin's config JSON in a plugin-home slot on RX.
+    /// Puts START with the plugin's config JSON in a plugin-home slot on RX, followed by its udp
+    /// connect grants (ABI 1.2: the runner answers an ungranted udp_send PH_EDENIED itself; the
+    /// core still decides every send, with the host's own addresses the runner does not know).
     func start(configJSON: [UInt8]) {
         var desc = ph_desc(type: PH_MSG_START)
         desc.arg2 = UInt64(sendQueueLimit)
         desc.arg = Int64(timerBudget)
         let firstPluginSlot = region.geometry.recvSlots
-        if !configJSON.isEmpty && configJSON.count <= Int(region.geometry.slotSize) {
-            configJSON.withUnsafeBytes { region.slotAddress(firstPluginSlot).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        let grants = Array(access.connect.grants.filter { $0.transport == .udp }.map { $0.description + "\n" }.joined().utf8)
+        let payload = configJSON + grants
+        if payload.count <= Int(region.geometry.slotSize) {
+            payload.withUnsafeBytes { if $0.count > 0 { region.slotAddress(firstPluginSlot).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
             desc.slot = firstPluginSlot
             desc.length = UInt32(configJSON.count)
+            desc.request = UInt64(grants.count) + 1
         }
         push(desc)
         flushRX()
@@ -409,6 +413,8 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         }
         submitGatheredWrite()
         tx.consume(ready)
+        // A runner that found TX full sleeps on its RX eventfd: room has come back (ph_ring.h, Space).
+        if tx.producerWantsSpace() { rxWake.signal(); counters.spaceWakeups &+= 1 }
         counters.messagesOut &+= UInt64(ready)
         if group.stagedCount > 0 { group.commit() }
         return true
@@ -457,6 +463,8 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             lastHeartbeatAck = sequence
         case .connPeer(let conn, let peer):
             tagPeer(conn: conn, peer: PeerTable.key(peer))
+        case .udpRefused(_, let to):
+            delegate?.sessionDenied(self, action: "udp_send", object: to, reason: "no connect grant covers it (answered PH_EDENIED by the runner)")
         case .log(let level, let text, let slot):
             let l: Logger.Level = level >= 3 ? .error : level == 2 ? .warning : level == 1 ? .info : .debug
             logger.log(level: l, "\(Self.oneLine(text))", metadata: ["plugin": "\(plugin)"])
@@ -522,8 +530,9 @@ final class PluginSession: IOHandler, @unchecked Sendable {
             fileSync(request: request, file: file)
         case .fileClose(let file):
             fileClose(file)
-        case .kv(let request, let kind, let slot, let offset, let length, let keyLength):
-            kv(request: request, kind: kind, slot: slot, offset: offset, length: length, keyLength: keyLength)
+        case .kv(let request, let kind, let slot, let offset, let length, let keyLength, let scanPrefixLength):
+            kv(request: request, kind: kind, slot: slot, offset: offset, length: length, keyLength: keyLength,
+               scanPrefixLength: scanPrefixLength)
         case .connRate(let conn, let up, let down):
             // Always inside the plugin's own grant: the plugin bucket caps whatever is asked.
             if let index = connIndexByID[conn], let node = conns[Int(index)]?.shaper {
@@ -1082,26 +1091,17 @@ final class PluginSession: IOHandler, @unchecked Sendable {
         freeConnIndices.append(index)
     }
 
-    /// The peer address goes in the descriptor itself (no slot needed): reserved[0..<16] holds the
-    /// IPv6 (or v4-mapped) address, arg2 the port and family.
+    /// The peer address goes in the descriptor itself (no slot needed), encoded straight from the
+    /// sockaddr as for a datagram's sender (ph_peer_encode: reserved = IPv6 or v4-mapped address,
+    /// arg2 = port | family << 16). The runner makes the plugin's text of it, once.
     private func encodePeer(fd: Int32, into desc: inout ph_desc) {
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let ok = withUnsafeMutablePointer(to: &storage) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &len) == 0 }
         }
-        guard ok, let peer = try? withUnsafeBytes(of: &storage, { try SocketAddress(copying: $0.baseAddress!, length: len) }) else { return }
-        var bytes = [UInt8](repeating: 0, count: 16)
-        if peer.family == AF_INET {
-            bytes[10] = 0xff; bytes[11] = 0xff
-            let parts = peer.ip.split(separator: ".").compactMap { UInt8($0) }
-            if parts.count == 4 { bytes.replaceSubrange(12..<16, with: parts) }
-        } else {
-            var in6 = in6_addr()
-            if inet_pton(AF_INET6, peer.ip, &in6) == 1 { withUnsafeBytes(of: &in6) { bytes = Array($0) } }
-        }
-        withUnsafeMutableBytes(of: &desc.reserved) { $0.copyBytes(from: bytes) }
-        desc.arg2 = UInt64(peer.port) | UInt64(peer.family == AF_INET ? 4 : 6) << 16
+        guard ok else { return }
+        desc.arg2 = withUnsafeMutableBytes(of: &desc.reserved) { ph_peer_encode(&storage, $0.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
     }
 
     // MARK: Violations
@@ -1317,10 +1317,10 @@ extension PluginSession {
         }
         _ = decoder.owners.transfer(slot, from: .core, to: .kernel)
         do {
-            // The payload may fill the slot except the last udpAddressRoom bytes, where the sender
-            // text goes. MSG_TRUNC: a longer datagram reports its real length and is dropped.
+            // The payload may fill the slot (the sender travels in the descriptor, ABI 1.2).
+            // MSG_TRUNC: a longer datagram reports its real length and is dropped.
             try loop.recvmsg(handler, fd: conn.fd, into: region.slotAddress(slot),
-                             length: Int(region.geometry.slotSize - Self.udpAddressRoom),
+                             length: Int(region.geometry.slotSize),
                              peer: UnsafeMutableRawPointer(peer), flags: Int32(MSG_TRUNC), tag: index)
             conns[Int(index)]!.recvArmed = true
             conns[Int(index)]!.udpSlot = slot
@@ -1347,16 +1347,19 @@ extension PluginSession {
         conn.udpSlot = PH_NO_SLOT
         conns[Int(index)] = conn
         guard slot != PH_NO_SLOT else { return }
-        let room = Int32(region.geometry.slotSize - Self.udpAddressRoom)
+        let room = Int32(region.geometry.slotSize)
+        var sender = ph_desc(type: PH_MSG_DATAGRAM, id: conn.id, slot: slot, length: UInt32(max(0, result)))
         if result >= 0, result <= room, !conn.closed, let peer = conn.peer,
-           let textLength = writeSender(peer, toEndOf: slot) {
+           case let family = withUnsafeMutableBytes(of: &sender.reserved, { ph_peer_encode(peer, $0.baseAddress!.assumingMemoryBound(to: UInt8.self)) }),
+           family != 0 {
+            sender.arg2 = family
             _ = decoder.owners.transfer(slot, from: .kernel, to: .plugin)
             counters.bytesIn &+= UInt64(result)
             if peerTagging { accountPeer(index, inbound: UInt64(result)) }
             if let node = conn.shaper, let shaping, shaping.active {
                 shaping.charge(node, .down, bytes: Int(result), now: monotonicNanoseconds())
             }
-            push(ph_desc(type: PH_MSG_DATAGRAM, id: conn.id, arg: Int64(textLength), slot: slot, length: UInt32(result)))
+            push(sender)
             armDatagramReceive(index)
         } else {
             // Cancelled, closed, an error (ICMP unreachable shows up here) or a datagram too big
@@ -1370,36 +1373,6 @@ extension PluginSession {
             armWaitingSockets()
         }
         releaseIfDone(index)
-    }
-
-    /// Writes "udp:IP:PORT" (IPv6 in brackets) for the sender into the last bytes of `slot`;
-    /// returns its length. No heap: the text is built in a stack buffer.
-    fileprivate func writeSender(_ peer: UnsafeMutablePointer<sockaddr_storage>, toEndOf slot: UInt32) -> Int? {
-        let family = Int32(peer.pointee.ss_family)
-        guard family == AF_INET || family == AF_INET6 else { return nil }
-        let raw = UnsafeRawPointer(peer)
-        let port = UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
-        let capacity = 96
-        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: capacity) { buf -> Int? in
-            let b = buf.baseAddress!
-            var n = 0
-            for c in "udp:".utf8 { b[n] = CChar(bitPattern: c); n += 1 }
-            if family == AF_INET6 { b[n] = 0x5b; n += 1 }   // [
-            guard inet_ntop(family, raw + (family == AF_INET ? 4 : 8), b + n, socklen_t(capacity - n - 8)) != nil else { return nil }
-            n += strlen(b + n)
-            if family == AF_INET6 { b[n] = 0x5d; n += 1 }   // ]
-            b[n] = 0x3a; n += 1                              // :
-            var divisor = 10000, value = Int(port), started = false
-            while divisor > 0 {
-                let digit = value / divisor
-                value %= divisor
-                if digit != 0 || started || divisor == 1 { b[n] = CChar(48 + digit); n += 1; started = true }
-                divisor /= 10
-            }
-            guard n <= Int(Self.udpAddressRoom) else { return nil }
-            (region.slotAddress(slot) + Int(region.geometry.slotSize) - n).copyMemory(from: b, byteCount: n)
-            return n
-        }
     }
 
     /// UDP_SEND: the destination (already copied out and checked as text by the decoder) must be
@@ -1486,7 +1459,8 @@ extension PluginSession {
 
     /// Copies the key (and value) out of the slot, hands the request to the store's worker, and
     /// completes it back on the loop thread once its transaction committed: PH_OK means durable.
-    private func kv(request: UInt64, kind: ph_msg_type, slot: UInt32, offset: UInt32, length: UInt32, keyLength: Int64) {
+    private func kv(request: UInt64, kind: ph_msg_type, slot: UInt32, offset: UInt32, length: UInt32, keyLength: Int64,
+                    scanPrefixLength: Int? = nil) {
         let name = kind == PH_MSG_KV_GET ? "kv_get" : kind == PH_MSG_KV_PUT ? "kv_put" : kind == PH_MSG_KV_DELETE ? "kv_delete" : "kv_scan"
         guard let quota = kvQuota else {
             deny(request: request, action: "kv", object: name, slot: slot, reason: "the manifest has no [storage] kv grant")
@@ -1515,29 +1489,32 @@ extension PluginSession {
             let k = Int(keyLength)   // the decoder checked 1...length
             op = .put(key: Array(base[0..<k]), value: Array(base[k...]))
         case PH_MSG_KV_SCAN:
-            op = .scan(prefix: Array(base), limit: UInt32(clamping: max(0, keyLength)), capacity: Int(region.geometry.slotSize))
+            let split = scanPrefixLength ?? base.count   // the decoder checked it is within the slot
+            op = .scan(prefix: Array(base[0..<split]), start: Array(base[split...]),
+                       limit: UInt32(clamping: max(0, keyLength)), capacity: Int(region.geometry.slotSize))
         default:
             guard length > 0 else { complete(request: request, status: PH_EINVAL, slot: slot); return }
             op = kind == PH_MSG_KV_GET ? .get(key: Array(base)) : .delete(key: Array(base))
         }
         let loop = self.loop
         store.submit(plugin: plugin, quota: quota, op) { [self] result in
-            loop.execute { [self] in kvCompleted(request: request, slot: slot, result) }
+            loop.execute { [self] in kvCompleted(request: request, slot: slot, result, reportsMore: scanPrefixLength != nil) }
         }
     }
 
-    private func kvCompleted(request: UInt64, slot: UInt32, _ result: KVResult) {
+    /// `reportsMore`: a kv_scan_from, whose value carries PH_KV_MORE when keys remain.
+    private func kvCompleted(request: UInt64, slot: UInt32, _ result: KVResult, reportsMore: Bool = false) {
         guard !shuttingDown else { return }   // the region may be gone; the write itself is committed
         switch result {
         case .done(let existed):
             complete(request: request, status: PH_OK, value: existed ? 1 : 0, slot: slot)
-        case .value(let bytes), .records(let bytes, _):
+        case .value(let bytes), .records(let bytes, _, _):
             guard bytes.count <= Int(region.geometry.slotSize) else {
                 complete(request: request, status: PH_EINVAL, value: Int64(bytes.count), slot: slot); return
             }
             bytes.withUnsafeBytes { if $0.count > 0 { region.slotAddress(slot).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
             var count = Int64(bytes.count)
-            if case .records(_, let n) = result { count = Int64(n) }
+            if case .records(_, let n, let more) = result { count = Int64(n) | (reportsMore && more ? Int64(PH_KV_MORE) : 0) }
             complete(request: request, status: PH_OK, value: count, slot: slot, offset: 0, length: UInt32(bytes.count))
         case .notFound:
             complete(request: request, status: PH_ENOENT, slot: slot)

@@ -595,6 +595,7 @@ extension SessionCounters {
         messagesOut &+= other.messagesOut
         rxWakeups &+= other.rxWakeups
         txWakeups &+= other.txWakeups
+        spaceWakeups &+= other.spaceWakeups
         copiedBytes &+= other.copiedBytes
         receivePauses &+= other.receivePauses
         gatheredWrites &+= other.gatheredWrites

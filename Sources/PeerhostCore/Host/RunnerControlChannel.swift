@@ -28,18 +28,27 @@ final class RunnerControlChannel: @unchecked Sendable {
         startNamedThread("ph-control-read") { [self] in readLoop(onEvent: onEvent) }
     }
 
+    /// An answer of a streaming call that is not its last; false when its caller has gone (the call
+    /// is then cancelled: the plugin's next reply gets PH_ENOTCONN).
+    typealias Partial = @Sendable (ControlValue) -> Bool
+
     /// Sends a call frame and waits for its result frame (or the channel closing, or the timeout).
+    /// `written` runs once the frame is in the socket: the runner is told over RX only then, so the
+    /// frame it is woken for is there to read (it never polls the socket). `isAsync`: an ABI 1.2
+    /// async method (answers come as reply frames; those with `more` go to `partial`, and once one
+    /// came the timeout no longer applies). A caller without `partial` gets the first answer.
     func call(plugin: String, method: String, symbol: String, signature: String, args: [ControlArgumentValue],
-              timeout: Duration = .seconds(10)) async throws -> ControlValue {
+              isAsync: Bool = false, partial: Partial? = nil,
+              timeout: Duration = .seconds(10), written: @escaping @Sendable () -> Void = {}) async throws -> ControlValue {
         let id: UInt64 = lock.withLock {
             defer { nextCallID += 1 }
             return nextCallID
         }
-        let body = try JSONEncoder().encode(CallFrame(id: id, symbol: symbol, signature: signature, args: args))
+        let body = try JSONEncoder().encode(CallFrame(id: id, symbol: symbol, signature: signature, args: args, async: isAsync ? true : nil))
         return try await withCheckedThrowingContinuation { continuation in
             let accepted: Bool = lock.withLock {
                 if isClosed { return false }
-                pending[id] = PendingCall(continuation: continuation, plugin: plugin, method: method)
+                pending[id] = PendingCall(continuation: continuation, plugin: plugin, method: method, partial: partial, isAsync: isAsync)
                 return writeFrame(body)
             }
             if !accepted {
@@ -47,10 +56,23 @@ final class RunnerControlChannel: @unchecked Sendable {
                 (call?.continuation ?? continuation).resume(throwing: ControlCallError.pluginUnavailable(plugin: plugin, reason: "it exited or is restarting"))
                 return
             }
+            written()
             Task {
                 try? await Task.sleep(for: timeout)
+                let expired = self.lock.withLock { self.pending[id].map { !$0.streaming } ?? false }
+                guard expired else { return }
+                self.cancel(id)
                 self.resolve(id) { call in .failure(ControlCallError.callFailed(plugin: call.plugin, method: call.method, message: "no answer within \(timeout)")) }
             }
+        }
+    }
+
+    /// Tells the runner an async call is over for its caller (no-op for a finished call).
+    private func cancel(_ id: UInt64) {
+        guard let body = try? JSONEncoder().encode(CancelFrame(id: id)) else { return }
+        lock.withLock {
+            guard pending[id]?.isAsync == true, !isClosed else { return }
+            _ = writeFrame(body)
         }
     }
 
@@ -58,6 +80,10 @@ final class RunnerControlChannel: @unchecked Sendable {
         var continuation: CheckedContinuation<ControlValue, any Error>
         var plugin: String
         var method: String
+        var partial: Partial?
+        var isAsync: Bool
+        /// A partial answer came: the caller is streaming and the timeout is off.
+        var streaming = false
     }
 
     private struct CallFrame: Encodable {
@@ -66,6 +92,12 @@ final class RunnerControlChannel: @unchecked Sendable {
         var symbol: String
         var signature: String
         var args: [ControlArgumentValue]
+        var async: Bool?
+    }
+
+    private struct CancelFrame: Encodable {
+        var type = "cancel"
+        var id: UInt64
     }
 
     /// Any frame from the runner: hello, fail or result.
@@ -81,6 +113,7 @@ final class RunnerControlChannel: @unchecked Sendable {
         var features: UInt64?
         var step: String?
         var message: String?
+        var more: Bool?
     }
 
     private func resolve(_ id: UInt64, _ result: (PendingCall) -> Result<ControlValue, any Error>) {
@@ -129,8 +162,12 @@ final class RunnerControlChannel: @unchecked Sendable {
                 onEvent(.hello(name: frame.name ?? "", version: frame.version ?? "", abi: frame.abi ?? "", features: frame.features ?? 0))
             case "fail":
                 onEvent(.fail(step: frame.step ?? "unknown", message: frame.message ?? ""))
-            case "result":
+            case "result", "reply":
                 guard let id = frame.id else { continue }
+                if frame.type == "reply", frame.more == true, frame.ok == true, let value = frame.value {
+                    partialAnswer(id, value)
+                    continue
+                }
                 resolve(id) { call in
                     if frame.ok == true, let value = frame.value { return .success(value) }
                     return .failure(ControlCallError.callFailed(plugin: call.plugin, method: call.method,
@@ -149,6 +186,23 @@ final class RunnerControlChannel: @unchecked Sendable {
             call.continuation.resume(throwing: ControlCallError.pluginUnavailable(plugin: call.plugin, reason: "it exited during the call"))
         }
         onEvent(.closed)
+    }
+
+    /// A streaming answer: to the caller's `partial`; a caller that cannot stream (no `partial`)
+    /// takes it as the answer, and one that has gone cancels the call.
+    private func partialAnswer(_ id: UInt64, _ value: ControlValue) {
+        let partial: Partial?? = lock.withLock {
+            guard pending[id] != nil else { return nil }
+            pending[id]!.streaming = true
+            return .some(pending[id]!.partial)
+        }
+        guard let partial else { return }   // answered, timed out or cancelled meanwhile
+        if let partial, partial(value) { return }
+        cancel(id)
+        resolve(id) { call in
+            partial == nil ? .success(value)
+                : .failure(ControlCallError.callFailed(plugin: call.plugin, method: call.method, message: "the caller went away"))
+        }
     }
 
     func close() {

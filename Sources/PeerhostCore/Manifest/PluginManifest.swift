@@ -82,6 +82,11 @@ public struct PluginManifest: Sendable {
         public var name: String
         public var symbol: String
         public var signature: ControlSignature
+        /// ABI 1.2 `async = true`: the C function is `ph_status fn(void *user, ph_call call, ARGS…)`
+        /// and answers with `control_reply`, now or later, once or several times (a stream).
+        public var isAsync: Bool = false
+        /// What the method does, for `peerhost audit` and `ctl --help` (optional).
+        public var description: String?
     }
 
     public func controlMethod(named name: String) -> ControlMethod? {
@@ -163,7 +168,7 @@ extension PluginManifest {
         "limits": ["memory", "cpu_percent", "open_files", "bandwidth"],
         "limits.bandwidth": ["up", "down"],
         "sandbox": ["namespaces", "syscalls"],
-        "control": ["name", "symbol", "signature"],
+        "control": ["name", "symbol", "signature", "async", "description"],
         "status": ["method", "metric_prefix"],
     ]
 
@@ -322,7 +327,16 @@ extension PluginManifest {
             } catch {
                 throw entry.error("signature", .badValue(error.description))
             }
-            controls.append(ControlMethod(name: methodName, symbol: symbol, signature: signature))
+            let isAsync = try entry.boolean("async") ?? false
+            if isAsync, signature.result != .bytes {
+                throw entry.error("signature", .badValue("an async method answers with bytes (control_reply): its signature ends in \"-> bytes\", not \"-> \(signature.result.rawValue)\""))
+            }
+            let description = try entry.string("description")
+            if let description, description.isEmpty || description.count > 200 || description.contains(where: \.isNewline) {
+                throw entry.error("description", .badValue("a description is one line of 1…200 characters"))
+            }
+            controls.append(ControlMethod(name: methodName, symbol: symbol, signature: signature,
+                                          isAsync: isAsync, description: description))
         }
 
         status = nil

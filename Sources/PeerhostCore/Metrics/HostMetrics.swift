@@ -96,6 +96,8 @@ public enum MetricCatalog {
               help: "TCP connections the plugin closed that the core still flushes or waits on for the peer's FIN."),
         .init(name: "peerhost_ring_wakeups_total", kind: .counter, labels: ["plugin", "ring"],
               help: "eventfd writes to wake the consumer of a ring; far fewer than messages under load."),
+        .init(name: "peerhost_ring_space_wakeups_total", kind: .counter, labels: ["plugin"],
+              help: "eventfd writes that wake a runner which found the TX ring full and waits for room."),
     ]
 
     public static func definition(_ name: String) -> MetricDefinition {
@@ -123,6 +125,7 @@ public final class PluginMetrics: Sendable {
     private let downtime: Counter
     private let peerSeries = Mutex<[String: PeerSeries]>([:])
     private let wakeups: [RingName: Counter]
+    private let spaceWakeups: Counter
     private let receivePauses: Counter
     private let gatheredWrites: Counter
     private let descriptors: Gauge
@@ -165,6 +168,7 @@ public final class PluginMetrics: Sendable {
         streamResets = Dictionary(uniqueKeysWithValues: ["linger", "plugin"].map { ($0, counter("peerhost_plugin_stream_resets_total", [("reason", $0)])) })
         lingering = gauge("peerhost_plugin_lingering_connections")
         wakeups = Dictionary(uniqueKeysWithValues: RingName.allCases.map { ($0, counter("peerhost_ring_wakeups_total", [("ring", $0.rawValue)])) })
+        spaceWakeups = counter("peerhost_ring_space_wakeups_total")
         // Known restart causes start at 0 so rate() works from the first restart on.
         for cause in RestartCause.allCases { _ = restartCounter(cause) }
     }
@@ -176,6 +180,7 @@ public final class PluginMetrics: Sendable {
     public func messages(_ direction: TrafficDirection, _ count: Int = 1) { messages[direction]!.increment(by: Int64(count)) }
     public func wakeup(_ ring: RingName) { wakeups[ring]!.increment() }
     public func wakeups(_ ring: RingName, _ count: Int) { if count > 0 { wakeups[ring]!.increment(by: Int64(count)) } }
+    public func spaceWakeups(_ count: Int) { if count > 0 { spaceWakeups.increment(by: Int64(count)) } }
     public func copiedBytes(_ count: Int) { copiedBytes.increment(by: Int64(count)) }
     public func receivePauses(_ count: Int) { if count > 0 { receivePauses.increment(by: Int64(count)) } }
     public func gatheredWrites(_ count: Int) { if count > 0 { gatheredWrites.increment(by: Int64(count)) } }

@@ -25,9 +25,9 @@ public enum KVOperation: Sendable {
     case get(key: [UInt8])
     case put(key: [UInt8], value: [UInt8])
     case delete(key: [UInt8])
-    /// Keys starting with `prefix`, ascending (bytewise), at most `limit` records (0: no limit) and
-    /// at most `capacity` bytes of encoded records.
-    case scan(prefix: [UInt8], limit: UInt32, capacity: Int)
+    /// Keys starting with `prefix` and not below `start`, ascending (bytewise), at most `limit`
+    /// records (0: no limit) and at most `capacity` bytes of encoded records.
+    case scan(prefix: [UInt8], start: [UInt8] = [], limit: UInt32, capacity: Int)
 
     var writes: Bool {
         switch self {
@@ -43,8 +43,9 @@ public enum KVResult: Sendable, Equatable {
     case done(existed: Bool)
     case value([UInt8])
     case notFound
-    /// Records (u32 key_len, key, u32 value_len, value), little-endian, and their count.
-    case records([UInt8], count: Int)
+    /// Records (u32 key_len, key, u32 value_len, value), little-endian, and their count; `more`
+    /// when matching keys remain past the last record (the limit or the capacity stopped it).
+    case records([UInt8], count: Int, more: Bool = false)
     /// The put would take the plugin's keys+values past its quota; nothing was written.
     case quotaExceeded(used: UInt64, quota: UInt64)
     /// A scan whose first record alone is larger than the buffer.
@@ -307,32 +308,37 @@ public final class KVStore: Sendable {
             usage[p.plugin] = (usage[p.plugin] ?? old) - old
             touched.insert(p.plugin)
             return .done(existed: true)
-        case .scan(let prefix, let limit, let capacity):
+        case .scan(let prefix, let start, let limit, let capacity):
+            // The lower bound is the larger of prefix and start (bytewise): a start below the
+            // prefix starts at the prefix, one above it skips the keys before it.
+            let low = start.lexicographicallyPrecedes(prefix) ? prefix : start
             let rows: RowCursor
             if let end = prefixSuccessor(prefix) {
                 rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT key, value FROM kv WHERE plugin = ? AND key >= ? AND key < ? ORDER BY key"),
-                                           arguments: [p.plugin, Data(prefix), Data(end)])
+                                           arguments: [p.plugin, Data(low), Data(end)])
             } else {
                 // Empty prefix, or only 0xFF bytes: no upper bound exists in bytewise order.
                 rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT key, value FROM kv WHERE plugin = ? AND key >= ? ORDER BY key"),
-                                           arguments: [p.plugin, Data(prefix)])
+                                           arguments: [p.plugin, Data(low)])
             }
             var out: [UInt8] = []
             var count = 0
+            var more = false
             while let row = try rows.next() {
-                if limit > 0, count >= Int(limit) { break }
+                if limit > 0, count >= Int(limit) { more = true; break }
                 let k: Data = row[0]
                 let v: Data = row[1]
                 let size = 8 + k.count + v.count
                 if out.count + size > capacity {
                     if count == 0 { return .tooLarge(size) }
+                    more = true
                     break
                 }
                 appendLE(&out, UInt32(k.count)); out += k
                 appendLE(&out, UInt32(v.count)); out += v
                 count += 1
             }
-            return .records(out, count: count)
+            return .records(out, count: count, more: more)
         }
     }
 

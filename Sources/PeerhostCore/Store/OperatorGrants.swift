@@ -74,7 +74,7 @@ public enum OperatorGrants {
     /// Every grant in an open store (blocking: never on the loop thread).
     public static func load(from store: KVStore) -> Result<[OperatorGrant], GrantError> {
         switch store.perform(plugin: namespace, quota: quota, .scan(prefix: Array("grant/".utf8), limit: 0, capacity: 1 << 24)) {
-        case .records(let bytes, _):
+        case .records(let bytes, _, _):
             return .success(decode(KVStore.decodeRecords(bytes) ?? []))
         case .failed(let why):
             return .failure(GrantError("reading the operator grants from \(store.path) failed: \(why)"))

@@ -63,7 +63,11 @@ public enum CanonicalManifest {
         } else {
             line("sandbox.syscalls", ["-", "-"])
         }
-        sortedLines("control", manifest.controls.map { [$0.name, $0.symbol, $0.signature.description] })
+        // `async` and `description` only when set, so manifests without them keep their signatures.
+        sortedLines("control", manifest.controls.map {
+            [$0.name, $0.symbol, $0.signature.description] + ($0.isAsync ? ["async"] : [])
+                + ($0.description.map { ["description=" + $0] } ?? [])
+        })
         // Only when present, so manifests without [status] keep their signatures.
         if let status = manifest.status { line("status", [status.method, optional(status.metricPrefix)]) }
         line("signed", [signedTime])

@@ -106,7 +106,9 @@ static int send_text(ph_conn c, const char *to, const char *text) {
     memcpy(b.data, text, n);
     b.offset = 0;
     b.length = (uint32_t)n;
-    return to ? host->udp_send(host->ctx, c, to, strlen(to), &b) : host->send(host->ctx, c, &b);
+    int rc = to ? host->udp_send(host->ctx, c, to, strlen(to), &b) : host->send(host->ctx, c, &b);
+    if (rc != PH_OK) host->buffer_free(host->ctx, &b);   /* a refused call took nothing */
+    return rc;
 }
 
 int64_t io_probe_run(const char *text) {
@@ -276,7 +278,15 @@ static void probe_complete(void *user, ph_request request, ph_status status, int
         if (status != PH_OK) { finish(); break; }
         sock = (ph_conn)value;
         step = WAIT_DATAGRAM;
-        if (send_text(sock, arg2, arg3) != PH_OK) { add_str("error", "udp_send", 8); finish(); }
+        {
+            int rc = send_text(sock, arg2, arg3);
+            if (rc != PH_OK) {
+                add_int("send_status", rc);
+                add_str("error", "udp_send", 8);
+                host->close(host->ctx, sock);   /* nothing will arrive: free the port for the next run */
+                finish();
+            }
+        }
         break;
     case RESOLVING:
         add_int("resolve_status", status);

@@ -12,6 +12,8 @@
  *   delete KEY          reports status and value (1: the key existed)
  *   scan PREFIX LIMIT   PREFIX "-" means the empty prefix; reports status, count and "keys"
  *                       (the keys, comma-separated) after checking the record encoding
+ *   scan_from PREFIX START/LIMIT   kv_scan_from (ABI 1.2); "-" is empty for both; also reports
+ *                       "count" and "more" (PH_KV_MORE) from the value
  *   stream WINDOW       durability mode: puts "seq/%08d" → "v%d" for 0, 1, 2, … with WINDOW puts in
  *                       flight, forever; after each PH_OK it writes "ack N\n" to the last accepted
  *                       connection (the test's), so the test knows exactly what was acknowledged
@@ -134,6 +136,14 @@ int64_t kv_probe_run(const char *text) {
     } else if (strcmp(name, "scan") == 0) {
         const char *prefix = strcmp(arg1, "-") == 0 ? "" : arg1;
         r = host->kv_scan(host->ctx, (const uint8_t *)prefix, strlen(prefix), (uint32_t)strtoul(arg2, NULL, 10));
+    } else if (strcmp(name, "scan_from") == 0) {
+        const char *prefix = strcmp(arg1, "-") == 0 ? "" : arg1;
+        char *slash = strrchr(arg2, '/');
+        if (!slash) return -1;
+        *slash = 0;
+        const char *start = strcmp(arg2, "-") == 0 ? "" : arg2;
+        r = host->kv_scan_from(host->ctx, (const uint8_t *)prefix, strlen(prefix), (const uint8_t *)start, strlen(start),
+                               (uint32_t)strtoul(slash + 1, NULL, 10));
     } else if (strcmp(name, "stream") == 0) {
         window = atoi(arg1);
         if (window < 1 || window > MAX_WINDOW) return -1;
@@ -174,7 +184,9 @@ static void single_done(ph_status status, int64_t value, ph_buffer *buf) {
     add_int("status", status);
     add_int("value", value);
     if (buf && strcmp(cmd_name, "get") == 0) add_str("data", (const char *)buf->data + buf->offset, buf->length);
-    if (buf && strcmp(cmd_name, "scan") == 0) {
+    int from = strcmp(cmd_name, "scan_from") == 0;
+    if (from) { add_int("count", PH_KV_COUNT(value)); add_int("more", (value & PH_KV_MORE) != 0); value = PH_KV_COUNT(value); }
+    if (buf && (from || strcmp(cmd_name, "scan") == 0)) {
         /* Walk the records: their count must equal value, and they must fill the buffer exactly. */
         char keys[8192];
         size_t kl = 0, off = 0, count = 0;
