@@ -8,7 +8,7 @@ public struct HostMethodError: Error, Sendable, CustomStringConvertible {
 }
 
 extension Host {
-    static let hostMethods = ["set-rate", "grant", "revoke"]
+    static let hostMethods = ["set-rate", "grant", "revoke", "reload"]
 
     func hostMethod(_ method: String, args: [ControlArgument]) async throws -> ControlValue {
         let words: [String] = args.map {
@@ -20,6 +20,7 @@ extension Host {
         switch method {
         case "set-rate": return try await setRate(words)
         case "grant", "revoke": return try await grantMethod(method, words)   // Host+Grants.swift
+        case "reload": return try await reload(words)                        // Host+Reload.swift
         default:
             throw HostMethodError(description: "the host has no method '\(method)' (methods: \(Self.hostMethods.joined(separator: ", ")))")
         }

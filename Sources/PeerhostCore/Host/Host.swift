@@ -18,6 +18,8 @@ public final class Host: HostControl, @unchecked Sendable {
     /// `<data_dir>/audit.log`: grants, denials, violations, kills, restarts (AuditLog.swift).
     let audit: AuditLog
     let started = ContinuousClock.now
+    /// The working directory at start: a relative config path is read against it on reload.
+    let startDirectory = FileManager.default.currentDirectoryPath
     /// Loop thread only.
     private var supervisors: [PluginSupervisor] = []
     private var published: [String: SessionCounters] = [:]
@@ -53,6 +55,9 @@ public final class Host: HostControl, @unchecked Sendable {
 
     /// Operator grants read from the store at start (OperatorGrants.swift), by plugin.
     private var grantsAtStart: [String: [OperatorGrant]] = [:]
+    /// The runner's own files on a private root, found once at start; every plugin (and every
+    /// reload) binds them.
+    private var runnerFiles: Result<(mountPoint: String, binds: [BindMount]), PrivateRootError>?
 
     private func openStore() {
         // Also when an earlier run wrote a store (the marker): it may hold operator grants.
@@ -172,53 +177,71 @@ public final class Host: HostControl, @unchecked Sendable {
         }
         // Learn mode runs the one plugin it learns, enabled in the config or not.
         let plugins = learn.map { l in config.plugins.filter { $0.name == l.plugin } } ?? config.enabledPlugins
+        self.runnerFiles = runnerFiles
         for plugin in plugins {
-            // Once per plugin: its verified bytes (kept for every restart) and its libraries' binds.
-            var failure: String?
-            var prepared: (LibraryImage, PluginFiles)?
-            do {
-                let path = try plugin.manifest.resolveLibrary()
-                let image = try LibraryImage.load(path: path)
-                // Verified on the sealed bytes every start of this plugin will copy, not on the file.
-                if let refusal = verify(plugin, sha256: image.sha256, libraryPath: path, trust: trust) {
-                    image.close()
-                    throw VerificationRefused(description: refusal)
-                }
-                do {
-                    let runner = try runnerFiles.get()
-                    let binds = try PrivateRoot.pluginBinds(libraryPath: path, excluding: runner.binds)
-                    let target = PrivateRoot.pluginDirectory + "/" + (path as NSString).lastPathComponent
-                    prepared = (image, PluginFiles(mountPoint: runner.mountPoint, binds: runner.binds + binds, libraryTarget: target))
-                } catch {
-                    image.close()
-                    throw error
-                }
-            } catch let error as LibraryNotFoundError {
-                failure = "library \(plugin.manifest.library) not found (\(error))"
-            } catch {
-                failure = "\(error)"
+            let prepared = prepare(plugin)
+            if case .failure(let failure) = prepared {
+                logger.error("plugin not started", metadata: ["plugin": "\(plugin.name)", "error": "\(failure)"])
             }
-            if prepared == nil {
-                logger.error("plugin not started", metadata: ["plugin": "\(plugin.name)", "error": "\(failure ?? "?")"])
-            }
-            let supervisor = PluginSupervisor(config: plugin, tuning: config.tuning, runnerPath: runnerPath,
-                                              library: prepared?.0, files: prepared?.1, cgroups: cgroups, cgroupInstance: cgroupInstance,
-                                              uidBase: config.host.uidBase, loop: loop,
-                                              metrics: metrics.plugin(named: plugin.name), logger: logger, audit: audit)
-            supervisor.kernelLog = kernelLog
             let rate = plugin.effectiveBandwidth
-            supervisor.shaping = shaper.addPlugin(plugin.name, weight: plugin.weight, up: rate.up, down: rate.down,
-                                                  now: monotonicNanoseconds())
-            supervisor.store = store
-            for grant in grantsAtStart[plugin.name] ?? [] { _ = supervisor.applyOperatorGrant(grant) }
+            let supervisor = makeSupervisor(plugin, prepared,
+                                            shaping: shaper.addPlugin(plugin.name, weight: plugin.weight, up: rate.up, down: rate.down,
+                                                                      now: monotonicNanoseconds()),
+                                            grants: grantsAtStart[plugin.name] ?? [])
             if learn != nil { supervisor.learner = learner }
             supervisors.append(supervisor)
-            guard prepared != nil else {
-                supervisor.markFailed(reason: failure ?? "?")
-                continue
-            }
+            guard case .success = prepared else { continue }
             supervisor.start()
         }
+    }
+
+    /// Once per plugin (and per reload): its verified bytes (kept for every restart) and its
+    /// libraries' binds, or why it cannot start. Loop thread.
+    func prepare(_ plugin: HostConfig.PluginConfig) -> Result<(LibraryImage, PluginFiles), PreparationFailure> {
+        do {
+            let path = try plugin.manifest.resolveLibrary()
+            let image = try LibraryImage.load(path: path)
+            // Verified on the sealed bytes every start of this plugin will copy, not on the file.
+            if let refusal = verify(plugin, sha256: image.sha256, libraryPath: path, trust: trust) {
+                image.close()
+                throw VerificationRefused(description: refusal)
+            }
+            do {
+                guard let runner = try runnerFiles?.get() else { throw VerificationRefused(description: "the runner's files are not known yet") }
+                let binds = try PrivateRoot.pluginBinds(libraryPath: path, excluding: runner.binds)
+                let target = PrivateRoot.pluginDirectory + "/" + (path as NSString).lastPathComponent
+                return .success((image, PluginFiles(mountPoint: runner.mountPoint, binds: runner.binds + binds, libraryTarget: target)))
+            } catch {
+                image.close()
+                throw error
+            }
+        } catch let error as LibraryNotFoundError {
+            return .failure(PreparationFailure(description: "library \(plugin.manifest.library) not found (\(error))"))
+        } catch {
+            return .failure(PreparationFailure(description: "\(error)"))
+        }
+    }
+
+    /// A supervisor for `plugin` (marked failed when it could not be prepared), not yet started.
+    func makeSupervisor(_ plugin: HostConfig.PluginConfig, _ prepared: Result<(LibraryImage, PluginFiles), PreparationFailure>,
+                        shaping: PluginShaper, grants: [OperatorGrant]) -> PluginSupervisor {
+        let ready = try? prepared.get()
+        let supervisor = PluginSupervisor(config: plugin, tuning: config.tuning,
+                                          runnerPath: (ExecutableLocation.directory as NSString).appendingPathComponent("peerhost-runner"),
+                                          library: ready?.0, files: ready?.1, cgroups: cgroups, cgroupInstance: cgroupInstance,
+                                          uidBase: config.host.uidBase, loop: loop,
+                                          metrics: metrics.plugin(named: plugin.name), logger: logger, audit: audit)
+        supervisor.kernelLog = kernelLog
+        supervisor.shaping = shaping
+        supervisor.store = store
+        for grant in grants { _ = supervisor.applyOperatorGrant(grant) }
+        if case .failure(let failure) = prepared { supervisor.markFailed(reason: failure.description) }
+        return supervisor
+    }
+
+    /// Replaces the supervisor of `name` (reload). Loop thread.
+    func replaceSupervisor(named name: String, with supervisor: PluginSupervisor) {
+        if let i = supervisors.firstIndex(where: { $0.name == name }) { supervisors[i] = supervisor } else { supervisors.append(supervisor) }
     }
 
     /// The trust store, read once at start-up; its problems (a named folder missing, a bad .pub)
@@ -442,6 +465,11 @@ struct HostService: Service {
 
 /// A plugin whose bytes or signature did not verify (the reason is the verifier's, already audited).
 struct VerificationRefused: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Why a plugin could not be prepared to run (its library, signature or private root); its status reason.
+struct PreparationFailure: Error, CustomStringConvertible {
     let description: String
 }
 

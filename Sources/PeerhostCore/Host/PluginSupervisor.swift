@@ -496,6 +496,13 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
 
     var controlChannelForCalls: RunnerControlChannel? { state == .running ? channel : nil }
 
+    /// A reload's new supervisor carries the old one's totals, so the host's published counters
+    /// (deltas of these) never run backwards.
+    func inheritCounters(from old: PluginSupervisor) {
+        retired = old.counters
+        retired.connectionsOpen = 0
+    }
+
     /// Totals across incarnations plus the live one.
     var counters: SessionCounters {
         var total = retired
