@@ -87,6 +87,17 @@ enum RunnerMain {
         case .off: break
         }
 
+        // `peerhost check`: report what was loaded, resolve the manifest's control symbols (dlsym
+        // only, nothing is called) and exit; start() never runs.
+        if let symbols = opts.checkSymbols {
+            do {
+                try control.writeFrame(CheckReport.frame(plugin, symbols: symbols))
+            } catch {
+                throw StartupError(step: "check", message: "\(error)")
+            }
+            exit(0)
+        }
+
         // 10. hello: the core may now send START (the plugin's start runs in the ring loop).
         do {
             try control.writeFrame([
@@ -117,6 +128,8 @@ struct Options {
     var seccomp = SeccompMode.on
     /// `--syscalls`: the compact policy text; nil when not given (then seccomp on refuses to start).
     var syscalls: String?
+    /// `--check SYMBOLS` (comma-separated, "-" for none): `peerhost check`, load and report only.
+    var checkSymbols: [String]?
 
     func syscallRules() throws(StartupError) -> [SyscallRule] {
         guard let syscalls else {
@@ -149,6 +162,7 @@ struct Options {
                 default: throw StartupError(step: "args", message: "--seccomp takes on, off or learn, not \(argv[i + 1])")
                 }
             case "--syscalls": o.syscalls = argv[i + 1]
+            case "--check": o.checkSymbols = argv[i + 1] == "-" ? [] : argv[i + 1].split(separator: ",").map(String.init)
             default: throw StartupError(step: "args", message: "unknown argument \(a)")
             }
             i += 2

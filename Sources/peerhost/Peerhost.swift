@@ -16,7 +16,8 @@ struct Peerhost: AsyncParsableCommand {
             their manifests. Start a host with `peerhost run`; inspect and drive it with `peerhost status` \
             and `peerhost ctl`. Review what plugins may do with `peerhost audit`; plugins must be \
             signed (`peerhost keygen`, `peerhost sign`) by a trusted key or the host refuses them. Draft a \
-            plugin's syscall profile with `peerhost learn`.
+            plugin's syscall profile with `peerhost learn`. Write a new plugin with `peerhost new-plugin` \
+            and check one against its manifest, in a sandbox, with `peerhost check` (docs/writing-a-plugin.md).
 
             Config: --config FILE, else $PEERHOST_CONFIG, else config/peerhost.toml found above the \
             executable (a development checkout), else /etc/peerhost/peerhost.toml, else the built-in default \
@@ -24,7 +25,8 @@ struct Peerhost: AsyncParsableCommand {
             """,
         version: PeerhostVersion.current,
         subcommands: [RunCommand.self, StatusCommand.self, CtlCommand.self, AuditCommand.self,
-                      KeygenCommand.self, SignCommand.self, LearnCommand.self]
+                      KeygenCommand.self, SignCommand.self, LearnCommand.self, CheckCommand.self,
+                      NewPluginCommand.self]
     )
 
     /// As AsyncParsableCommand.main, except that usage errors exit 2 (not ArgumentParser's 64), so

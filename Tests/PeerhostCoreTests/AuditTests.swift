@@ -238,3 +238,40 @@ struct AuditTests {
         #expect(same.changes.isEmpty && !same.widens)
     }
 }
+
+/// `peerhost check`'s comparison of a manifest with what the runner loaded (PluginCheck.swift).
+@Suite struct PluginCheckFindingsTests {
+    func manifest(_ extra: String = "") throws -> PluginManifest {
+        let directory = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.removeDirectory(directory) }
+        try TestSupport.write(TestSupport.manifest(name: "demo") + extra, to: directory + "/manifest.toml")
+        return try PluginManifest(contentsOf: directory + "/manifest.toml")
+    }
+
+    func loaded(features: UInt64, callbacks: [String], abi: String = "1.2.0", missing: [String] = []) -> PluginCheck.Loaded {
+        PluginCheck.Loaded(name: "demo", version: "0.1.0", abi: abi, features: features, callbacks: callbacks, missingSymbols: missing)
+    }
+
+    @Test func aCompletePluginHasNoFindings() throws {
+        let found = PluginCheck.findings(manifest: try manifest(), loaded: loaded(features: 1 << 0 | 1 << 6, callbacks: ["on_accept", "on_data"]))
+        #expect(found.isEmpty, "\(found)")
+    }
+
+    @Test func aFeatureBitWithoutItsCallbackIsAnError() throws {
+        let found = PluginCheck.findings(manifest: try manifest(), loaded: loaded(features: 1 << 0 | 1 << 2 | 1 << 4 | 1 << 6, callbacks: ["on_data"]))
+        #expect(found.map(\.description) == [
+            "error: PH_FEAT_TIMERS is declared but on_timer is NULL: its results would have nowhere to go",
+            "error: PH_FEAT_KV is declared but on_complete is NULL: its results would have nowhere to go",
+        ])
+    }
+
+    @Test func controlMethodsNeedTheirBitAndTheirSymbols() throws {
+        let found = PluginCheck.findings(manifest: try manifest(), loaded: loaded(features: 1 << 0, callbacks: ["on_data", "on_timer"], missing: ["demo_stats"]))
+        #expect(found.contains { $0.severity == .error && $0.message.contains("control method stats: the library does not export demo_stats") })
+        #expect(found.contains { $0.severity == .error && $0.message.contains("does not declare PH_FEAT_CONTROL: a plugin built against ABI 1.2.0 answers none of them") })
+        #expect(found.contains { $0.severity == .warning && $0.message == "on_timer is set but PH_FEAT_TIMERS is not declared: the host never calls it" })
+        // A 1.0 plugin without the bit: still an error, worded for what changes at 1.2.
+        let old = PluginCheck.findings(manifest: try manifest(), loaded: loaded(features: 1 << 0, callbacks: ["on_data"], abi: "1.0.0"))
+        #expect(old.map(\.message) == ["the manifest declares 1 control method(s) but the plugin does not declare PH_FEAT_CONTROL: declare it for ABI 1.2"])
+    }
+}

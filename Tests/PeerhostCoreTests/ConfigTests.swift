@@ -317,3 +317,11 @@ struct ConfigTests {
         #expect(index.line(for: "p[1].missing") == 10)
     }
 }
+
+@Suite struct EmbeddedABIHeaderTests {
+    @Test func theEmbeddedHeaderIsTheHeader() throws {
+        let header = try String(contentsOfFile: TestSupport.path("protocols/abi/peerhost.h"), encoding: .utf8)
+        #expect(EmbeddedABIHeader.text + "\n" == header,
+                "Sources/PeerhostCore/Scaffold/EmbeddedABIHeader.swift is out of date: paste protocols/abi/peerhost.h into it")
+    }
+}

@@ -148,7 +148,7 @@ public final class Host: HostControl, @unchecked Sendable {
         }.sorted { $0.name < $1.name }
     }
 
-    private func startLoopThread() {
+    func startLoopThread() {
         loop.beforeWait = { [unowned self] in pollSessions() }
         startNamedThread("peerhost-loop") { [loop] in loop.run() }
     }
@@ -165,19 +165,21 @@ public final class Host: HostControl, @unchecked Sendable {
 
     // MARK: Loop thread
 
-    private func startPlugins() {
+    /// Once per host: the private root's mount point and the runner's own files (ld.so --list).
+    func findRunnerFiles() {
         let runnerPath = (ExecutableLocation.directory as NSString).appendingPathComponent("peerhost-runner")
-        // Once per host: the private root's mount point and the runner's own files (ld.so --list).
-        let runnerFiles: Result<(mountPoint: String, binds: [BindMount]), PrivateRootError>
         do throws(PrivateRootError) {
             runnerFiles = .success((try PrivateRoot.defaultMountPoint(dataDirectory: config.host.dataDirectory),
                                     try PrivateRoot.runnerBinds(runnerPath: runnerPath)))
         } catch {
             runnerFiles = .failure(error)
         }
+    }
+
+    private func startPlugins() {
+        findRunnerFiles()
         // Learn mode runs the one plugin it learns, enabled in the config or not.
         let plugins = learn.map { l in config.plugins.filter { $0.name == l.plugin } } ?? config.enabledPlugins
-        self.runnerFiles = runnerFiles
         for plugin in plugins {
             let prepared = prepare(plugin)
             if case .failure(let failure) = prepared {

@@ -192,7 +192,8 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         let spec = SpawnSpec(runnerPath: runnerPath,
                              argv: ["peerhost-runner", "--plugin", name, "--library", files.libraryTarget] + limits.runnerArguments
                                  + (learner == nil ? ["--syscalls", syscallProfile?.encoded ?? ""]
-                                                   : ["--syscalls", "", "--seccomp", "learn"]),
+                                                   : ["--syscalls", "", "--seccomp", "learn"])
+                                 + (onCheck == nil ? [] : ["--check", config.manifest.controls.isEmpty ? "-" : config.manifest.controls.map(\.symbol).joined(separator: ",")]),
                              environment: ["SWIFT_BACKTRACE=enable=no", "PEERHOST_SPIN_US=\(tuning.spinMicroseconds)"],
                              fds: [region.fd, pair[1], rxWake.fd, txWake.fd],
                              hostUID: hostIdentity.uid, hostGID: hostIdentity.gid,
@@ -246,8 +247,12 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
         switch event {
         case .hello(let pluginName, let version, let abi, _):
             logger.info("runner loaded plugin", metadata: ["plugin": "\(name)", "reported": "\(pluginName) \(version)", "abi": "\(abi)"])
+        case .check(let loaded):
+            stopping = true   // the runner exits after its report: that is no crash to restart
+            onCheck?(.success(loaded))
         case .fail(let step, let message):
             reason = "\(step): \(message)"
+            if onCheck != nil { stopping = true; onCheck?(.failure(PluginCheck.Refusal(step: step, message: message))) }
             logger.error("runner refused the plugin", metadata: ["plugin": "\(name)", "step": "\(step)", "error": "\(message)"])
             killCause = .startFailure
         case .closed:
@@ -395,6 +400,13 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
                      reason: "cause \(cause.rawValue): \(reason)")
         logger.warning("plugin exited", metadata: ["plugin": "\(name)", "exit": "\(exitText)", "cause": "\(cause.rawValue)",
                                                    "reason": "\(reason)"])
+        if let onCheck {
+            // `peerhost check`: the runner died before its report (a constructor killed by seccomp…).
+            stopping = true
+            onCheck(.failure(PluginCheck.Refusal(step: "load", message: reason)))
+            state = .stopped
+            return
+        }
         failed(cause: cause)
     }
 
@@ -495,6 +507,9 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     // MARK: Control and status
 
     var controlChannelForCalls: RunnerControlChannel? { state == .running ? channel : nil }
+
+    /// `peerhost check`: the runner is started to load and report only (PluginCheck.swift).
+    var onCheck: ((Result<PluginCheck.Loaded, PluginCheck.Refusal>) -> Void)?
 
     /// A reload's new supervisor carries the old one's totals, so the host's published counters
     /// (deltas of these) never run backwards.

@@ -10,6 +10,8 @@ import Glibc
 final class RunnerControlChannel: @unchecked Sendable {
     enum Event: Sendable {
         case hello(name: String, version: String, abi: String, features: UInt64)
+        /// `peerhost check`: the runner loaded the plugin, reported it and exits (start never ran).
+        case check(PluginCheck.Loaded)
         case fail(step: String, message: String)
         case closed
     }
@@ -114,6 +116,8 @@ final class RunnerControlChannel: @unchecked Sendable {
         var step: String?
         var message: String?
         var more: Bool?
+        var callbacks: [String]?
+        var missing: [String]?
     }
 
     private func resolve(_ id: UInt64, _ result: (PendingCall) -> Result<ControlValue, any Error>) {
@@ -160,6 +164,10 @@ final class RunnerControlChannel: @unchecked Sendable {
             switch frame.type {
             case "hello":
                 onEvent(.hello(name: frame.name ?? "", version: frame.version ?? "", abi: frame.abi ?? "", features: frame.features ?? 0))
+            case "check":
+                onEvent(.check(PluginCheck.Loaded(name: frame.name ?? "", version: frame.version ?? "", abi: frame.abi ?? "",
+                                                  features: frame.features ?? 0, callbacks: frame.callbacks ?? [],
+                                                  missingSymbols: frame.missing ?? [])))
             case "fail":
                 onEvent(.fail(step: frame.step ?? "unknown", message: frame.message ?? ""))
             case "result", "reply":
