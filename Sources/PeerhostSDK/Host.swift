@@ -173,6 +173,40 @@ public struct Host {
         return try Host.id(Host.withBytes(prefix) { f(ctx, $0, $1, limit) })
     }
 
+    /// ABI 1.2: the keys starting with `prefix` and not below `start`, at most `limit` (0: what
+    /// fits one buffer). The completion's value decodes with `KVScanPage(value:)`: the record count
+    /// and whether keys remain (the next page starts at `KVScanPage.start(after:)` of the last key).
+    public func kvScan(prefix: [UInt8], from start: [UInt8], limit: UInt32) throws(PluginError) -> Request {
+        guard let f = tail(\ph_host.kv_scan_from, as: KVScanFrom.self) else { throw .notSupported }
+        return try Host.id(Host.withBytes(prefix) { p, pl in Host.withBytes(start) { s, sl in f(ctx, p, pl, s, sl, limit) } })
+    }
+    typealias KVScanFrom = @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<UInt8>?, Int, UnsafePointer<UInt8>?, Int, UInt32) -> Int64
+
+    // MARK: control
+
+    /// ABI 1.2: answers a call of an `async = true` control method: the last answer, or one of a
+    /// stream with `more`. Throws `.notConnected` once the call is over (answered, timed out, or
+    /// its caller left: stop streaming).
+    public func reply(_ call: ControlCall, _ bytes: [UInt8], more: Bool = false) throws(PluginError) {
+        guard let f = tail(\ph_host.control_reply, as: ControlReply.self) else { throw .notSupported }
+        try Host.check(Host.withBytes(bytes) { f(ctx, call.raw, $0, $1, more ? PH_REPLY_MORE : 0) })
+    }
+
+    /// ABI 1.2: fails a call of an async control method with `message` (the caller reads it).
+    public func fail(_ call: ControlCall, _ message: String) throws(PluginError) {
+        guard let f = tail(\ph_host.control_reply, as: ControlReply.self) else { throw .notSupported }
+        try Host.check(Host.withBytes(Array(message.utf8)) { f(ctx, call.raw, $0, $1, PH_REPLY_ERROR) })
+    }
+    typealias ControlReply = @convention(c) (UnsafeMutableRawPointer?, ph_call, UnsafePointer<UInt8>?, Int, UInt32) -> ph_status
+
+    /// A host call added in a later minor: nil when this host's table ends before it (its `size`).
+    func tail<F>(_ field: KeyPath<ph_host, F?>, as: F.Type) -> F? {
+        let base = UnsafeRawPointer(raw)
+        guard let offset = MemoryLayout<ph_host>.offset(of: field),
+              Int(base.load(as: UInt32.self)) >= offset + MemoryLayout<F?>.size else { return nil }
+        return base.load(fromByteOffset: offset, as: F?.self)
+    }
+
     // MARK: shaping
 
     public func setRate(_ conn: Connection, up: UInt64, down: UInt64) throws(PluginError) {

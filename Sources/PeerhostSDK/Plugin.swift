@@ -69,8 +69,18 @@ public enum PluginExport {
     /// The most recently started instance (control methods use it to find their state).
     nonisolated(unsafe) public private(set) static var current: (any Plugin)?
 
+    /// Registration may happen from several threads at once in tests (the runner calls the entry
+    /// once, on one thread); the table only grows, under this lock.
+    nonisolated(unsafe) static let registrationLock: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+        return m
+    }()
+
     public static func entry<P: Plugin>(for type: P.Type, name: String, version: String,
                                         features: Features) -> UnsafeRawPointer {
+        pthread_mutex_lock(registrationLock)
+        defer { pthread_mutex_unlock(registrationLock) }
         if let i = registrations[ObjectIdentifier(type)] { return UnsafeRawPointer(table[i].descriptor) }
         let index = table.count
         precondition(index < starts.count, "PeerhostSDK: at most \(starts.count) plugin types per process")
@@ -123,6 +133,12 @@ public enum PluginExport {
         let p = UnsafeMutablePointer<ph_plugin>.allocate(capacity: 1)
         p.initialize(to: d)
         return p
+    }
+
+    /// ABI 1.2: the plugin instance behind the `user` pointer an async control method received,
+    /// so the method reaches its plugin's state without globals (nil for another type).
+    public static func plugin<P: Plugin>(_ type: P.Type, from user: UnsafeMutableRawPointer?) -> P? {
+        instance(user)?.plugin as? P
     }
 
     static func instance(_ user: UnsafeMutableRawPointer?) -> Instance? {

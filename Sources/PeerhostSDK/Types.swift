@@ -8,6 +8,27 @@ public typealias Request = ph_request
 public typealias FileID = ph_file
 public typealias TimerID = Int64
 
+/// ABI 1.2: one call of an async control method, as the method received it.
+public struct ControlCall: Hashable, Sendable {
+    public let raw: ph_call
+    public init(_ raw: ph_call) { self.raw = raw }
+}
+
+/// ABI 1.2: what a `kvScan(prefix:from:limit:)` completion's value says.
+public struct KVScanPage: Equatable, Sendable {
+    public var count: Int
+    /// Matching keys remain past the last record returned.
+    public var more: Bool
+
+    public init(value: Int64) {
+        count = Int(value & 0xffff_ffff)
+        more = value & Int64(PH_KV_MORE) != 0
+    }
+
+    /// Where the page after the one that ended with `lastKey` starts: the smallest key after it.
+    public static func start(after lastKey: [UInt8]) -> [UInt8] { lastKey + [0] }
+}
+
 /// A host call's failure, from ph_status. Compare with the constants (`error == .again`).
 public struct PluginError: Error, Equatable, Hashable, CustomStringConvertible, Sendable {
     public let code: Int32

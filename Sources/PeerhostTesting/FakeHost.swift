@@ -25,6 +25,15 @@ public final class FakeHost {
             self.conn = conn; self.slot = slot; self.bytes = bytes
         }
     }
+    /// One control_reply: the call, its bytes and PH_REPLY_* flags.
+    public struct ControlReplyRecord: Equatable {
+        public let call: ph_call
+        public let bytes: [UInt8]
+        public let flags: UInt32
+        public init(call: ph_call, bytes: [UInt8], flags: UInt32) {
+            self.call = call; self.bytes = bytes; self.flags = flags
+        }
+    }
     public struct RequestRecord: Equatable {
         public let id: Request
         public let kind: String       // "listen", "connect", "udp_bind", "resolve", "file_open", "kv_get"…
@@ -58,6 +67,10 @@ public final class FakeHost {
 
     /// Statuses the next sends return, in order (inject PH_EAGAIN); empty → PH_OK.
     public var sendResults: [ph_status] = []
+    /// Answers of async control methods (ABI 1.2), in order; a call answered without
+    /// PH_REPLY_MORE is over, and a later reply to it gets PH_ENOTCONN, as from the runner.
+    public private(set) var replies: [ControlReplyRecord] = []
+    var finishedCalls: Set<ph_call> = []
 
     var nextRequest: UInt64 = 1
     var nextTimer: Int64 = 1
@@ -279,6 +292,15 @@ public final class FakeHost {
         h.kv_put = { ctx, k, l, _, _ in FakeHost.me(ctx).request("kv_put", k, l) }
         h.kv_delete = { ctx, k, l in FakeHost.me(ctx).request("kv_delete", k, l) }
         h.kv_scan = { ctx, k, l, _ in FakeHost.me(ctx).request("kv_scan", k, l) }
+        h.kv_scan_from = { ctx, p, l, _, _, _ in FakeHost.me(ctx).request("kv_scan_from", p, l) }
+        h.control_reply = { ctx, call, data, len, flags in
+            let f = FakeHost.me(ctx)
+            guard !f.finishedCalls.contains(call) else { return PH_ENOTCONN }
+            let bytes = len == 0 ? [] : Array(UnsafeBufferPointer(start: data, count: len))
+            f.replies.append(ControlReplyRecord(call: call, bytes: bytes, flags: flags))
+            if flags & PH_REPLY_MORE == 0 || flags & PH_REPLY_ERROR != 0 { f.finishedCalls.insert(call) }
+            return PH_OK
+        }
         h.conn_set_rate = { _, _, _, _ in PH_OK }
         h.conn_set_weight = { _, _, w in (1...1000).contains(w) ? PH_OK : PH_EINVAL }
         h.conn_set_peer = { _, _, id, len in id != nil && (1...Int(PH_PEER_ID_MAX)).contains(len) ? PH_OK : PH_EINVAL }
