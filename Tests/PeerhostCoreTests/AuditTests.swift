@@ -196,6 +196,8 @@ struct AuditTests {
         try TestSupport.write(profile, to: directory + "/p.toml")
         result = PluginAuditor.auditSyscallProfile(manifest: manifest)
         #expect(result.allowlist == ["read", "tgkill (only to itself)", "socket"])
+        #expect(result.beyondDefault == ["socket"], "what the custom profile adds to the default")
+        #expect(result.withoutDefault?.contains("write") == true && result.withoutDefault?.contains("read") == false)
         #expect(result.findings.map(\.code) == ["dangerous-syscall"])
         #expect(result.findings.first?.severity == .unsafe)
         #expect(result.findings.first?.message.contains("p.toml:14: socket is dangerous") == true, "\(result.findings)")

@@ -34,6 +34,10 @@ public struct SyscallProfileAudit: Sendable, Equatable, Codable {
     /// Every rule the runner's filter gets, one line each: "read", "tgkill (only to itself)",
     /// "openat (while loading only)", "clone3 → errno 38". Empty when the profile does not parse.
     public var allowlist: [String] = []
+    /// A custom profile against the host's default: what it allows beyond it and what it leaves
+    /// out (nil for the default itself, or when it does not parse).
+    public var beyondDefault: [String]? = nil
+    public var withoutDefault: [String]? = nil
     public var findings: [AuditFinding]
 }
 
@@ -319,6 +323,12 @@ public enum PluginAuditor {
             let profile = try SyscallProfile.forManifest(manifest)
             audit.allowlist = profile.rules.map(Self.describe)
             audit.findings = profile.lint().map { .init(.unsafe, "dangerous-syscall", $0.description) }
+            if path != nil {
+                let base = Set(SyscallProfile.builtInDefault.rules.map(Self.describe))
+                let mine = Set(audit.allowlist)
+                audit.beyondDefault = audit.allowlist.filter { !base.contains($0) }
+                audit.withoutDefault = SyscallProfile.builtInDefault.rules.map(Self.describe).filter { !mine.contains($0) }
+            }
         } catch {
             audit.findings = [.init(.unsafe, "syscall-profile", "syscall profile: \(error)")]
         }
@@ -391,6 +401,9 @@ public struct AuditDocument: Sendable, Equatable, Codable {
             rows.append(("abi", plugin.abi))
             rows.append(("library", plugin.library.path ?? "\(plugin.library.file) (not found)"))
             rows.append(("sha256", (plugin.library.sha256 ?? "-") + "  (\(plugin.library.hashStatus))"))
+            if plugin.library.hashStatus == "unpinned" {
+                rows.append(("", "(unpinned: the manifest names no [plugin] sha256, so only the signature binds these bytes; pin it to refuse any other build even when signed)"))
+            }
             var signatureText = plugin.signature.status
             if let key = plugin.signature.key { signatureText += " key \(key)" }
             if let signed = plugin.signature.signed { signatureText += " at \(signed)" }
@@ -401,7 +414,9 @@ public struct AuditDocument: Sendable, Equatable, Codable {
                 if items.isEmpty { rows.append((key, "-")) }
                 for (index, item) in items.enumerated() { rows.append((index == 0 ? key : "", item)) }
             }
-            list("net.listen", plugin.grants.listen)
+            list("net.listen", plugin.grants.listen.map {
+                $0.hasSuffix(":0") ? $0 + "  (port 0: a free port the kernel picks at each start, another one after every restart)" : $0
+            })
             if let manifestListen = plugin.grants.manifestListen {
                 rows.append(("", "(narrowed by the config from: \(manifestListen.joined(separator: ", ")))"))
             }
@@ -422,6 +437,10 @@ public struct AuditDocument: Sendable, Equatable, Codable {
             rows.append(("namespaces", plugin.namespaces.joined(separator: ", ")))
             rows.append(("syscalls", plugin.syscalls.profile.map { "\($0) (\(plugin.syscalls.path ?? "")) sha256 \(plugin.syscalls.sha256 ?? "-")" } ?? "host default profile (sandbox/profiles/plugin-default.toml)"))
             rows.append(("", "\(plugin.syscalls.allowlist.count) rules, everything else kills the runner: " + plugin.syscalls.allowlist.joined(separator: ", ")))
+            if let beyond = plugin.syscalls.beyondDefault, let without = plugin.syscalls.withoutDefault {
+                rows.append(("", "against the host's default: adds " + (beyond.isEmpty ? "nothing" : beyond.joined(separator: ", "))
+                    + "; leaves out " + (without.isEmpty ? "nothing" : without.joined(separator: ", "))))
+            }
             list("controls", plugin.controls.map {
                 "\($0.name) \($0.signature)\($0.async == true ? " async" : "")  [\($0.symbol)]"
                     + ($0.description.map { " — \($0)" } ?? " — (no description in the manifest)")
