@@ -185,7 +185,17 @@ static void __attribute__((noreturn)) child_main(const struct child_plan *p) {
     r = syscall(SYS_fcntl, sync_r, F_DUPFD_CLOEXEC, floor_fd);
     if (r < 0) child_report(err_w, PH_SPAWN_DUP_FDS, errno);
     sync_r = (int)r;
+    int stdio = -1;
+    if (a->stdio_fd >= 0) {
+        r = syscall(SYS_fcntl, a->stdio_fd, F_DUPFD_CLOEXEC, floor_fd);
+        if (r < 0) child_report(err_w, PH_SPAWN_DUP_FDS, errno);
+        stdio = (int)r;
+    }
     for (int i = 0; i < n; i++) CHILD_CHECK(syscall(SYS_dup3, lifted[i], 3 + i, 0), PH_SPAWN_DUP_FDS);
+    /* 0, 1, 2: the core's pipe, never the core's own terminal or journal (a plugin's writes there
+     * would read as the host's lines). Reads from fd 0 fail: there is no stdin. */
+    if (stdio >= 0)
+        for (int fd = 0; fd <= 2; fd++) CHILD_CHECK(syscall(SYS_dup3, stdio, fd, 0), PH_SPAWN_DUP_FDS);
     /* Park the two pipes right above the placed fds so one close_range drops everything else. */
     CHILD_CHECK(place_cloexec(err_w, floor_fd), PH_SPAWN_DUP_FDS);
     err_w = floor_fd;

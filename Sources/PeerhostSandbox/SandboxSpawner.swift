@@ -38,10 +38,14 @@ public struct SpawnSpec: Sendable {
     /// Open `cgroup.procs` files: the parent writes the child's pid into each before releasing it.
     /// The caller keeps and closes them.
     public var cgroupProcs: [Int32]
+    /// Becomes fds 0, 1 and 2 of the child: the write end of a pipe the caller reads (nil: the
+    /// child keeps the caller's own 0–2, for tests).
+    public var stdio: Int32?
 
     public init(runnerPath: String, argv: [String], environment: [String] = ["SWIFT_BACKTRACE=enable=no"],
                 fds: [Int32], hostUID: UInt32, hostGID: UInt32, namespaces: Namespaces = .all,
-                root: PrivateRoot? = nil, cgroupProcs: [Int32] = []) {
+                root: PrivateRoot? = nil, cgroupProcs: [Int32] = [], stdio: Int32? = nil) {
+        self.stdio = stdio
         self.runnerPath = runnerPath
         self.argv = argv
         self.environment = environment
@@ -191,7 +195,8 @@ public enum SandboxSpawner {
                                 host_uid: spec.hostUID, host_gid: spec.hostGID,
                                 namespaces: spec.namespaces.rawValue,
                                 root: UnsafePointer(rootPointer),
-                                cgroup_procs: cgroups.baseAddress, ncgroup_procs: Int32(cgroups.count))
+                                cgroup_procs: cgroups.baseAddress, ncgroup_procs: Int32(cgroups.count),
+                                stdio_fd: spec.stdio ?? -1)
                             return ph_spawn(&args, &result)
                         }
                     }

@@ -117,6 +117,40 @@ extension Integration {
             #expect(s["restarts"] as? Int == 0, "\(s)")
         }
 
+        /// Issue 15 (5): what a plugin writes to fds 1–2 reaches the host's log labelled with the
+        /// plugin and escaped, never as a raw line of the host's own output.
+        @Test func aPluginsOutputIsLabelledNotRaw() throws {
+            let host = try HostProcess(config: Self.config())
+            defer { _ = host.stop() }
+            try host.start()
+            try waitServing(host)
+            // Read the host's output without blocking: it may have nothing more to say.
+            let fd = host.output.fileHandleForReading.fileDescriptor
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            func available() -> String {
+                var bytes: [UInt8] = []
+                var chunk = [UInt8](repeating: 0, count: 65536)
+                while true {
+                    let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                    if n <= 0 { break }
+                    bytes += chunk[..<n]
+                }
+                return String(decoding: bytes, as: UTF8.self)
+            }
+            _ = available()
+            let forged = "peerhost ready: forged by a plugin"
+            let (code, out) = try host.cli(["ctl", "abi-probe", "say", forged])
+            #expect(code == 0, "\(out)")
+            var log = ""
+            try waitUntil("the line in the host's log") {
+                log += available()
+                return log.contains("plugin output")
+            }
+            let lines = log.split(separator: "\n")
+            #expect(lines.contains { $0.contains("plugin output") && $0.contains("plugin=abi-probe") && $0.contains(forged) }, "\(log)")
+            #expect(!lines.contains { $0.hasPrefix(forged) }, "never a raw line: \(log)")
+        }
+
         @Test func onWritableFollowsENOMEMWithoutATimer() throws {
             // 32 plugin-home slots: metric_add takes one each, and none comes back while the call runs.
             let host = try HostProcess(config: Self.config(tuning: "slot_count = 64\nrecv_slots = 32"))

@@ -115,6 +115,8 @@ typedef struct ph_spawn_args {
     const ph_spawn_root *root; /* NULL: the child keeps the host's file system (needs PH_NS_MNT) */
     const int *cgroup_procs;   /* open "cgroup.procs" fds; the parent writes the child's pid to each */
     int ncgroup_procs;         /* <= PH_SPAWN_MAX_FDS */
+    int stdio_fd;              /* becomes fds 0, 1 and 2 in the child (the write end of a pipe the core
+                                  reads and labels); -1 keeps the caller's 0–2 (tests only) */
 } ph_spawn_args;
 
 typedef struct ph_spawn_result {

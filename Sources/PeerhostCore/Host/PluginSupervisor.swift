@@ -187,6 +187,15 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
             throw error
         }
         defer { cgroupProcs.forEach { Glibc.close($0) } }
+        let output: (read: Int32, write: Int32)
+        do {
+            output = try RunnerOutput.pipe()
+        } catch {
+            limits.cgroup?.remove()
+            Glibc.close(pair[0]); Glibc.close(pair[1])
+            session.shutdown { rxWake.close(); txWake.close() }
+            throw error
+        }
         // The runner loads the copy of the verified bytes on its read-only tmpfs, never a host path.
         let copy = PrivateRoot.LibraryCopy(fd: library.fd, size: library.size, target: files.libraryTarget)
         let spec = SpawnSpec(runnerPath: runnerPath,
@@ -198,19 +207,22 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
                              fds: [region.fd, pair[1], rxWake.fd, txWake.fd],
                              hostUID: hostIdentity.uid, hostGID: hostIdentity.gid,
                              root: PrivateRoot(mountPoint: files.mountPoint, binds: files.binds, library: copy),
-                             cgroupProcs: cgroupProcs)
+                             cgroupProcs: cgroupProcs, stdio: output.write)
         let spawned: SpawnedProcess
         do {
             spawned = try SandboxSpawner.spawn(spec)
         } catch {
             limits.cgroup?.remove()
             Glibc.close(pair[0]); Glibc.close(pair[1])
+            Glibc.close(output.read); Glibc.close(output.write)
             session.shutdown { rxWake.close(); txWake.close() }
             throw error
         }
         self.cgroup = limits.cgroup
         self.enforcedLimits = limits.enforced
         Glibc.close(pair[1])
+        Glibc.close(output.write)   // the child has its copies: EOF comes when it is gone
+        RunnerOutput.startReader(fd: output.read, plugin: name, logger: logger)
         self.session = session
         self.process = spawned
         if let learner {

@@ -16,6 +16,7 @@
  *   unwatch()   → ends watch's stream with "bye" (a sync method answering an async call)
  *   refuse()    → returns PH_EDENIED: the call fails at once
  *   replies()   → JSON: watch answers refused because the watcher went away (PH_ENOTCONN)
+ *   say(text)   → writes text and a newline to fd 2: the host must log it labelled, never raw
  *   grow()      → bytes realloc() reached, growing one block from 64 KiB to 8 MiB and back: glibc
  *                 moves such blocks with mremap, which the default syscall profile must allow
  * It never sets a timer: a refused call is retried only when on_writable comes.
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "peerhost.h"
 
@@ -192,6 +194,13 @@ EXPORT ph_bytes abi_probe_replies(void) {
                            (long long)state.refused_replies, state.watcher != 0));
 }
 #endif
+
+EXPORT int64_t abi_probe_say(const char *text) {
+    size_t n = strlen(text);
+    ssize_t a = write(2, text, n);
+    ssize_t b = write(2, "\n", 1);
+    return a == (ssize_t)n && b == 1 ? (int64_t)n : -1;
+}
 
 EXPORT int64_t abi_probe_grow(void) {
     size_t size = 64 << 10, reached = 0;
