@@ -151,6 +151,24 @@ extension Integration {
             #expect(!lines.contains { $0.hasPrefix(forged) }, "never a raw line: \(log)")
         }
 
+        /// Issue 15 (6): a plugin that writes start-up frames into its control socket after start
+        /// changes nothing: its status reason stays, it is not restarted, and each is audited.
+        @Test func forgedControlFramesAreIgnoredAndAudited() throws {
+            let host = try HostProcess(config: Self.config())
+            defer { _ = host.stop() }
+            try host.start()
+            try waitServing(host)
+            let (code, out) = try host.cli(["ctl", "abi-probe", "forge"])
+            #expect(code == 0 && out.trimmingCharacters(in: .whitespacesAndNewlines) == "2", "\(out)")
+            try waitUntil("both forged frames audited") {
+                try host.audit("abi-probe", action: "control", decision: "denied").count == 2
+            }
+            let s = try status(host, "abi-probe")
+            #expect(s["state"] as? String == "running" && s["restarts"] as? Int == 0, "\(s)")
+            #expect(!(s["reason"] as? String ?? "").contains("attacker text"), "\(s)")
+            #expect(echoes(7006, "still here\n"))
+        }
+
         @Test func onWritableFollowsENOMEMWithoutATimer() throws {
             // 32 plugin-home slots: metric_add takes one each, and none comes back while the call runs.
             let host = try HostProcess(config: Self.config(tuning: "slot_count = 64\nrecv_slots = 32"))

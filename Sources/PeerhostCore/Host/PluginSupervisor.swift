@@ -41,6 +41,9 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     private(set) var process: SpawnedProcess?
     private var channel: RunnerControlChannel?
     private var incarnation: UInt64 = 0
+    /// This incarnation's runner said hello: a second one, like a `fail` once it runs, is not from
+    /// the runner's start-up code but written by the plugin into fd 4 (issue 15).
+    private var helloSeen = false
     private var heartbeatSequence: UInt64 = 0
     private var killCause: RestartCause?
     private var consecutiveFailures = 0
@@ -112,6 +115,7 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
     func start() {
         guard session == nil, !stopping else { return }
         incarnation &+= 1
+        helloSeen = false
         state = .starting
         reason = ""
         killCause = nil
@@ -256,13 +260,25 @@ final class PluginSupervisor: IOHandler, PluginSessionDelegate, @unchecked Senda
 
     private func controlEvent(_ event: RunnerControlChannel.Event, incarnation: UInt64) {
         guard incarnation == self.incarnation else { return }
+        // The closed set: hello once, then (during start-up only) fail; check only for `peerhost
+        // check`. Anything else of these is the plugin's own writing on the control socket.
+        func forged(_ frame: String) {
+            audit.record(plugin: name, pid: process?.pid ?? 0, action: "control", object: "\(frame) frame", decision: .denied,
+                         reason: "a start-up frame after start-up, written by the plugin itself: ignored")
+            logger.warning("forged control frame ignored", metadata: ["plugin": "\(name)", "frame": "\(frame)"])
+        }
         switch event {
         case .hello(let pluginName, let version, let abi, _):
+            // Not by state: the runner's READY (on the ring) may overtake its hello (on fd 4).
+            guard !helloSeen else { forged("hello"); return }
+            helloSeen = true
             logger.info("runner loaded plugin", metadata: ["plugin": "\(name)", "reported": "\(pluginName) \(version)", "abi": "\(abi)"])
         case .check(let loaded):
+            guard onCheck != nil else { forged("check"); return }
             stopping = true   // the runner exits after its report: that is no crash to restart
             onCheck?(.success(loaded))
         case .fail(let step, let message):
+            guard state != .running else { forged("fail"); return }
             reason = "\(step): \(message)"
             if onCheck != nil { stopping = true; onCheck?(.failure(PluginCheck.Refusal(step: step, message: message))) }
             logger.error("runner refused the plugin", metadata: ["plugin": "\(name)", "step": "\(step)", "error": "\(message)"])

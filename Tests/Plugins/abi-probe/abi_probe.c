@@ -17,6 +17,8 @@
  *   refuse()    → returns PH_EDENIED: the call fails at once
  *   replies()   → JSON: watch answers refused because the watcher went away (PH_ENOTCONN)
  *   say(text)   → writes text and a newline to fd 2: the host must log it labelled, never raw
+ *   forge()     → writes a `fail` and a `hello` frame into the runner's control socket (fd 4), as
+ *                 hostile code in the plugin could: the host must ignore both and audit them
  *   grow()      → bytes realloc() reached, growing one block from 64 KiB to 8 MiB and back: glibc
  *                 moves such blocks with mremap, which the default syscall profile must allow
  * It never sets a timer: a refused call is retried only when on_writable comes.
@@ -200,6 +202,18 @@ EXPORT int64_t abi_probe_say(const char *text) {
     ssize_t a = write(2, text, n);
     ssize_t b = write(2, "\n", 1);
     return a == (ssize_t)n && b == 1 ? (int64_t)n : -1;
+}
+
+static int write_frame(const char *json) {
+    uint32_t n = (uint32_t)strlen(json);
+    uint8_t len[4] = { (uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), (uint8_t)(n >> 24) };
+    return write(4, len, 4) == 4 && write(4, json, n) == (ssize_t)n;
+}
+
+EXPORT int64_t abi_probe_forge(void) {
+    int a = write_frame("{\"type\":\"fail\",\"step\":\"forged\",\"message\":\"attacker text\"}");
+    int b = write_frame("{\"type\":\"hello\",\"name\":\"abi-probe\",\"version\":\"6.6.6\",\"abi\":\"1.2.0\",\"features\":0}");
+    return a && b ? 2 : -1;
 }
 
 EXPORT int64_t abi_probe_grow(void) {
