@@ -61,11 +61,8 @@ public struct PluginError: Error, Equatable, Hashable, CustomStringConvertible, 
 
     /// The C name ("PH_EDENIED"), as the host's logs print it.
     public var name: String {
-        let names = ["PH_OK", "PH_EAGAIN", "PH_EDENIED", "PH_EQUOTA", "PH_ENOTSUP", "PH_EINVAL", "PH_ENOMEM",
-                     "PH_ENOTCONN", "PH_ECLOSED", "PH_EIO", "PH_ENOENT", "PH_ETIMEDOUT", "PH_ECONNREFUSED",
-                     "PH_EADDRINUSE", "PH_ERESET", "PH_ESTOPPING"]
-        let i = Int(-code)
-        return i >= 0 && i < names.count ? names[i] : "ph_status(\(code))"
+        let name = String(cString: ph_status_name(Int64(code)))   // the header's one table
+        return code <= 0 && name != "PH_E?" ? name : "ph_status(\(code))"
     }
     public var description: String { name }
 }

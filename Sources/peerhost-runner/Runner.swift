@@ -636,24 +636,9 @@ extension Error {
     var message: String { (self as? CallError)?.message ?? "\(self)" }
 }
 
+/// The status's C name from peerhost.h's ph_status_name (one table for runner, SDK and plugins);
+/// "status N" for a number the header does not know.
 func statusName(_ s: ph_status) -> String {
-    switch s {
-    case PH_OK: return "PH_OK"
-    case PH_EAGAIN: return "PH_EAGAIN"
-    case PH_EDENIED: return "PH_EDENIED"
-    case PH_EQUOTA: return "PH_EQUOTA"
-    case PH_ENOTSUP: return "PH_ENOTSUP"
-    case PH_EINVAL: return "PH_EINVAL"
-    case PH_ENOMEM: return "PH_ENOMEM"
-    case PH_ENOTCONN: return "PH_ENOTCONN"
-    case PH_ECLOSED: return "PH_ECLOSED"
-    case PH_EIO: return "PH_EIO"
-    case PH_ENOENT: return "PH_ENOENT"
-    case PH_ETIMEDOUT: return "PH_ETIMEDOUT"
-    case PH_ECONNREFUSED: return "PH_ECONNREFUSED"
-    case PH_EADDRINUSE: return "PH_EADDRINUSE"
-    case PH_ERESET: return "PH_ERESET"
-    case PH_ESTOPPING: return "PH_ESTOPPING"
-    default: return "status \(s.rawValue)"
-    }
+    let name = String(cString: ph_status_name(Int64(s.rawValue)))
+    return s.rawValue <= 0 && name != "PH_E?" ? name : "status \(s.rawValue)"
 }

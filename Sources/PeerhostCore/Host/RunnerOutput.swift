@@ -32,13 +32,15 @@ enum RunnerOutput {
             var windowStart = ContinuousClock.now
             var linesInWindow = 0
             var dropped = 0
+            func reportDropped() {
+                guard dropped > 0 else { return }
+                logger.warning("plugin output dropped", metadata: ["plugin": "\(plugin)", "lines": "\(dropped)",
+                                                                  "why": "more than \(linesPerSecond) lines a second"])
+            }
             func emit(_ bytes: ArraySlice<UInt8>) {
                 let now = ContinuousClock.now
                 if now - windowStart >= .seconds(1) {
-                    if dropped > 0 {
-                        logger.warning("plugin output dropped", metadata: ["plugin": "\(plugin)", "lines": "\(dropped)",
-                                                                          "why": "more than \(linesPerSecond) lines a second"])
-                    }
+                    reportDropped()
                     windowStart = now
                     linesInWindow = 0
                     dropped = 0
@@ -60,10 +62,7 @@ enum RunnerOutput {
                 if pending.count > longestLine { emit(pending[...]); pending.removeAll() }
             }
             if !pending.isEmpty { emit(pending[...]) }
-            if dropped > 0 {
-                logger.warning("plugin output dropped", metadata: ["plugin": "\(plugin)", "lines": "\(dropped)",
-                                                                  "why": "more than \(linesPerSecond) lines a second"])
-            }
+            reportDropped()
         }
     }
 }
